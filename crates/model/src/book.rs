@@ -1,0 +1,287 @@
+//! `Book`: the payments and settlements derived from the event stream. `apply` is the single
+//! place where events become state; it checks every arrow against the state machine and either
+//! applies an event whole or rejects it and changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId};
+use crate::payment::{IllegalTransition, Payment, PaymentState};
+use crate::settlement::{DeathProof, Settlement, SignedTx};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment: Payment,
+    pub state: PaymentState,
+    /// 1 for the first attempt, incremented by each reissue.
+    pub attempt: u32,
+    /// The settlement of the current (or last) attempt.
+    pub settlement: Option<SettlementId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SettlementState {
+    Planned,
+    Released,
+    Signed,
+    Broadcast,
+    Confirmed { depth: u32 },
+    Final,
+    Dead,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementRecord {
+    pub settlement: Settlement,
+    pub state: SettlementState,
+    /// Every version signed for it, the first and then each replacement; all share one spend.
+    pub txs: Vec<SignedTx>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub merchant: MerchantId,
+    pub payments: Vec<PaymentId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    #[error("batch {0} already exists")]
+    DuplicateBatch(BatchId),
+    #[error("payment {0} already exists")]
+    DuplicatePayment(PaymentId),
+    #[error("settlement {0} already exists")]
+    DuplicateSettlement(SettlementId),
+    #[error("unknown payment {0}")]
+    UnknownPayment(PaymentId),
+    #[error("unknown settlement {0}")]
+    UnknownSettlement(SettlementId),
+    #[error("payment {payment}: {source}")]
+    Transition { payment: PaymentId, source: IllegalTransition },
+    #[error("settlement {settlement} cannot go from {from:?} on {event}")]
+    SettlementState { settlement: SettlementId, from: SettlementState, event: &'static str },
+    #[error("settlement {settlement} leg for payment {payment} does not match the payment")]
+    LegMismatch { settlement: SettlementId, payment: PaymentId },
+    #[error("settlement {settlement}: replacement spends different inputs or nonce")]
+    SpendMismatch { settlement: SettlementId },
+    #[error("settlement {settlement}: transaction is not one railyard signed for it")]
+    UnknownTx { settlement: SettlementId },
+    #[error("payment {payment} is not part of settlement {settlement}")]
+    WrongSettlement { payment: PaymentId, settlement: SettlementId },
+}
+
+/// Payments, settlements and batches, as the journal says they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Book {
+    pub payments: BTreeMap<PaymentId, PaymentRecord>,
+    pub settlements: BTreeMap<SettlementId, SettlementRecord>,
+    pub batches: BTreeMap<BatchId, BatchRecord>,
+}
+
+impl Book {
+    /// Applies one event whole, or returns why not and leaves the book unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<(), BookError> {
+        match event {
+            Event::BatchAccepted { batch, merchant, payments, .. } => self.accept(*batch, *merchant, payments),
+            Event::PaymentQueued { payment, .. } => self.move_payments(&[*payment], PaymentState::Queued),
+            Event::SettlementPlanned { settlement, .. } => self.plan(settlement),
+            Event::SettlementReleased { settlement, .. } => {
+                self.move_settlement(*settlement, "released", PaymentState::Queued, |s| {
+                    matches!(s, SettlementState::Planned).then_some(SettlementState::Released)
+                })
+            }
+            Event::SettlementSigned { settlement, tx, .. } => {
+                self.move_settlement(*settlement, "signed", PaymentState::Signed, |s| {
+                    matches!(s, SettlementState::Planned).then_some(SettlementState::Signed)
+                })?;
+                self.record_mut(*settlement)?.txs.push(tx.clone());
+                Ok(())
+            }
+            Event::SettlementBroadcast { settlement, txid, .. } => self.broadcast(*settlement, txid),
+            Event::SettlementReplaced { settlement, tx, .. } => self.replace(*settlement, tx),
+            Event::SettlementConfirmed { settlement, txid, depth, .. } => {
+                self.check_txid(*settlement, txid)?;
+                let depth = *depth;
+                self.move_settlement(*settlement, "confirmed", PaymentState::Confirmed, |s| match s {
+                    SettlementState::Broadcast | SettlementState::Confirmed { .. } => {
+                        Some(SettlementState::Confirmed { depth })
+                    }
+                    _ => None,
+                })
+            }
+            Event::SettlementReorged { settlement, .. } => {
+                self.move_settlement(*settlement, "reorged", PaymentState::Broadcast, |s| {
+                    matches!(s, SettlementState::Confirmed { .. }).then_some(SettlementState::Broadcast)
+                })
+            }
+            Event::SettlementFinal { settlement, txid, .. } => {
+                self.check_txid(*settlement, txid)?;
+                self.move_settlement(*settlement, "final", PaymentState::Settled, |s| {
+                    matches!(s, SettlementState::Confirmed { .. }).then_some(SettlementState::Final)
+                })
+            }
+            Event::SettlementDead { settlement, proof, .. } => self.dead(*settlement, proof),
+            Event::PaymentHeld { payment, .. } => {
+                let in_flight = self.payment(*payment)?.state.is_in_flight();
+                self.move_payments(&[*payment], PaymentState::Held { in_flight })
+            }
+            Event::PaymentFailed { payment, .. } => self.move_payments(&[*payment], PaymentState::Failed),
+            Event::PaymentReissued { payment, previous, .. } => {
+                if self.payment(*payment)?.settlement != Some(*previous) {
+                    return Err(BookError::WrongSettlement { payment: *payment, settlement: *previous });
+                }
+                self.move_payments(&[*payment], PaymentState::Reissued)?;
+                let record = self.payments.get_mut(payment).expect("checked above");
+                record.attempt = record.attempt.checked_add(1).expect("attempt count fits u32");
+                Ok(())
+            }
+        }
+    }
+
+    pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
+        self.payments.get(&id).ok_or(BookError::UnknownPayment(id))
+    }
+
+    pub fn settlement(&self, id: SettlementId) -> Result<&SettlementRecord, BookError> {
+        self.settlements.get(&id).ok_or(BookError::UnknownSettlement(id))
+    }
+
+    fn record_mut(&mut self, id: SettlementId) -> Result<&mut SettlementRecord, BookError> {
+        self.settlements.get_mut(&id).ok_or(BookError::UnknownSettlement(id))
+    }
+
+    fn accept(&mut self, batch: BatchId, merchant: MerchantId, payments: &[Payment]) -> Result<(), BookError> {
+        if self.batches.contains_key(&batch) {
+            return Err(BookError::DuplicateBatch(batch));
+        }
+        for (i, payment) in payments.iter().enumerate() {
+            if self.payments.contains_key(&payment.id) || payments[..i].iter().any(|p| p.id == payment.id) {
+                return Err(BookError::DuplicatePayment(payment.id));
+            }
+        }
+        for payment in payments {
+            let record =
+                PaymentRecord { payment: payment.clone(), state: PaymentState::Accepted, attempt: 1, settlement: None };
+            self.payments.insert(payment.id, record);
+        }
+        let ids = payments.iter().map(|p| p.id).collect();
+        self.batches.insert(batch, BatchRecord { merchant, payments: ids });
+        Ok(())
+    }
+
+    /// Checks every payment can take the arrow, then moves them all.
+    fn move_payments(&mut self, ids: &[PaymentId], to: PaymentState) -> Result<(), BookError> {
+        for id in ids {
+            let from = self.payment(*id)?.state;
+            from.transition(to).map_err(|source| BookError::Transition { payment: *id, source })?;
+        }
+        for id in ids {
+            self.payments.get_mut(id).expect("checked above").state = to;
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self, settlement: &Settlement) -> Result<(), BookError> {
+        if self.settlements.contains_key(&settlement.id) {
+            return Err(BookError::DuplicateSettlement(settlement.id));
+        }
+        let ids: Vec<PaymentId> = settlement.legs.iter().map(|leg| leg.payment).collect();
+        for (i, leg) in settlement.legs.iter().enumerate() {
+            let payment = &self.payment(leg.payment)?.payment;
+            let matches = payment.amount == leg.amount
+                && payment.destination == leg.destination
+                && payment.asset == settlement.asset
+                && payment.networks.contains(&settlement.network)
+                && !ids[..i].contains(&leg.payment);
+            if !matches {
+                return Err(BookError::LegMismatch { settlement: settlement.id, payment: leg.payment });
+            }
+        }
+        self.move_payments(&ids, PaymentState::Planned)?;
+        for id in &ids {
+            self.payments.get_mut(id).expect("checked above").settlement = Some(settlement.id);
+        }
+        let record =
+            SettlementRecord { settlement: settlement.clone(), state: SettlementState::Planned, txs: Vec::new() };
+        self.settlements.insert(settlement.id, record);
+        Ok(())
+    }
+
+    /// Moves a settlement by `next` (None = not allowed from its state) and its payments to
+    /// `payments_to`, all or nothing.
+    fn move_settlement(
+        &mut self,
+        id: SettlementId,
+        event: &'static str,
+        payments_to: PaymentState,
+        next: impl Fn(SettlementState) -> Option<SettlementState>,
+    ) -> Result<(), BookError> {
+        let record = self.settlement(id)?;
+        let from = record.state;
+        let to = next(from).ok_or(BookError::SettlementState { settlement: id, from, event })?;
+        let ids: Vec<PaymentId> = record.settlement.legs.iter().map(|leg| leg.payment).collect();
+        // A payment held in flight stays held while its settlement is only being watched; the
+        // chain's final outcomes (settled, rolled back) apply to it like to any other.
+        let watching = matches!(payments_to, PaymentState::Broadcast | PaymentState::Confirmed);
+        let held = PaymentState::Held { in_flight: true };
+        let movable: Vec<PaymentId> = ids
+            .into_iter()
+            .filter(|p| {
+                let state = self.payments[p].state;
+                state != payments_to && !(watching && state == held)
+            })
+            .collect();
+        self.move_payments(&movable, payments_to)?;
+        self.record_mut(id)?.state = to;
+        Ok(())
+    }
+
+    fn broadcast(&mut self, id: SettlementId, txid: &[u8; 32]) -> Result<(), BookError> {
+        self.check_txid(id, txid)?;
+        // Re-broadcasting the same bytes (after a restart, or a drop) is harmless and allowed.
+        self.move_settlement(id, "broadcast", PaymentState::Broadcast, |s| match s {
+            SettlementState::Signed | SettlementState::Broadcast => Some(SettlementState::Broadcast),
+            _ => None,
+        })
+    }
+
+    fn replace(&mut self, id: SettlementId, tx: &SignedTx) -> Result<(), BookError> {
+        let record = self.settlement(id)?;
+        if !matches!(record.state, SettlementState::Signed | SettlementState::Broadcast) {
+            return Err(BookError::SettlementState { settlement: id, from: record.state, event: "replaced" });
+        }
+        let first = record.txs.first().expect("a signed settlement has a transaction");
+        if first.spend != tx.spend {
+            return Err(BookError::SpendMismatch { settlement: id });
+        }
+        self.record_mut(id)?.txs.push(tx.clone());
+        Ok(())
+    }
+
+    fn dead(&mut self, id: SettlementId, proof: &DeathProof) -> Result<(), BookError> {
+        let record = self.settlement(id)?;
+        let own_tx = |txid: &[u8; 32]| record.txs.iter().any(|tx| &tx.txid == txid);
+        // A conflicting final transaction must not be one of ours (then the payment was paid),
+        // and a final revert must be one of ours.
+        let proof_ok = match proof {
+            DeathProof::ConflictFinal { txid } => !own_tx(txid),
+            DeathProof::RevertedFinal { txid } => own_tx(txid),
+        };
+        if !proof_ok {
+            return Err(BookError::UnknownTx { settlement: id });
+        }
+        self.move_settlement(id, "dead", PaymentState::RolledBack, |s| match s {
+            SettlementState::Signed | SettlementState::Broadcast | SettlementState::Confirmed { .. } => {
+                Some(SettlementState::Dead)
+            }
+            _ => None,
+        })
+    }
+
+    fn check_txid(&self, id: SettlementId, txid: &[u8; 32]) -> Result<(), BookError> {
+        let record = self.settlement(id)?;
+        if record.txs.iter().any(|tx| &tx.txid == txid) { Ok(()) } else { Err(BookError::UnknownTx { settlement: id }) }
+    }
+}

@@ -1,0 +1,110 @@
+//! `Event`: the one closed enum of everything that changes railyard's state. Each is appended
+//! to the journal before anything outside the process learns of it (rule 2), and replaying the
+//! events in order rebuilds the state exactly (rule 6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::amount::Amount;
+use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
+use crate::payment::Payment;
+use crate::settlement::{DeathProof, Settlement, SignedTx};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A merchant's batch, accepted whole.
+    BatchAccepted {
+        batch: BatchId,
+        merchant: MerchantId,
+        idempotency_key: String,
+        body_hash: [u8; 32],
+        payments: Vec<Payment>,
+        at: Timestamp,
+    },
+    PaymentQueued {
+        payment: PaymentId,
+        at: Timestamp,
+    },
+    SettlementPlanned {
+        settlement: Settlement,
+        at: Timestamp,
+    },
+    /// A planned settlement given back before signing (its payments return to the queue).
+    SettlementReleased {
+        settlement: SettlementId,
+        at: Timestamp,
+    },
+    /// The exact bytes to broadcast, journaled before the first broadcast.
+    SettlementSigned {
+        settlement: SettlementId,
+        tx: SignedTx,
+        at: Timestamp,
+    },
+    SettlementBroadcast {
+        settlement: SettlementId,
+        txid: [u8; 32],
+        at: Timestamp,
+    },
+    /// A replacement (fee bump or cancel) spending the same nonce or inputs.
+    SettlementReplaced {
+        settlement: SettlementId,
+        tx: SignedTx,
+        at: Timestamp,
+    },
+    SettlementConfirmed {
+        settlement: SettlementId,
+        txid: [u8; 32],
+        depth: u32,
+        at: Timestamp,
+    },
+    SettlementReorged {
+        settlement: SettlementId,
+        at: Timestamp,
+    },
+    SettlementFinal {
+        settlement: SettlementId,
+        txid: [u8; 32],
+        fee_paid: Amount,
+        at: Timestamp,
+    },
+    SettlementDead {
+        settlement: SettlementId,
+        proof: DeathProof,
+        at: Timestamp,
+    },
+    PaymentHeld {
+        payment: PaymentId,
+        reason: String,
+        at: Timestamp,
+    },
+    PaymentFailed {
+        payment: PaymentId,
+        reason: String,
+        at: Timestamp,
+    },
+    PaymentReissued {
+        payment: PaymentId,
+        previous: SettlementId,
+        at: Timestamp,
+    },
+}
+
+impl Event {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::BatchAccepted { at, .. }
+            | Event::PaymentQueued { at, .. }
+            | Event::SettlementPlanned { at, .. }
+            | Event::SettlementReleased { at, .. }
+            | Event::SettlementSigned { at, .. }
+            | Event::SettlementBroadcast { at, .. }
+            | Event::SettlementReplaced { at, .. }
+            | Event::SettlementConfirmed { at, .. }
+            | Event::SettlementReorged { at, .. }
+            | Event::SettlementFinal { at, .. }
+            | Event::SettlementDead { at, .. }
+            | Event::PaymentHeld { at, .. }
+            | Event::PaymentFailed { at, .. }
+            | Event::PaymentReissued { at, .. } => *at,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! railyard's domain types: money, assets, networks, addresses, payments, settlements and the
+//! events that change them. No I/O, no clock, no randomness: everything here is a pure value or
+//! a pure function of its inputs.
+
+pub mod address;
+pub mod amount;
+pub mod asset;
+pub mod book;
+pub mod event;
+pub mod ids;
+pub mod network;
+pub mod payment;
+pub mod settlement;
+
+pub use address::{Address, AddressError};
+pub use amount::{Amount, AmountError};
+pub use asset::{Asset, AssetError};
+pub use book::{Book, BookError, PaymentRecord, SettlementRecord, SettlementState};
+pub use event::Event;
+pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
+pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};
+pub use payment::{IllegalTransition, Payment, PaymentError, PaymentState};
+pub use settlement::{DeathProof, Leg, Settlement, SignedTx, Spend};

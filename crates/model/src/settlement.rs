@@ -1,0 +1,64 @@
+//! `Settlement`: what goes on a rail — one transaction paying one or more payments — and the
+//! exact transaction railyard signed for it, journaled before broadcast (rule 3).
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::Asset;
+use crate::ids::{PaymentId, RailId, SettlementId};
+use crate::network::Network;
+
+/// One payment's share of a settlement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub payment: PaymentId,
+    pub destination: Address,
+    pub amount: Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub id: SettlementId,
+    pub rail: RailId,
+    pub network: Network,
+    pub asset: Asset,
+    pub legs: Vec<Leg>,
+    /// The fee estimate reserved from the pool alongside the legs.
+    pub fee_reserved: Amount,
+}
+
+impl Settlement {
+    /// The sum of the legs, or `None` on overflow.
+    pub fn total(&self) -> Option<Amount> {
+        Amount::try_sum(self.legs.iter().map(|leg| leg.amount)).ok()
+    }
+}
+
+/// What a signed transaction consumes, so that any replacement provably conflicts with it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Spend {
+    /// EVM: the sender's nonce.
+    Nonce { sender: [u8; 20], nonce: u64 },
+    /// Bitcoin: the outpoints spent, as (txid, vout).
+    Inputs(Vec<([u8; 32], u32)>),
+}
+
+/// A signed transaction exactly as it will be broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTx {
+    pub txid: [u8; 32],
+    pub raw: Vec<u8>,
+    pub spend: Spend,
+    pub fee: Amount,
+}
+
+/// Why an attempt is known to be dead, so that reissuing it cannot pay twice (rule 3). There
+/// is deliberately no variant for "timed out" or "not seen": probably dead is not dead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeathProof {
+    /// A transaction spending the same nonce or inputs is final.
+    ConflictFinal { txid: [u8; 32] },
+    /// The attempt's own transaction reverted, and the revert is final.
+    RevertedFinal { txid: [u8; 32] },
+}
