@@ -1,1 +1,426 @@
+//! railyard's durable event journal, on redb.
+//!
+//! Appends from many callers are grouped into one redb write transaction committed with
+//! `Durability::Immediate` (group commit); each caller learns its sequence numbers only after
+//! that commit returned, so an acknowledged record survives a crash. Records are hash-chained
+//! (see `record`), reads verify the chain and fail loudly with the sequence number of the first
+//! bad record, snapshots of derived state shorten recovery, and an idempotency index maps
+//! (merchant, key) to a batch in the same commit as the batch's records.
+//!
+//! The journal stores opaque bytes: what a payload means is the caller's business.
 
+mod record;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use record::Record;
+use record::{GENESIS, HASH_LEN};
+use writer::{Request, Writer};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+
+/// Limits; every one of them is a bound that gives backpressure or a clear error when reached.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Append requests waiting for the writer; a full queue makes `try_submit` say `Busy`.
+    pub queue_depth: usize,
+    /// Most records one commit groups together.
+    pub group_records_max: usize,
+    /// Most records in one append request.
+    pub append_records_max: usize,
+    /// Largest payload of one record.
+    pub record_bytes_max: usize,
+    /// Snapshots kept; older ones are deleted when a new one is written.
+    pub snapshots_kept: usize,
+    /// Records read per read transaction while replaying or verifying.
+    pub read_chunk: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            queue_depth: 4096,
+            group_records_max: 8192,
+            append_records_max: 100_000,
+            record_bytes_max: 1 << 20,
+            snapshots_kept: 3,
+            read_chunk: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal record {seq} is corrupt: {reason}; restore the journal from a replica or backup")]
+    Corrupt { seq: u64, reason: String },
+    #[error("journal snapshot at {seq} is corrupt: {reason}")]
+    CorruptSnapshot { seq: u64, reason: String },
+    #[error("journal storage error: {0}")]
+    Storage(String),
+    #[error("a journal commit failed; the journal refuses writes until it is reopened and recovered")]
+    Poisoned,
+    #[error("the journal is closed")]
+    Closed,
+    #[error("the journal's append queue is full; retry later")]
+    Busy,
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("snapshot at {seq} is beyond the journal tip {tip}")]
+    SnapshotBeyondTip { seq: u64, tip: u64 },
+}
+
+macro_rules! storage_error {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for JournalError {
+            fn from(error: $ty) -> JournalError {
+                JournalError::Storage(error.to_string())
+            }
+        }
+    )*};
+}
+storage_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// An idempotency claim: the first append with this (merchant, key) records the batch; any
+/// later one is answered with the original batch and body hash and appends nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub merchant: String,
+    pub key: String,
+    pub batch: u128,
+    pub body_hash: [u8; 32],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencyEntry {
+    pub batch: u128,
+    pub body_hash: [u8; 32],
+}
+
+/// The outcome of an append, known only once it is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// The records were committed with these sequence numbers (inclusive).
+    Committed { first: u64, last: u64 },
+    /// The claim's key was already taken; nothing was appended.
+    Duplicate(IdempotencyEntry),
+}
+
+/// A pending append: wait for it on a thread, or `.await` it.
+#[derive(Debug)]
+pub struct Ticket(oneshot::Receiver<Result<Appended, JournalError>>);
+
+impl Ticket {
+    pub fn wait(self) -> Result<Appended, JournalError> {
+        self.0.recv().map_err(|_| JournalError::Closed)?
+    }
+}
+
+impl std::future::IntoFuture for Ticket {
+    type Output = Result<Appended, JournalError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.0.await.map_err(|_| JournalError::Closed)? })
+    }
+}
+
+/// A snapshot of derived state taken after applying every record up to `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub state: Vec<u8>,
+}
+
+/// Derived state that can be rebuilt from the journal: replaying the same records gives the
+/// same state, so `encode` must be deterministic.
+pub trait Replica: Sized {
+    type Error: std::fmt::Display;
+    fn empty() -> Self;
+    fn apply(&mut self, seq: u64, payload: &[u8]) -> Result<(), Self::Error>;
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Result<Self, Self::Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("replaying record {seq} failed: {reason}")]
+    Apply { seq: u64, reason: String },
+    #[error("snapshot at {seq} does not decode: {reason}")]
+    Snapshot { seq: u64, reason: String },
+}
+
+/// The result of recovery: the state after every record, and how it was reached.
+#[derive(Debug)]
+pub struct Recovered<R> {
+    pub state: R,
+    /// The last record applied (0 for an empty journal).
+    pub seq: u64,
+    pub snapshot_seq: Option<u64>,
+    pub replayed: u64,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    config: Config,
+    sender: Option<SyncSender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    tip: Arc<AtomicU64>,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has answered every queued request.
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// A handle to an open journal; clones share the one writer.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("tip", &self.tip()).finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path` and checks its last record.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Journal, JournalError> {
+        let db = Arc::new(Database::create(path.as_ref())?);
+        let txn = db.begin_write()?;
+        txn.open_table(RECORDS)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.commit()?;
+        let (tip_seq, tip_hash) = read_tip(&db)?;
+        let tip = Arc::new(AtomicU64::new(tip_seq));
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = mpsc::sync_channel(config.queue_depth);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            receiver,
+            seq: tip_seq,
+            hash: tip_hash,
+            group_records_max: config.group_records_max,
+            snapshots_kept: config.snapshots_kept,
+            durable_tip: Arc::clone(&tip),
+            poisoned: Arc::clone(&poisoned),
+        };
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|error| JournalError::Storage(format!("cannot start the journal writer: {error}")))?;
+        let inner = Inner { db, config, sender: Some(sender), writer: Some(handle), tip, poisoned };
+        Ok(Journal { inner: Arc::new(inner) })
+    }
+
+    /// The highest durable sequence number (0 when empty).
+    pub fn tip(&self) -> u64 {
+        self.inner.tip.load(Ordering::Acquire)
+    }
+
+    /// Appends one record and waits until it is durable.
+    pub fn append(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
+        match self.submit(vec![payload], None)?.wait()? {
+            Appended::Committed { first, .. } => Ok(first),
+            Appended::Duplicate(_) => unreachable!("no claim was made"),
+        }
+    }
+
+    /// Appends records atomically (all in one commit, consecutive sequence numbers) and waits.
+    pub fn append_batch(&self, payloads: Vec<Vec<u8>>) -> Result<(u64, u64), JournalError> {
+        match self.submit(payloads, None)?.wait()? {
+            Appended::Committed { first, last } => Ok((first, last)),
+            Appended::Duplicate(_) => unreachable!("no claim was made"),
+        }
+    }
+
+    /// Queues an append, waiting for room in the queue; the ticket resolves once it is durable.
+    pub fn submit(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<Ticket, JournalError> {
+        let (request, ticket) = self.request(payloads, claim)?;
+        self.sender()?.send(request).map_err(|_| JournalError::Closed)?;
+        Ok(ticket)
+    }
+
+    /// Queues an append without waiting for room: a full queue is `Busy` (backpressure).
+    pub fn try_submit(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<Ticket, JournalError> {
+        let (request, ticket) = self.request(payloads, claim)?;
+        self.sender()?.try_send(request).map_err(|error| match error {
+            TrySendError::Full(_) => JournalError::Busy,
+            TrySendError::Disconnected(_) => JournalError::Closed,
+        })?;
+        Ok(ticket)
+    }
+
+    fn sender(&self) -> Result<&SyncSender<Request>, JournalError> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(JournalError::Poisoned);
+        }
+        self.inner.sender.as_ref().ok_or(JournalError::Closed)
+    }
+
+    fn request(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<(Request, Ticket), JournalError> {
+        let config = &self.inner.config;
+        if payloads.is_empty() || payloads.len() > config.append_records_max {
+            let max = config.append_records_max;
+            return Err(JournalError::Invalid(format!("an append carries 1 to {max} records")));
+        }
+        if let Some(too_big) = payloads.iter().find(|p| p.len() > config.record_bytes_max) {
+            let (len, max) = (too_big.len(), config.record_bytes_max);
+            return Err(JournalError::Invalid(format!("a record of {len} bytes exceeds the {max}-byte limit")));
+        }
+        let (reply, receiver) = oneshot::channel();
+        Ok((Request::Append { payloads, claim, reply }, Ticket(receiver)))
+    }
+
+    /// Reads and verifies one record.
+    pub fn read(&self, seq: u64) -> Result<Record, JournalError> {
+        let mut records = self.read_range(seq, 1)?;
+        records.pop().ok_or(JournalError::Invalid(format!("no record {seq}: the tip is {}", self.tip())))
+    }
+
+    /// Reads up to `count_max` records from `from` on, verifying each against the chain.
+    pub fn read_range(&self, from: u64, count_max: usize) -> Result<Vec<Record>, JournalError> {
+        if from == 0 {
+            return Err(JournalError::Invalid("sequence numbers start at 1".into()));
+        }
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut prev = if from == 1 {
+            GENESIS
+        } else {
+            let value = table.get(from - 1)?.ok_or_else(|| missing(from - 1))?;
+            record::decode(from - 1, &record::claimed_prev(from - 1, value.value())?, value.value())?.hash
+        };
+        let mut out = Vec::new();
+        for (expected, entry) in (from..).zip(table.range(from..)?.take(count_max)) {
+            let (key, value) = entry?;
+            if key.value() != expected {
+                return Err(missing(expected));
+            }
+            let record = record::decode(expected, &prev, value.value())?;
+            prev = record.hash;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Verifies the whole chain, from the first record to the tip; returns the record count.
+    pub fn verify(&self) -> Result<u64, JournalError> {
+        let mut next = 1;
+        loop {
+            let records = self.read_range(next, self.inner.config.read_chunk)?;
+            let Some(last) = records.last() else { break };
+            next = last.seq + 1;
+        }
+        let count = next - 1;
+        let tip = read_tip(&self.inner.db)?.0;
+        if count != tip {
+            return Err(missing(count + 1));
+        }
+        Ok(count)
+    }
+
+    /// The batch a (merchant, key) was first used for, if any.
+    pub fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyEntry>, JournalError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(IDEMPOTENCY)?;
+        let value = table.get((merchant, key))?;
+        value.map(|v| writer::decode_claim(v.value())).transpose()
+    }
+
+    /// Stores a snapshot of derived state after record `seq`, and drops the oldest beyond
+    /// `snapshots_kept`.
+    pub fn write_snapshot(&self, seq: u64, state: Vec<u8>) -> Result<(), JournalError> {
+        let (reply, receiver) = oneshot::channel();
+        self.sender()?.send(Request::Snapshot { seq, state, reply }).map_err(|_| JournalError::Closed)?;
+        receiver.recv().map_err(|_| JournalError::Closed)?
+    }
+
+    /// The newest snapshot, verified against its checksum and against the record it follows.
+    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {
+        let stored = {
+            let txn = self.inner.db.begin_read()?;
+            let table = txn.open_table(SNAPSHOTS)?;
+            let last = table.last()?;
+            last.map(|(seq, value)| (seq.value(), value.value().to_vec()))
+        };
+        let Some((seq, value)) = stored else { return Ok(None) };
+        let (record_hash, state) = record::decode_snapshot(seq, &value)?;
+        if self.read(seq)?.hash != record_hash {
+            return Err(JournalError::CorruptSnapshot {
+                seq,
+                reason: "it does not follow the journal's record".into(),
+            });
+        }
+        Ok(Some(Snapshot { seq, state }))
+    }
+
+    /// Rebuilds derived state: the latest snapshot, then every record after it, in order.
+    pub fn recover<R: Replica>(&self) -> Result<Recovered<R>, RecoverError> {
+        let (mut state, snapshot_seq) = match self.latest_snapshot()? {
+            Some(snapshot) => {
+                let state = R::decode(&snapshot.state)
+                    .map_err(|error| RecoverError::Snapshot { seq: snapshot.seq, reason: error.to_string() })?;
+                (state, Some(snapshot.seq))
+            }
+            None => (R::empty(), None),
+        };
+        let mut seq = snapshot_seq.unwrap_or(0);
+        let mut replayed = 0;
+        loop {
+            let records = self.read_range(seq + 1, self.inner.config.read_chunk)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                state
+                    .apply(record.seq, &record.payload)
+                    .map_err(|error| RecoverError::Apply { seq: record.seq, reason: error.to_string() })?;
+                seq = record.seq;
+                replayed += 1;
+            }
+        }
+        Ok(Recovered { state, seq, snapshot_seq, replayed })
+    }
+}
+
+fn missing(seq: u64) -> JournalError {
+    JournalError::Corrupt { seq, reason: "record is missing from the chain".into() }
+}
+
+/// The last record's sequence number and hash, verified against its own checksum.
+fn read_tip(db: &Database) -> Result<(u64, [u8; HASH_LEN]), JournalError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(RECORDS)?;
+    let Some((key, value)) = table.last()? else { return Ok((0, GENESIS)) };
+    let seq = key.value();
+    let prev = record::claimed_prev(seq, value.value())?;
+    let record = record::decode(seq, &prev, value.value())?;
+    Ok((seq, record.hash))
+}

@@ -234,7 +234,8 @@ fn unknown_and_duplicate_ids_are_refused() {
 fn payment_validation_table() {
     let ok = payment(1, 5);
     assert_eq!(ok.validate(), Ok(()));
-    let cases: Vec<(Box<dyn Fn(&mut Payment)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Payment)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|p| p.amount = Amount::ZERO), "greater than zero"),
         (Box::new(|p| p.reference.clear()), "reference"),
         (Box::new(|p| p.reference = "x".repeat(129)), "reference"),
