@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use record::Record;
-use record::{GENESIS, HASH_LEN};
+use record::{Frame, GENESIS, HASH_LEN};
 use writer::{Request, Writer};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -35,6 +35,14 @@ pub struct Config {
     pub queue_depth: usize,
     /// Most records one commit groups together.
     pub group_records_max: usize,
+    /// Most payload bytes one commit groups together (a single larger append commits alone).
+    pub group_bytes_max: usize,
+    /// Encoded bytes per stored frame: a commit is cut into frames of at most this size (a
+    /// record larger than it gets a frame of its own). The default fills a 64 KiB redb page:
+    /// one frame per commit (256 KiB at batch 1000) made redb allocate and zero a fresh buffer
+    /// from the kernel on every commit, and frames of a 4 KiB page cost a B-tree insert and a
+    /// hash finalisation each; 64 KiB frames measured best (see benches/journal_append).
+    pub frame_bytes_max: usize,
     /// Most records in one append request.
     pub append_records_max: usize,
     /// Largest payload of one record.
@@ -50,6 +58,8 @@ impl Default for Config {
         Config {
             queue_depth: 4096,
             group_records_max: 8192,
+            group_bytes_max: 8 << 20,
+            frame_bytes_max: (64 << 10) - 128,
             append_records_max: 100_000,
             record_bytes_max: 1 << 20,
             snapshots_kept: 3,
@@ -227,6 +237,8 @@ impl Journal {
             seq: tip_seq,
             hash: tip_hash,
             group_records_max: config.group_records_max,
+            group_bytes_max: config.group_bytes_max,
+            frame_bytes_max: config.frame_bytes_max,
             snapshots_kept: config.snapshots_kept,
             durable_tip: Arc::clone(&tip),
             poisoned: Arc::clone(&poisoned),
@@ -311,21 +323,28 @@ impl Journal {
         }
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
-        let mut prev = if from == 1 {
-            GENESIS
-        } else {
-            let value = table.get(from - 1)?.ok_or_else(|| missing(from - 1))?;
-            record::decode(from - 1, &record::claimed_prev(from - 1, value.value())?, value.value())?.hash
-        };
         let mut out = Vec::new();
-        for (expected, entry) in (from..).zip(table.range(from..)?.take(count_max)) {
+        let Some(start) = table.range(..=from)?.next_back().transpose()?.map(|(key, _)| key.value()) else {
+            return Ok(out);
+        };
+        let mut prev = hash_before(&table, start)?;
+        let mut expected = start;
+        for entry in table.range(start..)? {
             let (key, value) = entry?;
             if key.value() != expected {
                 return Err(missing(expected));
             }
-            let record = record::decode(expected, &prev, value.value())?;
-            prev = record.hash;
-            out.push(record);
+            let mut frame = Frame::open(expected, Some(&prev), value.value())?;
+            expected = frame.last_seq() + 1;
+            prev = frame.hash();
+            while let Some(record) = frame.next_record()? {
+                if record.seq >= from {
+                    out.push(record);
+                    if out.len() >= count_max {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -372,7 +391,8 @@ impl Journal {
         };
         let Some((seq, value)) = stored else { return Ok(None) };
         let (record_hash, state) = record::decode_snapshot(seq, &value)?;
-        if self.read(seq)?.hash != record_hash {
+        let txn = self.inner.db.begin_read()?;
+        if hash_at(&txn.open_table(RECORDS)?, seq)? != record_hash {
             return Err(JournalError::CorruptSnapshot {
                 seq,
                 reason: "it does not follow the journal's record".into(),
@@ -414,13 +434,41 @@ fn missing(seq: u64) -> JournalError {
     JournalError::Corrupt { seq, reason: "record is missing from the chain".into() }
 }
 
-/// The last record's sequence number and hash, verified against its own checksum.
+/// The last record's sequence number and hash, verified against its frame's checksums.
 fn read_tip(db: &Database) -> Result<(u64, [u8; HASH_LEN]), JournalError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(RECORDS)?;
     let Some((key, value)) = table.last()? else { return Ok((0, GENESIS)) };
-    let seq = key.value();
-    let prev = record::claimed_prev(seq, value.value())?;
-    let record = record::decode(seq, &prev, value.value())?;
-    Ok((seq, record.hash))
+    let frame = Frame::open(key.value(), None, value.value())?;
+    Ok((frame.last_seq(), frame.hash()))
+}
+
+/// The chain hash just before the frame that starts at `start`: the genesis hash, or the last
+/// hash of the frame before it (whose own records are verified on the way).
+pub(crate) fn hash_before(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    start: u64,
+) -> Result<[u8; HASH_LEN], JournalError> {
+    if start == 1 {
+        return Ok(GENESIS);
+    }
+    let (key, value) = table.range(..start)?.next_back().transpose()?.ok_or_else(|| missing(start - 1))?;
+    let frame = Frame::open(key.value(), None, value.value())?;
+    if frame.last_seq() != start - 1 {
+        return Err(missing(start - 1));
+    }
+    Ok(frame.hash())
+}
+
+/// The hash of the frame holding record `seq`: what a snapshot taken after `seq` is tied to.
+pub(crate) fn hash_at(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<[u8; HASH_LEN], JournalError> {
+    let (key, value) = table.range(..=seq)?.next_back().transpose()?.ok_or_else(|| missing(seq))?;
+    let frame = Frame::open(key.value(), None, value.value())?;
+    if frame.last_seq() < seq {
+        return Err(missing(seq));
+    }
+    Ok(frame.hash())
 }

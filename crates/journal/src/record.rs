@@ -1,63 +1,168 @@
-//! The on-disk form of a journal record and of a snapshot, and the hashes that make corruption
-//! visible: each record commits to its sequence number, its payload and the previous record's
-//! hash, so a changed byte or a missing record breaks the chain at a known sequence number.
+//! The on-disk form of journal records and snapshots, and the checks that make corruption
+//! visible.
+//!
+//! Records are stored in frames, one frame per commit, keyed by the frame's first sequence
+//! number (one B-tree insert and one contiguous write for a commit of a thousand records):
+//!
+//! ```text
+//! frame  = previous hash (32) ‖ count (u32) ‖ record* ‖ frame hash (32)
+//! record = payload length (u32) ‖ crc32c(seq ‖ length ‖ payload) (u32) ‖ payload
+//! frame hash = blake3(first seq ‖ every byte of the frame before the frame hash)
+//! ```
+//!
+//! Each record carries its own checksum (naming the exact sequence number of a damaged
+//! record), and each frame carries the hash of everything before it: the frame hash covers the
+//! previous hash, so the whole journal is one hash chain, and a changed, missing or reordered
+//! record breaks it. Hashing a frame at once (rather than each record) lets blake3 use its
+//! wide SIMD path; it was a fifth of the commit time when done per record.
 
 use crate::JournalError;
 
 pub(crate) const HASH_LEN: usize = 32;
 pub(crate) const GENESIS: [u8; HASH_LEN] = [0; HASH_LEN];
+const FRAME_HEADER: usize = HASH_LEN + 4;
+pub(crate) const RECORD_HEADER: usize = 8;
 
 /// One journal record, verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
-    /// This record's chain hash: blake3(seq ‖ previous hash ‖ payload).
-    pub hash: [u8; HASH_LEN],
     pub payload: Vec<u8>,
 }
 
-pub(crate) fn chain_hash(seq: u64, prev: &[u8; HASH_LEN], payload: &[u8]) -> [u8; HASH_LEN] {
+fn record_crc(seq: u64, payload: &[u8]) -> u32 {
+    let len = u32::try_from(payload.len()).expect("records are far below 4 GiB");
+    let crc = crc32c::crc32c(&seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc, &len.to_le_bytes());
+    crc32c::crc32c_append(crc, payload)
+}
+
+fn frame_hash(first: u64, body: &[u8]) -> [u8; HASH_LEN] {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&seq.to_le_bytes());
-    hasher.update(prev);
-    hasher.update(payload);
+    hasher.update(&first.to_le_bytes());
+    hasher.update(body);
     *hasher.finalize().as_bytes()
 }
 
-/// Stored value: previous hash ‖ own hash ‖ payload.
-pub(crate) fn encode(seq: u64, prev: &[u8; HASH_LEN], payload: &[u8]) -> (Vec<u8>, [u8; HASH_LEN]) {
-    let hash = chain_hash(seq, prev, payload);
-    let mut value = Vec::with_capacity(2 * HASH_LEN + payload.len());
-    value.extend_from_slice(prev);
-    value.extend_from_slice(&hash);
-    value.extend_from_slice(payload);
+pub(crate) fn frame_len(payloads: &[&[u8]]) -> usize {
+    FRAME_HEADER + payloads.iter().map(|p| RECORD_HEADER + p.len()).sum::<usize>() + HASH_LEN
+}
+
+/// Writes the frame into `out` (exactly `frame_len` bytes, so that it can be written straight
+/// into the storage page) and returns its frame hash, the chain's new head.
+pub(crate) fn write_frame(out: &mut [u8], first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> [u8; HASH_LEN] {
+    assert_eq!(out.len(), frame_len(payloads), "frame buffer has the wrong size");
+    let count = u32::try_from(payloads.len()).expect("frames hold fewer than 2^32 records");
+    out[..HASH_LEN].copy_from_slice(prev);
+    out[HASH_LEN..FRAME_HEADER].copy_from_slice(&count.to_le_bytes());
+    let mut at = FRAME_HEADER;
+    for (seq, payload) in (first..).zip(payloads) {
+        let len = u32::try_from(payload.len()).expect("records are far below 4 GiB");
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        out[at + 4..at + RECORD_HEADER].copy_from_slice(&record_crc(seq, payload).to_le_bytes());
+        at += RECORD_HEADER;
+        out[at..at + payload.len()].copy_from_slice(payload);
+        at += payload.len();
+    }
+    let hash = frame_hash(first, &out[..at]);
+    out[at..].copy_from_slice(&hash);
+    hash
+}
+
+#[cfg(test)]
+fn encode_frame(first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> (Vec<u8>, [u8; HASH_LEN]) {
+    let mut value = vec![0; frame_len(payloads)];
+    let hash = write_frame(&mut value, first, prev, payloads);
     (value, hash)
 }
 
-/// Decodes and verifies a stored value against the hash the previous record ended with.
-pub(crate) fn decode(seq: u64, expected_prev: &[u8; HASH_LEN], value: &[u8]) -> Result<Record, JournalError> {
-    let corrupt = |reason: &str| JournalError::Corrupt { seq, reason: reason.to_owned() };
-    if value.len() < 2 * HASH_LEN {
-        return Err(corrupt("record is shorter than its header"));
-    }
-    let (prev, rest) = value.split_at(HASH_LEN);
-    let (hash, payload) = rest.split_at(HASH_LEN);
-    if prev != expected_prev {
-        return Err(corrupt("previous-record hash does not match the chain"));
-    }
-    let computed = chain_hash(seq, expected_prev, payload);
-    if computed != hash {
-        return Err(corrupt("checksum mismatch: the record's bytes changed after it was written"));
-    }
-    Ok(Record { seq, hash: computed, payload: payload.to_vec() })
+/// A verified frame, yielding its records in order.
+pub(crate) struct Frame<'a> {
+    next_seq: u64,
+    left: u32,
+    rest: &'a [u8],
+    hash: [u8; HASH_LEN],
 }
 
-/// Reads the previous hash a stored value claims, without verifying it.
-pub(crate) fn claimed_prev(seq: u64, value: &[u8]) -> Result<[u8; HASH_LEN], JournalError> {
-    value
-        .get(..HASH_LEN)
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| JournalError::Corrupt { seq, reason: "record is shorter than its header".into() })
+impl<'a> Frame<'a> {
+    /// Opens and verifies the frame stored under `first`. `expected_prev` is the hash the chain
+    /// ended with before it, or `None` to take the frame's word for it (its content is still
+    /// verified). On damage, the error names the first record whose checksum fails, or the
+    /// frame's first record when the damage is in the frame's own header or hash.
+    pub(crate) fn open(
+        first: u64,
+        expected_prev: Option<&[u8; HASH_LEN]>,
+        value: &'a [u8],
+    ) -> Result<Frame<'a>, JournalError> {
+        let corrupt = |seq: u64, reason: &str| JournalError::Corrupt { seq, reason: reason.to_owned() };
+        if value.len() < FRAME_HEADER + HASH_LEN {
+            return Err(corrupt(first, "frame is shorter than its header"));
+        }
+        let (body, stored) = value.split_at(value.len() - HASH_LEN);
+        let hash = frame_hash(first, body);
+        let mut frame = Frame {
+            next_seq: first,
+            left: u32::from_le_bytes(body[HASH_LEN..FRAME_HEADER].try_into().expect("length checked")),
+            rest: &body[FRAME_HEADER..],
+            hash,
+        };
+        if hash != stored {
+            // Find the record to blame; if every record checks out, the frame header is damaged.
+            let mut probe = Frame { hash, ..frame };
+            while probe.next_record()?.is_some() {}
+            return Err(corrupt(first, "frame hash mismatch: the frame changed after it was written"));
+        }
+        if frame.left == 0 {
+            return Err(corrupt(first, "frame holds no records"));
+        }
+        if expected_prev.is_some_and(|expected| expected != &body[..HASH_LEN]) {
+            return Err(corrupt(
+                first,
+                "previous hash does not match the chain: a record before it is missing or changed",
+            ));
+        }
+        frame.hash = hash;
+        Ok(frame)
+    }
+
+    /// The sequence number of the frame's last record.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq + u64::from(self.left) - 1
+    }
+
+    /// The frame hash: the chain's head after this frame's last record.
+    pub(crate) fn hash(&self) -> [u8; HASH_LEN] {
+        self.hash
+    }
+
+    /// The next record, its checksum verified; `Ok(None)` at the end of a well-formed frame.
+    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, JournalError> {
+        let seq = self.next_seq;
+        let corrupt = |reason: &str| JournalError::Corrupt { seq, reason: reason.to_owned() };
+        if self.left == 0 {
+            return if self.rest.is_empty() {
+                Ok(None)
+            } else {
+                Err(corrupt("trailing bytes after the frame's last record"))
+            };
+        }
+        if self.rest.len() < RECORD_HEADER {
+            return Err(corrupt("record header is cut short"));
+        }
+        let len = u32::from_le_bytes(self.rest[..4].try_into().expect("length checked")) as usize;
+        let crc = u32::from_le_bytes(self.rest[4..RECORD_HEADER].try_into().expect("length checked"));
+        let payload = self
+            .rest
+            .get(RECORD_HEADER..RECORD_HEADER + len)
+            .ok_or_else(|| corrupt("record length runs past the frame"))?;
+        if record_crc(seq, payload) != crc {
+            return Err(corrupt("checksum mismatch: the record's bytes changed after it was written"));
+        }
+        self.rest = &self.rest[RECORD_HEADER + len..];
+        self.left -= 1;
+        self.next_seq += 1;
+        Ok(Some(Record { seq, payload: payload.to_vec() }))
+    }
 }
 
 /// Stored snapshot: blake3(state) ‖ hash of the record it follows ‖ state.
@@ -87,16 +192,46 @@ pub(crate) fn decode_snapshot(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN],
 mod tests {
     use super::*;
 
+    fn decode_all(first: u64, prev: &[u8; HASH_LEN], value: &[u8]) -> Result<Vec<Record>, JournalError> {
+        let mut frame = Frame::open(first, Some(prev), value)?;
+        let mut out = Vec::new();
+        while let Some(record) = frame.next_record()? {
+            out.push(record);
+        }
+        Ok(out)
+    }
+
     #[test]
-    fn any_changed_byte_is_detected() {
-        let (value, hash) = encode(7, &GENESIS, b"payload");
-        assert_eq!(decode(7, &GENESIS, &value).unwrap().hash, hash);
+    fn frames_round_trip() {
+        let payloads: [&[u8]; 3] = [b"a", b"", b"ccc"];
+        let (value, hash) = encode_frame(7, &GENESIS, &payloads);
+        let records = decode_all(7, &GENESIS, &value).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(records.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>(), payloads);
+        let frame = Frame::open(7, None, &value).unwrap();
+        assert_eq!((frame.last_seq(), frame.hash()), (9, hash));
+        let (next, _) = encode_frame(10, &hash, &payloads);
+        assert!(decode_all(10, &hash, &next).is_ok());
+        assert!(decode_all(10, &GENESIS, &next).is_err(), "a frame that does not follow the chain is refused");
+    }
+
+    #[test]
+    fn any_changed_byte_is_detected_and_blamed_on_its_record() {
+        let payloads: [&[u8]; 3] = [b"first", b"second", b"third"];
+        let (value, _) = encode_frame(7, &GENESIS, &payloads);
+        let second_payload = value.windows(6).position(|w| w == b"second").unwrap();
         for i in 0..value.len() {
             let mut bad = value.clone();
             bad[i] ^= 0x01;
-            let error = decode(7, &GENESIS, &bad).unwrap_err();
-            assert!(matches!(error, JournalError::Corrupt { seq: 7, .. }), "byte {i}: {error}");
+            let error = decode_all(7, &GENESIS, &bad).unwrap_err();
+            assert!(matches!(error, JournalError::Corrupt { seq: 7..=10, .. }), "byte {i}: {error}");
+            if (second_payload..second_payload + 6).contains(&i) {
+                assert!(matches!(error, JournalError::Corrupt { seq: 8, .. }), "byte {i}: {error}");
+            }
         }
-        assert!(decode(8, &GENESIS, &value).is_err(), "a record moved to another sequence number is detected");
+        assert!(decode_all(8, &GENESIS, &value).is_err(), "a frame moved to another sequence number is detected");
+        let mut longer = value.clone();
+        longer.insert(40, 0);
+        assert!(decode_all(7, &GENESIS, &longer).is_err(), "inserted bytes are detected");
     }
 }

@@ -22,6 +22,13 @@ impl Request {
             Request::Snapshot { .. } => 0,
         }
     }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Append { payloads, .. } => payloads.iter().map(Vec::len).sum(),
+            Request::Snapshot { .. } => 0,
+        }
+    }
 }
 
 type AppendRequest = (Vec<Vec<u8>>, Option<Claim>, oneshot::Sender<Result<Appended, JournalError>>);
@@ -33,6 +40,8 @@ pub(crate) struct Writer {
     pub(crate) seq: u64,
     pub(crate) hash: [u8; HASH_LEN],
     pub(crate) group_records_max: usize,
+    pub(crate) group_bytes_max: usize,
+    pub(crate) frame_bytes_max: usize,
     pub(crate) snapshots_kept: usize,
     pub(crate) durable_tip: Arc<AtomicU64>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -62,9 +71,10 @@ impl Writer {
             }
             // Group: everything already queued, up to the record limit; a snapshot request ends
             // the group and is served right after it, keeping order.
+            let mut records = first.records();
+            let mut bytes = first.bytes();
             let mut group = vec![first];
-            let mut records = group[0].records();
-            while records < self.group_records_max {
+            while records < self.group_records_max && bytes < self.group_bytes_max {
                 match self.receiver.try_recv() {
                     Ok(request @ Request::Snapshot { .. }) => {
                         carried = Some(request);
@@ -72,6 +82,7 @@ impl Writer {
                     }
                     Ok(request) => {
                         records += request.records();
+                        bytes += request.bytes();
                         group.push(request);
                     }
                     Err(_) => break,
@@ -122,12 +133,16 @@ impl Writer {
         }
     }
 
+    /// Writes one group as one frame in one durable transaction; claims already taken are
+    /// answered with the original entry and add no records.
     fn write_group(&mut self, requests: &[(&[Vec<u8>], Option<&Claim>)]) -> Result<Vec<Appended>, JournalError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        let first = self.seq + 1;
+        let mut next = first;
         let mut outcomes = Vec::with_capacity(requests.len());
+        let mut frame: Vec<&[u8]> = Vec::new();
         {
-            let mut table = txn.open_table(RECORDS)?;
             let mut claims = txn.open_table(IDEMPOTENCY)?;
             for (payloads, claim) in requests {
                 if let Some(claim) = claim {
@@ -139,17 +154,25 @@ impl Writer {
                     }
                     claims.insert(key, encode_claim(claim).as_slice())?;
                 }
-                let first = self.seq + 1;
-                for payload in payloads.iter() {
-                    let seq = self.seq + 1;
-                    let (value, hash) = record::encode(seq, &self.hash, payload);
-                    table.insert(seq, value.as_slice())?;
-                    (self.seq, self.hash) = (seq, hash);
-                }
-                outcomes.push(Appended::Committed { first, last: self.seq });
+                let count = payloads.len() as u64;
+                outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
+                next += count;
+                frame.extend(payloads.iter().map(Vec::as_slice));
+            }
+        }
+        let mut hash = self.hash;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            let mut frame_first = first;
+            for chunk in frames(&frame, self.frame_bytes_max) {
+                // Encoded straight into the page redb reserves: no intermediate buffer or copy.
+                let mut slot = table.insert_reserve(frame_first, record::frame_len(chunk))?;
+                hash = record::write_frame(slot.as_mut(), frame_first, &hash, chunk);
+                frame_first += chunk.len() as u64;
             }
         }
         txn.commit()?;
+        (self.seq, self.hash) = (next - 1, hash);
         Ok(outcomes)
     }
 
@@ -157,11 +180,7 @@ impl Writer {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
-            let records = txn.open_table(RECORDS)?;
-            let value = records.get(seq)?.ok_or(JournalError::Corrupt { seq, reason: "record is missing".into() })?;
-            let prev = record::claimed_prev(seq, value.value())?;
-            let record_hash = record::decode(seq, &prev, value.value())?.hash;
-            drop(value);
+            let record_hash = crate::hash_at(&txn.open_table(RECORDS)?, seq)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
             snapshots.insert(seq, record::encode_snapshot(&record_hash, state).as_slice())?;
             while snapshots.len()? > self.snapshots_kept as u64 {
@@ -171,6 +190,30 @@ impl Writer {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Cuts a commit's records into runs whose encoded frame is at most `bytes_max` (at least one
+/// record each).
+fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<Item = &'b [&'a [u8]]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = record::frame_len(&[]);
+        let mut take = 0;
+        while take < rest.len() {
+            let next = bytes + record::RECORD_HEADER + rest[take].len();
+            if take > 0 && next > bytes_max {
+                break;
+            }
+            bytes = next;
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 fn encode_claim(claim: &Claim) -> Vec<u8> {
@@ -185,4 +228,20 @@ pub(crate) fn decode_claim(value: &[u8]) -> Result<IdempotencyEntry, JournalErro
     let batch = value.get(..16).and_then(|b| b.try_into().ok()).map(u128::from_le_bytes).ok_or_else(corrupt)?;
     let body_hash = value.get(16..48).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
     Ok(IdempotencyEntry { batch, body_hash })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frames_respect_the_size_limit_and_keep_every_record_in_order() {
+        let records: Vec<Vec<u8>> = (0..50).map(|i| vec![0; (i * 37) % 300]).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        for limit in [1, 100, 500, 4096] {
+            let chunks: Vec<_> = super::frames(&refs, limit).collect();
+            assert_eq!(chunks.concat(), refs, "limit {limit}");
+            for chunk in &chunks {
+                assert!(chunk.len() == 1 || crate::record::frame_len(chunk) <= limit, "limit {limit}");
+            }
+        }
+    }
 }

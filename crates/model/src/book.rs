@@ -140,6 +140,13 @@ impl Book {
         }
     }
 
+    /// A hash of the whole book, equal for equal books: replaying the same events in the same
+    /// order gives the same hash (everything is kept in ordered maps).
+    pub fn state_hash(&self) -> [u8; 32] {
+        let bytes = postcard::to_stdvec(self).expect("the book serializes");
+        *blake3::hash(&bytes).as_bytes()
+    }
+
     pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
         self.payments.get(&id).ok_or(BookError::UnknownPayment(id))
     }

@@ -108,3 +108,32 @@ impl Event {
         }
     }
 }
+
+/// The first byte of every encoded event: bumped when the encoding changes incompatibly, so an
+/// old journal is recognised rather than misread.
+pub const ENCODING_VERSION: u8 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event encoding version {found} is not supported (expected {ENCODING_VERSION})")]
+    Version { found: u8 },
+    #[error("event is empty")]
+    Empty,
+    #[error("event does not decode: {0}")]
+    Malformed(String),
+}
+
+impl Event {
+    /// The journal's byte form: a version byte, then postcard (compact and deterministic).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_extend(self, vec![ENCODING_VERSION]).expect("events always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != ENCODING_VERSION {
+            return Err(DecodeError::Version { found: version });
+        }
+        postcard::from_bytes(body).map_err(|error| DecodeError::Malformed(error.to_string()))
+    }
+}

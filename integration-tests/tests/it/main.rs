@@ -1,1 +1,4 @@
+//! End-to-end tests with real processes and real files.
 
+mod book_replay;
+mod journal_crash;
