@@ -213,6 +213,10 @@ impl Ledger {
         };
         *debit_field = debit_field.checked_add(amount).ok_or(TransferError::Overflow(debit))?;
         *credit_field = credit_field.checked_add(amount).ok_or(TransferError::Overflow(credit))?;
+        // Pending plus posted must fit too, or posting a pending transfer later could overflow
+        // (found by the property test; see proptest-regressions).
+        d.debits_pending.checked_add(d.debits_posted).ok_or(TransferError::Overflow(debit))?;
+        c.credits_pending.checked_add(c.credits_posted).ok_or(TransferError::Overflow(credit))?;
         check_flags(debit_account, &d)?;
         check_flags(credit_account, &c)?;
         Ok(vec![(debit, d), (credit, c)])

@@ -79,6 +79,8 @@ fn transfer_table() {
             (single(11, POOL, PAID, 0), Err(ZeroAmount)),
             (single(11, TREASURY, POOL, u128::MAX), Err(Overflow(TREASURY))),
             (single(11, PAID, POOL, u128::MAX), Err(Overflow(POOL))),
+            // pending + posted must fit as well, or a later post would overflow
+            (pending(11, PAID, POOL, u128::MAX - 999), Err(Overflow(POOL))),
             // reserve 600 of the pool: only 400 remains available
             (pending(20, POOL, IN_FLIGHT, 600), Ok(Created)),
             (pending(21, POOL, IN_FLIGHT, 401), Err(ExceedsCredits(POOL))),
