@@ -18,3 +18,10 @@ pub fn mean_ns(dir: &Path, group: &str, id: &str) -> Option<f64> {
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["mean"]["point_estimate"].as_f64()
 }
+
+/// Resident memory of this process in bytes (Linux), for memory-per-item estimates.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
