@@ -1,0 +1,162 @@
+//! railyard's rails: one network plus one asset family each, behind the [`Rail`] trait.
+//!
+//! An adapter declares what it supports ([`Capabilities`]), quotes fees, builds and signs a
+//! settlement (returning the exact bytes, the transaction id and what it spends, so that the
+//! engine journals them before the first broadcast), broadcasts bytes it is given, observes
+//! the status of a settlement's versions, builds replacements (fee bump, cancel) that spend the
+//! same nonce or inputs, and reports health. Adapters build requests and parse answers: they
+//! never retry, sleep or keep a settlement's state — the engine does. An operation an adapter
+//! does not support returns [`RailError::Unsupported`], never a silent no-op.
+
+pub mod evm;
+pub mod sandbox;
+
+use async_trait::async_trait;
+use model::{Address, Amount, Asset, Network, PaymentId, RailId, SignedTx};
+use serde::{Deserialize, Serialize};
+
+/// What a rail can do; the router plans only within these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub rail: RailId,
+    pub network: Network,
+    /// The asset fees are paid in (ETH on EVM chains, BTC on Bitcoin).
+    pub fee_asset: Asset,
+    pub assets: Vec<Asset>,
+    pub amount_min: Amount,
+    pub amount_max: Amount,
+    pub batch_size_max: usize,
+    pub confirmations_final: u32,
+    pub can_replace: bool,
+    pub finality_expected_ms: u64,
+}
+
+/// One payout inside a settlement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub payment: PaymentId,
+    pub destination: Address,
+    pub amount: Amount,
+}
+
+/// What to settle: payouts of one asset on this rail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub asset: Asset,
+    pub payouts: Vec<Payout>,
+}
+
+/// A fee offer for a batch. `fee_max` is the most the settlement can cost, in `fee_asset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeQuote {
+    pub fee_max: Amount,
+    pub detail: FeeDetail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeeDetail {
+    /// EIP-1559 fields.
+    Evm { gas_limit: u64, max_fee_per_gas: u128, max_priority_fee_per_gas: u128 },
+    /// The sandbox's flat fee per settlement.
+    Sandbox { fee: Amount },
+}
+
+/// What the engine is watching: every signed version of one settlement (all spending the same
+/// nonce or inputs), and the block the last observation saw it confirmed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub versions: Vec<SignedTx>,
+    pub seen_in_block: Option<[u8; 32]>,
+}
+
+/// How a settlement stands on chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Observation {
+    /// Known to the node, not in a block.
+    Pending,
+    /// Version `txid` is in block `block`, `depth` blocks deep (1 = in the latest block).
+    Confirmed { txid: [u8; 32], block: [u8; 32], depth: u64 },
+    /// Version `txid` is in a block but its execution failed.
+    Reverted { txid: [u8; 32], block: [u8; 32], depth: u64 },
+    /// A transaction that is none of the versions spent the nonce or inputs, `depth` deep:
+    /// once final, this attempt is provably dead.
+    Replaced { depth: u64 },
+    /// The block it was seen confirmed in is no longer on the chain.
+    ReorgedOut,
+    /// Not in a block and unknown to the node: the bytes may be broadcast again.
+    Dropped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Up { head: u64 },
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RailError {
+    #[error("rail {rail} does not support {operation}")]
+    Unsupported { rail: RailId, operation: &'static str },
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error("fee {fee} exceeds the configured cap {cap}")]
+    FeeAboveCap { fee: Amount, cap: Amount },
+    #[error("the rail's node is unreachable or failing: {0}")]
+    Unavailable(String),
+    #[error("the node refused the transaction: {0}")]
+    Rejected(String),
+    #[error("rail configuration: {0}")]
+    Config(String),
+}
+
+/// A rail adapter. See the module documentation for the contract.
+#[async_trait]
+pub trait Rail: Send + Sync + std::fmt::Debug {
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The fee to settle `batch` now, within the configured cap.
+    async fn quote(&self, batch: &Batch) -> Result<FeeQuote, RailError>;
+
+    /// Builds and signs the settlement transaction for `batch` at `fee`, taking the next nonce
+    /// (or inputs). Nothing is sent: the engine journals the result, then broadcasts it.
+    async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError>;
+
+    /// Sends signed bytes. Sending the same bytes again is harmless.
+    async fn broadcast(&self, tx: &SignedTx) -> Result<(), RailError>;
+
+    async fn observe(&self, watch: &Watch) -> Result<Observation, RailError>;
+
+    /// A replacement of `previous` paying the same batch with a higher fee, spending the same
+    /// nonce or inputs, so that at most one version can ever confirm.
+    async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError>;
+
+    /// A replacement of `previous` that pays nobody (it only consumes the nonce or inputs).
+    async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError>;
+
+    async fn health(&self) -> Health;
+}
+
+/// Checks a batch against the rail's capabilities; adapters call it before building.
+pub fn check_batch(capabilities: &Capabilities, batch: &Batch) -> Result<(), RailError> {
+    let invalid = |reason: String| Err(RailError::InvalidBatch(reason));
+    if batch.payouts.is_empty() || batch.payouts.len() > capabilities.batch_size_max {
+        return invalid(format!("a settlement carries 1 to {} payouts", capabilities.batch_size_max));
+    }
+    if !capabilities.assets.contains(&batch.asset) {
+        return invalid(format!("rail {} does not carry {}", capabilities.rail, batch.asset));
+    }
+    for payout in &batch.payouts {
+        if payout.amount < capabilities.amount_min || payout.amount > capabilities.amount_max {
+            return invalid(format!(
+                "payment {} amount {} is outside the rail's limits",
+                payout.payment, payout.amount
+            ));
+        }
+        if !payout.destination.is_valid_on(capabilities.network) {
+            return invalid(format!("payment {} destination is not valid on {}", payout.payment, capabilities.network));
+        }
+    }
+    Amount::try_sum(batch.payouts.iter().map(|p| p.amount))
+        .map_err(|_| RailError::InvalidBatch("total overflows".into()))?;
+    Ok(())
+}

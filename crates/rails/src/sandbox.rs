@@ -1,0 +1,361 @@
+//! The sandbox rail: an in-process chain with block times, confirmations and injectable
+//! faults. It is the embedded default (so railyard runs with no node) and the simulator's rail,
+//! so it is deterministic: the same seed, the same calls and the same times give the same
+//! transaction ids, blocks and outcomes. Time moves only when [`SandboxRail::advance_to`] is
+//! called.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use model::{Amount, Asset, SignedTx, Spend, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::{Batch, Capabilities, FeeDetail, FeeQuote, Health, Observation, Rail, RailError, Watch, check_batch};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub capabilities: Capabilities,
+    pub seed: u64,
+    pub block_time_ms: u64,
+    /// The fee a settlement pays while there is no fee spike.
+    pub fee: Amount,
+    /// The most a settlement may cost; a quote above it is `FeeAboveCap`.
+    pub fee_cap: Amount,
+}
+
+/// Faults to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The node is unreachable: every call fails until `Restore`.
+    Outage,
+    /// Blocks keep coming but include nothing until `Restore`.
+    Stuck,
+    /// The next transaction broadcast vanishes from the mempool.
+    DropNext,
+    /// The next transaction included in a block reverts (its nonce is still spent).
+    RevertNext,
+    /// The last `depth` blocks are replaced; their transactions return to the mempool.
+    Reorg { depth: usize },
+    /// The minimum fee for inclusion becomes `multiplier` times the normal fee.
+    FeeSpike { multiplier: u64 },
+    /// Clears outage, stuck and fee spike.
+    Restore,
+}
+
+/// The transaction format of the sandbox chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SandboxTx {
+    seed: u64,
+    nonce: u64,
+    fee: Amount,
+    asset: Asset,
+    /// (destination as text, amount); empty for a cancel.
+    payouts: Vec<(String, Amount)>,
+}
+
+#[derive(Debug)]
+struct Block {
+    hash: [u8; 32],
+    txs: Vec<[u8; 32]>,
+}
+
+#[derive(Debug)]
+struct Chain {
+    now_ms: u64,
+    next_block_ms: u64,
+    blocks: Vec<Block>,
+    mempool: BTreeMap<[u8; 32], SandboxTx>,
+    known: BTreeMap<[u8; 32], SandboxTx>,
+    /// txid → (block index, reverted)
+    included: BTreeMap<[u8; 32], (usize, bool)>,
+    /// nonce → txid that spent it
+    spent: BTreeMap<u64, [u8; 32]>,
+    next_nonce: u64,
+    balances: BTreeMap<(String, Asset), Amount>,
+    outage: bool,
+    stuck: bool,
+    drop_next: bool,
+    revert_next: bool,
+    fee_multiplier: u64,
+    hash_counter: u64,
+}
+
+#[derive(Debug)]
+pub struct SandboxRail {
+    config: SandboxConfig,
+    chain: Mutex<Chain>,
+}
+
+impl SandboxRail {
+    pub fn new(config: SandboxConfig, now: Timestamp) -> SandboxRail {
+        let chain = Chain {
+            now_ms: now.0,
+            next_block_ms: now.0 + config.block_time_ms,
+            blocks: Vec::new(),
+            mempool: BTreeMap::new(),
+            known: BTreeMap::new(),
+            included: BTreeMap::new(),
+            spent: BTreeMap::new(),
+            next_nonce: 0,
+            balances: BTreeMap::new(),
+            outage: false,
+            stuck: false,
+            drop_next: false,
+            revert_next: false,
+            fee_multiplier: 1,
+            hash_counter: 0,
+        };
+        SandboxRail { config, chain: Mutex::new(chain) }
+    }
+
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain.lock().expect("sandbox chain lock")
+    }
+
+    /// Moves time forward, producing every block due by `now`.
+    pub fn advance_to(&self, now: Timestamp) {
+        let mut chain = self.chain();
+        while chain.next_block_ms <= now.0 {
+            let at = chain.next_block_ms;
+            self.produce_block(&mut chain);
+            chain.next_block_ms = at + self.config.block_time_ms;
+        }
+        chain.now_ms = chain.now_ms.max(now.0);
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        let mut chain = self.chain();
+        match fault {
+            Fault::Outage => chain.outage = true,
+            Fault::Stuck => chain.stuck = true,
+            Fault::DropNext => chain.drop_next = true,
+            Fault::RevertNext => chain.revert_next = true,
+            Fault::FeeSpike { multiplier } => chain.fee_multiplier = multiplier.max(1),
+            Fault::Restore => {
+                chain.outage = false;
+                chain.stuck = false;
+                chain.fee_multiplier = 1;
+            }
+            Fault::Reorg { depth } => {
+                let keep = chain.blocks.len().saturating_sub(depth);
+                let removed: Vec<Block> = chain.blocks.drain(keep..).collect();
+                for txid in removed.iter().flat_map(|b| &b.txs) {
+                    let tx = chain.known[txid].clone();
+                    let reverted = chain.included.remove(txid).is_some_and(|(_, reverted)| reverted);
+                    if !reverted {
+                        for (destination, amount) in &tx.payouts {
+                            let balance =
+                                chain.balances.get_mut(&(destination.clone(), tx.asset)).expect("paid before");
+                            *balance =
+                                balance.checked_sub(*amount).expect("a reorg takes back only what the block paid");
+                        }
+                    }
+                    chain.spent.remove(&tx.nonce);
+                    chain.mempool.insert(*txid, tx);
+                }
+                // Replacement blocks at the same heights, with different hashes, empty: the
+                // returned transactions wait for the next block.
+                for _ in 0..removed.len() {
+                    let hash = self.next_hash(&mut chain);
+                    chain.blocks.push(Block { hash, txs: Vec::new() });
+                }
+            }
+        }
+    }
+
+    /// What `destination` has received in `asset` on this chain (counting only blocks that
+    /// are still on it).
+    pub fn balance_of(&self, destination: &str, asset: Asset) -> Amount {
+        self.chain().balances.get(&(destination.to_owned(), asset)).copied().unwrap_or(Amount::ZERO)
+    }
+
+    pub fn head(&self) -> u64 {
+        self.chain().blocks.len() as u64
+    }
+
+    fn next_hash(&self, chain: &mut Chain) -> [u8; 32] {
+        chain.hash_counter += 1;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"railyard-sandbox-block");
+        hasher.update(&self.config.seed.to_le_bytes());
+        hasher.update(&chain.hash_counter.to_le_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
+    fn min_fee(&self, chain: &Chain) -> Option<Amount> {
+        self.config.fee.checked_mul(u128::from(chain.fee_multiplier))
+    }
+
+    fn produce_block(&self, chain: &mut Chain) {
+        let hash = self.next_hash(chain);
+        let index = chain.blocks.len();
+        let mut txs = Vec::new();
+        if !chain.stuck {
+            let min_fee = self.min_fee(chain).unwrap_or(Amount::MAX);
+            let ready: Vec<([u8; 32], SandboxTx)> =
+                chain.mempool.iter().filter(|(_, tx)| tx.fee >= min_fee).map(|(id, tx)| (*id, tx.clone())).collect();
+            for (txid, tx) in ready {
+                chain.mempool.remove(&txid);
+                if chain.spent.contains_key(&tx.nonce) {
+                    continue; // a competing version already spent the nonce
+                }
+                let reverted = std::mem::take(&mut chain.revert_next);
+                chain.spent.insert(tx.nonce, txid);
+                chain.included.insert(txid, (index, reverted));
+                if !reverted {
+                    for (destination, amount) in &tx.payouts {
+                        let balance = chain.balances.entry((destination.clone(), tx.asset)).or_default();
+                        *balance = balance.checked_add(*amount).expect("sandbox balances stay far below u128");
+                    }
+                }
+                txs.push(txid);
+            }
+        }
+        chain.blocks.push(Block { hash, txs });
+    }
+
+    fn sign(&self, tx: &SandboxTx) -> SignedTx {
+        let raw = postcard::to_stdvec(tx).expect("sandbox transactions serialize");
+        let txid = *blake3::hash(&raw).as_bytes();
+        SignedTx { txid, raw, spend: Spend::Nonce { sender: [0x5a; 20], nonce: tx.nonce }, fee: tx.fee }
+    }
+
+    fn decode(&self, tx: &SignedTx) -> Result<SandboxTx, RailError> {
+        let decoded: SandboxTx = postcard::from_bytes(&tx.raw)
+            .map_err(|e| RailError::Rejected(format!("not a sandbox transaction: {e}")))?;
+        if decoded.seed != self.config.seed || *blake3::hash(&tx.raw).as_bytes() != tx.txid {
+            return Err(RailError::Rejected("transaction is not for this sandbox chain".into()));
+        }
+        Ok(decoded)
+    }
+
+    fn fee_of(quote: &FeeQuote) -> Result<Amount, RailError> {
+        match quote.detail {
+            FeeDetail::Sandbox { fee } => Ok(fee),
+            FeeDetail::Evm { .. } => Err(RailError::InvalidBatch("an EVM fee quote was given to the sandbox".into())),
+        }
+    }
+
+    fn replacement(
+        &self,
+        previous: &SignedTx,
+        fee: Amount,
+        payouts: Vec<(String, Amount)>,
+    ) -> Result<SignedTx, RailError> {
+        let old = self.decode(previous)?;
+        if fee <= old.fee {
+            return Err(RailError::Rejected(format!("a replacement must pay more than {}", old.fee)));
+        }
+        Ok(self.sign(&SandboxTx { fee, payouts, ..old }))
+    }
+}
+
+fn available(chain: &Chain) -> Result<(), RailError> {
+    if chain.outage { Err(RailError::Unavailable("sandbox outage".into())) } else { Ok(()) }
+}
+
+fn payouts_of(batch: &Batch) -> Vec<(String, Amount)> {
+    batch.payouts.iter().map(|p| (p.destination.to_string(), p.amount)).collect()
+}
+
+#[async_trait]
+impl Rail for SandboxRail {
+    fn capabilities(&self) -> &Capabilities {
+        &self.config.capabilities
+    }
+
+    async fn quote(&self, batch: &Batch) -> Result<FeeQuote, RailError> {
+        check_batch(&self.config.capabilities, batch)?;
+        let chain = self.chain();
+        available(&chain)?;
+        let fee = self.min_fee(&chain).ok_or(RailError::FeeAboveCap { fee: Amount::MAX, cap: self.config.fee_cap })?;
+        if fee > self.config.fee_cap {
+            return Err(RailError::FeeAboveCap { fee, cap: self.config.fee_cap });
+        }
+        Ok(FeeQuote { fee_max: fee, detail: FeeDetail::Sandbox { fee } })
+    }
+
+    async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        check_batch(&self.config.capabilities, batch)?;
+        let fee = Self::fee_of(fee)?;
+        let mut chain = self.chain();
+        let nonce = chain.next_nonce;
+        chain.next_nonce += 1;
+        Ok(self.sign(&SandboxTx { seed: self.config.seed, nonce, fee, asset: batch.asset, payouts: payouts_of(batch) }))
+    }
+
+    async fn broadcast(&self, tx: &SignedTx) -> Result<(), RailError> {
+        let decoded = self.decode(tx)?;
+        let mut chain = self.chain();
+        available(&chain)?;
+        chain.known.insert(tx.txid, decoded.clone());
+        if chain.included.contains_key(&tx.txid) || chain.spent.contains_key(&decoded.nonce) {
+            return Ok(()); // already mined (or its nonce is spent): harmless
+        }
+        if std::mem::take(&mut chain.drop_next) {
+            return Ok(()); // accepted, then lost
+        }
+        // Replace-by-fee: a version with the same nonce stays only if it pays at least as much.
+        let competitor = chain
+            .mempool
+            .iter()
+            .find(|(id, t)| t.nonce == decoded.nonce && **id != tx.txid)
+            .map(|(id, t)| (*id, t.fee));
+        if let Some((id, fee)) = competitor {
+            if fee >= decoded.fee {
+                return Err(RailError::Rejected("replacement transaction underpriced".into()));
+            }
+            chain.mempool.remove(&id);
+        }
+        chain.mempool.insert(tx.txid, decoded);
+        Ok(())
+    }
+
+    async fn observe(&self, watch: &Watch) -> Result<Observation, RailError> {
+        let chain = self.chain();
+        available(&chain)?;
+        let head = chain.blocks.len();
+        for version in &watch.versions {
+            if let Some(&(index, reverted)) = chain.included.get(&version.txid) {
+                let block = chain.blocks[index].hash;
+                let depth = (head - index) as u64;
+                let txid = version.txid;
+                return Ok(if reverted {
+                    Observation::Reverted { txid, block, depth }
+                } else {
+                    Observation::Confirmed { txid, block, depth }
+                });
+            }
+        }
+        if watch.seen_in_block.is_some() {
+            return Ok(Observation::ReorgedOut);
+        }
+        let nonces: BTreeSet<u64> =
+            watch.versions.iter().filter_map(|v| self.decode(v).ok()).map(|t| t.nonce).collect();
+        for nonce in &nonces {
+            if let Some(txid) = chain.spent.get(nonce) {
+                let index = chain.included[txid].0;
+                return Ok(Observation::Replaced { depth: (head - index) as u64 });
+            }
+        }
+        if watch.versions.iter().any(|v| chain.mempool.contains_key(&v.txid)) {
+            return Ok(Observation::Pending);
+        }
+        Ok(Observation::Dropped)
+    }
+
+    async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        check_batch(&self.config.capabilities, batch)?;
+        self.replacement(previous, Self::fee_of(fee)?, payouts_of(batch))
+    }
+
+    async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        self.replacement(previous, Self::fee_of(fee)?, Vec::new())
+    }
+
+    async fn health(&self) -> Health {
+        let chain = self.chain();
+        if chain.outage { Health::Down } else { Health::Up { head: chain.blocks.len() as u64 } }
+    }
+}

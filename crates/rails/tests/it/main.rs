@@ -1,0 +1,6 @@
+//! Rail adapters at their boundary: the sandbox chain with every fault, and the EVM rail
+//! against real anvil nodes (two chains, different chain ids, standing for L1 and L2).
+
+mod anvil;
+mod evm;
+mod sandbox;
