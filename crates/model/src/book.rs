@@ -38,6 +38,8 @@ pub struct SettlementRecord {
     pub state: SettlementState,
     /// Every version signed for it, the first and then each replacement; all share one spend.
     pub txs: Vec<SignedTx>,
+    /// The txids among `txs` that are cancels (they pay nobody).
+    pub cancels: Vec<[u8; 32]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,8 @@ pub enum BookError {
     SpendMismatch { settlement: SettlementId },
     #[error("settlement {settlement}: transaction is not one railyard signed for it")]
     UnknownTx { settlement: SettlementId },
+    #[error("settlement {settlement}: its cancel confirmed, which pays nobody; only a proof of death can follow")]
+    CancelIsNotPayment { settlement: SettlementId },
     #[error("payment {payment} is not part of settlement {settlement}")]
     WrongSettlement { payment: PaymentId, settlement: SettlementId },
 }
@@ -100,11 +104,16 @@ impl Book {
                 Ok(())
             }
             Event::SettlementBroadcast { settlement, txid, .. } => self.broadcast(*settlement, txid),
-            Event::SettlementReplaced { settlement, tx, .. } => self.replace(*settlement, tx),
+            Event::SettlementReplaced { settlement, tx, .. } => self.replace(*settlement, tx, false),
+            Event::SettlementCancelling { settlement, tx, .. } => self.replace(*settlement, tx, true),
             Event::SettlementConfirmed { settlement, txid, depth, .. } => {
                 self.check_txid(*settlement, txid)?;
+                // A confirmed cancel pays nobody: the payments stay watched (in flight) until
+                // the cancel is final and proves the attempt dead.
+                let to =
+                    if self.is_cancel(*settlement, txid) { PaymentState::Broadcast } else { PaymentState::Confirmed };
                 let depth = *depth;
-                self.move_settlement(*settlement, "confirmed", PaymentState::Confirmed, |s| match s {
+                self.move_settlement(*settlement, "confirmed", to, |s| match s {
                     SettlementState::Broadcast | SettlementState::Confirmed { .. } => {
                         Some(SettlementState::Confirmed { depth })
                     }
@@ -118,6 +127,9 @@ impl Book {
             }
             Event::SettlementFinal { settlement, txid, .. } => {
                 self.check_txid(*settlement, txid)?;
+                if self.is_cancel(*settlement, txid) {
+                    return Err(BookError::CancelIsNotPayment { settlement: *settlement });
+                }
                 self.move_settlement(*settlement, "final", PaymentState::Settled, |s| {
                     matches!(s, SettlementState::Confirmed { .. }).then_some(SettlementState::Final)
                 })
@@ -210,8 +222,12 @@ impl Book {
         for id in &ids {
             self.payments.get_mut(id).expect("checked above").settlement = Some(settlement.id);
         }
-        let record =
-            SettlementRecord { settlement: settlement.clone(), state: SettlementState::Planned, txs: Vec::new() };
+        let record = SettlementRecord {
+            settlement: settlement.clone(),
+            state: SettlementState::Planned,
+            txs: Vec::new(),
+            cancels: Vec::new(),
+        };
         self.settlements.insert(settlement.id, record);
         Ok(())
     }
@@ -254,7 +270,11 @@ impl Book {
         })
     }
 
-    fn replace(&mut self, id: SettlementId, tx: &SignedTx) -> Result<(), BookError> {
+    fn is_cancel(&self, id: SettlementId, txid: &[u8; 32]) -> bool {
+        self.settlements.get(&id).is_some_and(|r| r.cancels.contains(txid))
+    }
+
+    fn replace(&mut self, id: SettlementId, tx: &SignedTx, cancel: bool) -> Result<(), BookError> {
         let record = self.settlement(id)?;
         if !matches!(record.state, SettlementState::Signed | SettlementState::Broadcast) {
             return Err(BookError::SettlementState { settlement: id, from: record.state, event: "replaced" });
@@ -263,18 +283,23 @@ impl Book {
         if first.spend != tx.spend {
             return Err(BookError::SpendMismatch { settlement: id });
         }
-        self.record_mut(id)?.txs.push(tx.clone());
+        let record = self.record_mut(id)?;
+        record.txs.push(tx.clone());
+        if cancel {
+            record.cancels.push(tx.txid);
+        }
         Ok(())
     }
 
     fn dead(&mut self, id: SettlementId, proof: &DeathProof) -> Result<(), BookError> {
         let record = self.settlement(id)?;
         let own_tx = |txid: &[u8; 32]| record.txs.iter().any(|tx| &tx.txid == txid);
-        // A conflicting final transaction must not be one of ours (then the payment was paid),
-        // and a final revert must be one of ours.
+        // A conflicting final transaction must not be one of ours (then the payment was paid);
+        // a final revert must be one of our paying versions; a final cancel one of our cancels.
         let proof_ok = match proof {
             DeathProof::ConflictFinal { txid } => !own_tx(txid),
-            DeathProof::RevertedFinal { txid } => own_tx(txid),
+            DeathProof::RevertedFinal { txid } => own_tx(txid) && !record.cancels.contains(txid),
+            DeathProof::CancelFinal { txid } => record.cancels.contains(txid),
         };
         if !proof_ok {
             return Err(BookError::UnknownTx { settlement: id });

@@ -44,8 +44,14 @@ pub enum Event {
         txid: [u8; 32],
         at: Timestamp,
     },
-    /// A replacement (fee bump or cancel) spending the same nonce or inputs.
+    /// A fee bump: a replacement paying the same legs, spending the same nonce or inputs.
     SettlementReplaced {
+        settlement: SettlementId,
+        tx: SignedTx,
+        at: Timestamp,
+    },
+    /// A cancel: a replacement paying nobody, spending the same nonce or inputs.
+    SettlementCancelling {
         settlement: SettlementId,
         tx: SignedTx,
         at: Timestamp,
@@ -98,6 +104,7 @@ impl Event {
             | Event::SettlementSigned { at, .. }
             | Event::SettlementBroadcast { at, .. }
             | Event::SettlementReplaced { at, .. }
+            | Event::SettlementCancelling { at, .. }
             | Event::SettlementConfirmed { at, .. }
             | Event::SettlementReorged { at, .. }
             | Event::SettlementFinal { at, .. }

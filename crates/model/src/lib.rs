@@ -20,4 +20,4 @@ pub use event::Event;
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};
 pub use payment::{IllegalTransition, Payment, PaymentError, PaymentState};
-pub use settlement::{DeathProof, Leg, Settlement, SignedTx, Spend};
+pub use settlement::{Capabilities, DeathProof, Leg, Observation, Settlement, SignedTx, Spend};

@@ -61,4 +61,40 @@ pub enum DeathProof {
     ConflictFinal { txid: [u8; 32] },
     /// The attempt's own transaction reverted, and the revert is final.
     RevertedFinal { txid: [u8; 32] },
+    /// The attempt's cancel (a replacement paying nobody) is final.
+    CancelFinal { txid: [u8; 32] },
+}
+
+/// What a rail can do, as its adapter declares it; the router plans only within these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub rail: RailId,
+    pub network: Network,
+    /// The asset fees are paid in (ETH on EVM chains, BTC on Bitcoin).
+    pub fee_asset: Asset,
+    pub assets: Vec<Asset>,
+    pub amount_min: Amount,
+    pub amount_max: Amount,
+    pub batch_size_max: usize,
+    pub confirmations_final: u32,
+    pub can_replace: bool,
+    pub finality_expected_ms: u64,
+}
+
+/// How a settlement stands on chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Observation {
+    /// Known to the node, not in a block.
+    Pending,
+    /// Version `txid` is in block `block`, `depth` blocks deep (1 = in the latest block).
+    Confirmed { txid: [u8; 32], block: [u8; 32], depth: u64 },
+    /// Version `txid` is in a block but its execution failed.
+    Reverted { txid: [u8; 32], block: [u8; 32], depth: u64 },
+    /// Transaction `by`, none of the versions, spent the nonce or inputs and is `depth` deep:
+    /// once final, this attempt is provably dead.
+    Replaced { by: [u8; 32], depth: u64 },
+    /// The block it was seen confirmed in is no longer on the chain.
+    ReorgedOut,
+    /// Not in a block and unknown to the node: the bytes may be broadcast again.
+    Dropped,
 }

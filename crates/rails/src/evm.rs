@@ -405,6 +405,23 @@ impl EvmRail {
     }
 }
 
+impl EvmRail {
+    /// The hash of the sender's transaction with `nonce` in block `number`.
+    async fn spender_in(&self, number: u64, nonce: u64) -> Result<[u8; 32], RailError> {
+        let block = self
+            .timed(self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).full())
+            .await?
+            .ok_or_else(|| RailError::Unavailable(format!("block {number} vanished")))?;
+        let sender = self.signer.address();
+        let found = block
+            .transactions
+            .into_transactions()
+            .find(|tx| tx.inner.signer() == sender && tx.inner.nonce() == nonce)
+            .map(|tx| tx.inner.tx_hash().0);
+        found.ok_or_else(|| RailError::Unavailable(format!("no transaction with nonce {nonce} in block {number}")))
+    }
+}
+
 #[async_trait]
 impl Rail for EvmRail {
     fn capabilities(&self) -> &Capabilities {
@@ -477,7 +494,8 @@ impl Rail for EvmRail {
             let mined = self.timed(self.provider.get_transaction_count(self.signer.address()).latest()).await?;
             if mined > nonce {
                 let block = self.block_spending(nonce, head).await?;
-                return Ok(Observation::Replaced { depth: head.saturating_sub(block) + 1 });
+                let by = self.spender_in(block, nonce).await?;
+                return Ok(Observation::Replaced { by, depth: head.saturating_sub(block) + 1 });
             }
         }
         for version in &watch.versions {

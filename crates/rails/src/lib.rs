@@ -12,24 +12,9 @@ pub mod evm;
 pub mod sandbox;
 
 use async_trait::async_trait;
-use model::{Address, Amount, Asset, Network, PaymentId, RailId, SignedTx};
+use model::{Address, Amount, Asset, PaymentId, RailId, SignedTx};
+pub use model::{Capabilities, Observation};
 use serde::{Deserialize, Serialize};
-
-/// What a rail can do; the router plans only within these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capabilities {
-    pub rail: RailId,
-    pub network: Network,
-    /// The asset fees are paid in (ETH on EVM chains, BTC on Bitcoin).
-    pub fee_asset: Asset,
-    pub assets: Vec<Asset>,
-    pub amount_min: Amount,
-    pub amount_max: Amount,
-    pub batch_size_max: usize,
-    pub confirmations_final: u32,
-    pub can_replace: bool,
-    pub finality_expected_ms: u64,
-}
 
 /// One payout inside a settlement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,24 +52,6 @@ pub enum FeeDetail {
 pub struct Watch {
     pub versions: Vec<SignedTx>,
     pub seen_in_block: Option<[u8; 32]>,
-}
-
-/// How a settlement stands on chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Observation {
-    /// Known to the node, not in a block.
-    Pending,
-    /// Version `txid` is in block `block`, `depth` blocks deep (1 = in the latest block).
-    Confirmed { txid: [u8; 32], block: [u8; 32], depth: u64 },
-    /// Version `txid` is in a block but its execution failed.
-    Reverted { txid: [u8; 32], block: [u8; 32], depth: u64 },
-    /// A transaction that is none of the versions spent the nonce or inputs, `depth` deep:
-    /// once final, this attempt is provably dead.
-    Replaced { depth: u64 },
-    /// The block it was seen confirmed in is no longer on the chain.
-    ReorgedOut,
-    /// Not in a block and unknown to the node: the bytes may be broadcast again.
-    Dropped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

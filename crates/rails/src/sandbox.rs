@@ -336,7 +336,7 @@ impl Rail for SandboxRail {
         for nonce in &nonces {
             if let Some(txid) = chain.spent.get(nonce) {
                 let index = chain.included[txid].0;
-                return Ok(Observation::Replaced { depth: (head - index) as u64 });
+                return Ok(Observation::Replaced { by: *txid, depth: (head - index) as u64 });
             }
         }
         if watch.versions.iter().any(|v| chain.mempool.contains_key(&v.txid)) {

@@ -252,3 +252,53 @@ fn payment_validation_table() {
         assert!(error.contains(reason), "{error}");
     }
 }
+
+#[test]
+fn a_final_cancel_is_a_proof_of_death_never_a_payment() {
+    let cancel = SignedTx {
+        txid: [0xc; 32],
+        raw: vec![],
+        spend: Spend::Nonce { sender: [1; 20], nonce: 0 },
+        fee: Amount::new(9),
+    };
+    let mut book = run(&[
+        accepted(&[1]),
+        queued(1),
+        Event::SettlementPlanned { settlement: settlement(10, &[1]), at: T },
+        Event::SettlementSigned { settlement: SettlementId(10), tx: tx(0xa, 0), at: T },
+        Event::SettlementBroadcast { settlement: SettlementId(10), txid: [0xa; 32], at: T },
+        Event::SettlementCancelling { settlement: SettlementId(10), tx: cancel, at: T },
+        Event::SettlementConfirmed { settlement: SettlementId(10), txid: [0xc; 32], depth: 1, at: T },
+    ]);
+    assert_eq!(state(&book, 1), PaymentState::Broadcast, "a confirmed cancel paid nobody: still in flight");
+    refused(
+        &mut book,
+        Event::SettlementFinal { settlement: SettlementId(10), txid: [0xc; 32], fee_paid: Amount::new(1), at: T },
+        "its cancel confirmed",
+    );
+    refused(
+        &mut book,
+        Event::SettlementDead {
+            settlement: SettlementId(10),
+            proof: DeathProof::CancelFinal { txid: [0xa; 32] },
+            at: T,
+        },
+        "not one railyard signed",
+    );
+    refused(
+        &mut book,
+        Event::SettlementDead {
+            settlement: SettlementId(10),
+            proof: DeathProof::RevertedFinal { txid: [0xc; 32] },
+            at: T,
+        },
+        "not one railyard signed",
+    );
+    book.apply(&Event::SettlementDead {
+        settlement: SettlementId(10),
+        proof: DeathProof::CancelFinal { txid: [0xc; 32] },
+        at: T,
+    })
+    .unwrap();
+    assert_eq!(state(&book, 1), PaymentState::RolledBack);
+}

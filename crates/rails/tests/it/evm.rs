@@ -343,7 +343,11 @@ async fn a_cancel_spends_the_nonce_and_pays_nobody_and_a_foreign_spend_is_replac
     send(&chain.anvil, HOT_KEY, Some(signer(HOT_KEY).address()), Vec::new(), Some(nonce), false).await;
     chain.anvil.mine().await;
     chain.anvil.mine().await;
-    assert_eq!(chain.rail.observe(&watch(&[&orphan])).await.unwrap(), Observation::Replaced { depth: 2 });
+    let observed = chain.rail.observe(&watch(&[&orphan])).await.unwrap();
+    let Observation::Replaced { by, depth: 2 } = observed else { panic!("{observed:?}") };
+    let foreign =
+        chain.anvil.provider().get_transaction_receipt(by.into()).await.unwrap().expect("the foreign spend is mined");
+    assert_eq!(foreign.from, signer(HOT_KEY).address());
 }
 
 #[test]

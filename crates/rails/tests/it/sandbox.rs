@@ -178,7 +178,10 @@ async fn dropped_reverted_reorged_cancelled_and_replaced() {
         matches!(rail.observe(&watch(&[&pending, &cancel], None)).await.unwrap(), Observation::Confirmed { txid, .. } if txid == cancel.txid)
     );
     // Watching only the original: its nonce was spent by a version it does not know of.
-    assert_eq!(rail.observe(&watch(&[&pending], None)).await.unwrap(), Observation::Replaced { depth: 1 });
+    assert_eq!(
+        rail.observe(&watch(&[&pending], None)).await.unwrap(),
+        Observation::Replaced { by: cancel.txid, depth: 1 }
+    );
     assert_eq!(balance(&rail, 0), 7_000);
 }
 

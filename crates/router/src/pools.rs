@@ -1,0 +1,264 @@
+//! Buffer pools: the liquidity railyard holds per (rail, asset), as ledger accounts.
+//!
+//! Planning a settlement reserves its amount and its fee estimate as pending transfers out of
+//! the pool (a linked pair: both or neither); finality posts them (the fee in part: what was
+//! actually paid); a rollback voids them. A pool below its minimum raises an alert, and then
+//! only the urgent class may reserve from it (down to zero, never below: the ledger's
+//! non-negative flag refuses it).
+
+use std::collections::BTreeMap;
+
+use ledger::{AccountFlags, AccountId, Ledger, LinkedError, Op, Owner, Transfer, TransferId};
+use model::{Amount, Asset, RailId, SettlementId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    pub rail: RailId,
+    pub asset: Asset,
+    pub min: Amount,
+    pub target: Amount,
+    pub max: Amount,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertKind {
+    BelowMin,
+    AboveMax,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolAlert {
+    pub rail: RailId,
+    pub asset: Asset,
+    pub available: Amount,
+    pub kind: AlertKind,
+    /// How much to move to bring the pool back to its target.
+    pub to_target: Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("no pool is configured for {asset} on rail {rail}")]
+    NoPool { rail: RailId, asset: Asset },
+    #[error("pool {asset} on {rail} would fall below its minimum; only urgent payments may use the reserve")]
+    BelowMin { rail: RailId, asset: Asset },
+    #[error("settlement {0} already has a reservation")]
+    AlreadyReserved(SettlementId),
+    #[error("settlement {0} has no open reservation")]
+    NoReservation(SettlementId),
+    #[error("ledger refused: {0}")]
+    Ledger(#[from] LinkedError),
+    #[error("ledger refused: {0}")]
+    Transfer(#[from] ledger::TransferError),
+    #[error("pool configuration: {0}")]
+    Config(String),
+}
+
+/// A reservation request: `amount` of `asset` and `fee` of `fee_asset` from `rail`'s pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserve {
+    pub settlement: SettlementId,
+    pub rail: RailId,
+    pub asset: Asset,
+    pub amount: Amount,
+    pub fee_asset: Asset,
+    pub fee: Amount,
+    /// The urgent class may use the reserve below the pool's minimum.
+    pub urgent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Reservation {
+    amount: TransferId,
+    fee: TransferId,
+    fee_reserved: Amount,
+    open: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pools {
+    ledger: Ledger,
+    configs: BTreeMap<(RailId, Asset), PoolConfig>,
+    reservations: BTreeMap<SettlementId, Reservation>,
+}
+
+/// A stable id for an account or a transfer, from what it is for.
+fn derived_id(parts: &[&[u8]]) -> u128 {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let bytes: [u8; 16] = hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes");
+    u128::from_le_bytes(bytes)
+}
+
+fn account_id(owner: Owner, asset: Asset) -> AccountId {
+    let owner = postcard_free(&owner);
+    AccountId(derived_id(&[b"account", owner.as_bytes(), asset.symbol().as_bytes()]))
+}
+
+fn postcard_free(owner: &Owner) -> String {
+    format!("{owner:?}")
+}
+
+fn transfer_id(settlement: SettlementId, what: &str) -> TransferId {
+    TransferId(derived_id(&[b"transfer", &settlement.0.to_le_bytes(), what.as_bytes()]))
+}
+
+impl Pools {
+    pub fn new(configs: &[PoolConfig], fee_assets: &[(RailId, Asset)]) -> Result<Pools, PoolError> {
+        let mut pools = Pools { ledger: Ledger::new(), configs: BTreeMap::new(), reservations: BTreeMap::new() };
+        for config in configs {
+            if !(config.min <= config.target && config.target <= config.max) {
+                return Err(PoolError::Config(format!(
+                    "pool {} on {}: min <= target <= max is required",
+                    config.asset, config.rail
+                )));
+            }
+            if pools.configs.insert((config.rail, config.asset), *config).is_some() {
+                return Err(PoolError::Config(format!("pool {} on {} is configured twice", config.asset, config.rail)));
+            }
+            pools.open_accounts(config.rail, config.asset);
+        }
+        for (rail, asset) in fee_assets {
+            pools.open_accounts(*rail, *asset);
+        }
+        Ok(pools)
+    }
+
+    fn open_accounts(&mut self, rail: RailId, asset: Asset) {
+        let accounts = [
+            (Owner::Treasury, AccountFlags::UNCONSTRAINED),
+            (Owner::Pool(rail), AccountFlags::NON_NEGATIVE),
+            (Owner::PaidOut, AccountFlags::UNCONSTRAINED),
+            (Owner::Fees(rail), AccountFlags::UNCONSTRAINED),
+        ];
+        for (owner, flags) in accounts {
+            self.ledger
+                .create_account(account_id(owner, asset), owner, asset, flags)
+                .expect("derived accounts are consistent");
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Moves `amount` from the treasury into the pool (a deposit to the rail's hot wallet).
+    pub fn fund(&mut self, rail: RailId, asset: Asset, amount: Amount, id: TransferId) -> Result<(), PoolError> {
+        let op = Op::Single {
+            debit: account_id(Owner::Treasury, asset),
+            credit: account_id(Owner::Pool(rail), asset),
+            amount,
+        };
+        self.ledger.apply(&Transfer { id, op })?;
+        Ok(())
+    }
+
+    /// What the pool can still reserve (posted credits less everything debited or reserved).
+    pub fn available(&self, rail: RailId, asset: Asset) -> Amount {
+        self.ledger.account(account_id(Owner::Pool(rail), asset)).and_then(|a| a.available()).unwrap_or(Amount::ZERO)
+    }
+
+    /// Reserves the amount and the fee estimate of a settlement, both or neither.
+    pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
+        let Reserve { settlement, rail, asset, amount, fee_asset, fee, urgent } = *request;
+        if self.reservations.contains_key(&settlement) {
+            return Err(PoolError::AlreadyReserved(settlement));
+        }
+        let config = self.configs.get(&(rail, asset)).ok_or(PoolError::NoPool { rail, asset })?;
+        if !urgent {
+            let needed = if asset == fee_asset { amount.checked_add(fee) } else { Some(amount) };
+            let after = needed.and_then(|n| self.available(rail, asset).checked_sub(n));
+            if after.is_none_or(|left| left < config.min) {
+                return Err(PoolError::BelowMin { rail, asset });
+            }
+        }
+        let (amount_id, fee_id) = (transfer_id(settlement, "amount"), transfer_id(settlement, "fee"));
+        let pool = |asset| account_id(Owner::Pool(rail), asset);
+        let mut chain = vec![Transfer {
+            id: amount_id,
+            op: Op::Pending { debit: pool(asset), credit: account_id(Owner::PaidOut, asset), amount },
+        }];
+        if !fee.is_zero() {
+            let op =
+                Op::Pending { debit: pool(fee_asset), credit: account_id(Owner::Fees(rail), fee_asset), amount: fee };
+            chain.push(Transfer { id: fee_id, op });
+        }
+        self.ledger.apply_linked(&chain)?;
+        self.reservations
+            .insert(settlement, Reservation { amount: amount_id, fee: fee_id, fee_reserved: fee, open: true });
+        Ok(())
+    }
+
+    fn open_reservation(&self, settlement: SettlementId) -> Result<Reservation, PoolError> {
+        match self.reservations.get(&settlement) {
+            Some(r) if r.open => Ok(r.clone()),
+            _ => Err(PoolError::NoReservation(settlement)),
+        }
+    }
+
+    /// Finality: posts the amount in full and `fee_paid` of the fee reservation (at most what
+    /// was reserved; the rest goes back to the pool).
+    pub fn post(&mut self, settlement: SettlementId, fee_paid: Amount) -> Result<(), PoolError> {
+        let reservation = self.open_reservation(settlement)?;
+        let amount = self.ledger.transfer(reservation.amount).and_then(|t| match t.op {
+            Op::Pending { amount, .. } => Some(amount),
+            _ => None,
+        });
+        let amount = amount.ok_or(PoolError::NoReservation(settlement))?;
+        let mut chain = vec![Transfer {
+            id: transfer_id(settlement, "post-amount"),
+            op: Op::Post { pending: reservation.amount, amount },
+        }];
+        if !reservation.fee_reserved.is_zero() {
+            let fee_id = transfer_id(settlement, "post-fee");
+            let op = if fee_paid.is_zero() {
+                Op::Void { pending: reservation.fee }
+            } else {
+                Op::Post { pending: reservation.fee, amount: fee_paid.min(reservation.fee_reserved) }
+            };
+            chain.push(Transfer { id: fee_id, op });
+        }
+        self.ledger.apply_linked(&chain)?;
+        self.reservations.get_mut(&settlement).expect("checked above").open = false;
+        Ok(())
+    }
+
+    /// Rollback: voids both reservations; the money is back in the pool.
+    pub fn void(&mut self, settlement: SettlementId) -> Result<(), PoolError> {
+        let reservation = self.open_reservation(settlement)?;
+        let mut chain =
+            vec![Transfer { id: transfer_id(settlement, "void-amount"), op: Op::Void { pending: reservation.amount } }];
+        if !reservation.fee_reserved.is_zero() {
+            chain.push(Transfer { id: transfer_id(settlement, "void-fee"), op: Op::Void { pending: reservation.fee } });
+        }
+        self.ledger.apply_linked(&chain)?;
+        self.reservations.get_mut(&settlement).expect("checked above").open = false;
+        Ok(())
+    }
+
+    /// Pools outside [min, max], with how far they are from their target.
+    pub fn alerts(&self) -> Vec<PoolAlert> {
+        let mut alerts = Vec::new();
+        for config in self.configs.values() {
+            let available = self.available(config.rail, config.asset);
+            let kind = if available < config.min {
+                AlertKind::BelowMin
+            } else if available > config.max {
+                AlertKind::AboveMax
+            } else {
+                continue;
+            };
+            let to_target = available.max(config.target).checked_sub(available.min(config.target)).expect("max - min");
+            alerts.push(PoolAlert { rail: config.rail, asset: config.asset, available, kind, to_target });
+        }
+        alerts
+    }
+
+    pub fn open_reservations(&self) -> usize {
+        self.reservations.values().filter(|r| r.open).count()
+    }
+}
