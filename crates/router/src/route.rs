@@ -173,6 +173,39 @@ impl Router {
         Decision { payment: payment.id, chosen: best.map(|(_, i)| rails[i].capabilities.rail), rails: verdicts }
     }
 
+    /// Decides many payments at once, each seeing the pools as the decisions before it left
+    /// them: a rail's liquidity is counted once, not once per payment. Deciding payments one
+    /// by one against the same balances let a batch of them exceed a pool that each fitted
+    /// alone, so the batch's reservation failed and the same choice repeated forever (found
+    /// by the router simulation).
+    pub fn decide_all(
+        &self,
+        payments: &[(&Payment, Timestamp)],
+        rails: &[RailState<'_>],
+        available: &dyn Fn(RailId, Asset) -> Amount,
+        now: Timestamp,
+    ) -> Vec<Decision> {
+        let mut used: HashMap<(RailId, Asset), Amount, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
+            HashMap::default();
+        let mut decisions = Vec::with_capacity(payments.len());
+        for (payment, deadline) in payments {
+            let left = |rail: RailId, asset: Asset| {
+                let spent = used.get(&(rail, asset)).copied().unwrap_or(Amount::ZERO);
+                available(rail, asset).checked_sub(spent).unwrap_or(Amount::ZERO)
+            };
+            let decision = self.decide(payment, *deadline, rails, &left, now);
+            if let Some(rail) = decision.chosen.and_then(|r| rails.iter().find(|s| s.capabilities.rail == r)) {
+                let caps = rail.capabilities;
+                for (asset, amount) in [(payment.asset, payment.amount), (caps.fee_asset, rail.fee_reserve)] {
+                    let entry = used.entry((caps.rail, asset)).or_insert(Amount::ZERO);
+                    *entry = entry.checked_add(amount).unwrap_or(Amount::MAX);
+                }
+            }
+            decisions.push(decision);
+        }
+        decisions
+    }
+
     fn ineligible(
         &self,
         payment: &Payment,
