@@ -161,10 +161,12 @@ pub struct Snapshot {
 /// same state, so `encode` must be deterministic.
 pub trait Replica: Sized {
     type Error: std::fmt::Display;
-    fn empty() -> Self;
+    /// What building the state needs besides the journal (its configuration); `()` if nothing.
+    type Context;
+    fn empty(context: &Self::Context) -> Self;
     fn apply(&mut self, seq: u64, payload: &[u8]) -> Result<(), Self::Error>;
     fn encode(&self) -> Vec<u8>;
-    fn decode(bytes: &[u8]) -> Result<Self, Self::Error>;
+    fn decode(bytes: &[u8], context: &Self::Context) -> Result<Self, Self::Error>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -402,14 +404,19 @@ impl Journal {
     }
 
     /// Rebuilds derived state: the latest snapshot, then every record after it, in order.
-    pub fn recover<R: Replica>(&self) -> Result<Recovered<R>, RecoverError> {
+    pub fn recover<R: Replica<Context = ()>>(&self) -> Result<Recovered<R>, RecoverError> {
+        self.recover_with(&())
+    }
+
+    /// `recover` for a state that needs a context (its configuration) to be built.
+    pub fn recover_with<R: Replica>(&self, context: &R::Context) -> Result<Recovered<R>, RecoverError> {
         let (mut state, snapshot_seq) = match self.latest_snapshot()? {
             Some(snapshot) => {
-                let state = R::decode(&snapshot.state)
+                let state = R::decode(&snapshot.state, context)
                     .map_err(|error| RecoverError::Snapshot { seq: snapshot.seq, reason: error.to_string() })?;
                 (state, Some(snapshot.seq))
             }
-            None => (R::empty(), None),
+            None => (R::empty(context), None),
         };
         let mut seq = snapshot_seq.unwrap_or(0);
         let mut replayed = 0;

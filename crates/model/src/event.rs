@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::amount::Amount;
-use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
+use crate::asset::Asset;
+use crate::ids::{BatchId, MerchantId, PaymentId, RailId, SettlementId, Timestamp};
 use crate::payment::Payment;
 use crate::settlement::{DeathProof, Settlement, SignedTx};
 
@@ -92,6 +93,15 @@ pub enum Event {
         previous: SettlementId,
         at: Timestamp,
     },
+    // New variants go last: the journal encodes the variant's position.
+    /// Treasury moved liquidity into a rail's pool (a deposit to its hot wallet).
+    PoolFunded {
+        rail: RailId,
+        asset: Asset,
+        amount: Amount,
+        transfer: u128,
+        at: Timestamp,
+    },
 }
 
 impl Event {
@@ -111,6 +121,7 @@ impl Event {
             | Event::SettlementDead { at, .. }
             | Event::PaymentHeld { at, .. }
             | Event::PaymentFailed { at, .. }
+            | Event::PoolFunded { at, .. }
             | Event::PaymentReissued { at, .. } => *at,
         }
     }

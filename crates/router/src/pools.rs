@@ -43,6 +43,8 @@ pub enum PoolError {
     NoPool { rail: RailId, asset: Asset },
     #[error("pool {asset} on {rail} would fall below its minimum; only urgent payments may use the reserve")]
     BelowMin { rail: RailId, asset: Asset },
+    #[error("pool {asset} on {rail} holds too little")]
+    Short { rail: RailId, asset: Asset },
     #[error("settlement {0} already has a reservation")]
     AlreadyReserved(SettlementId),
     #[error("settlement {0} has no open reservation")]
@@ -162,20 +164,30 @@ impl Pools {
         self.ledger.account(account_id(Owner::Pool(rail), asset)).and_then(|a| a.available()).unwrap_or(Amount::ZERO)
     }
 
-    /// Reserves the amount and the fee estimate of a settlement, both or neither.
-    pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
+    /// Whether `reserve` would succeed, without changing anything.
+    pub fn can_reserve(&self, request: &Reserve) -> Result<(), PoolError> {
         let Reserve { settlement, rail, asset, amount, fee_asset, fee, urgent } = *request;
         if self.reservations.contains_key(&settlement) {
             return Err(PoolError::AlreadyReserved(settlement));
         }
         let config = self.configs.get(&(rail, asset)).ok_or(PoolError::NoPool { rail, asset })?;
-        if !urgent {
-            let needed = if asset == fee_asset { amount.checked_add(fee) } else { Some(amount) };
-            let after = needed.and_then(|n| self.available(rail, asset).checked_sub(n));
-            if after.is_none_or(|left| left < config.min) {
-                return Err(PoolError::BelowMin { rail, asset });
-            }
+        let same = asset == fee_asset;
+        let needed = if same { amount.checked_add(fee) } else { Some(amount) };
+        let left = needed.and_then(|n| self.available(rail, asset).checked_sub(n));
+        let floor = if urgent { Amount::ZERO } else { config.min };
+        if left.is_none_or(|left| left < floor) {
+            return Err(if urgent { PoolError::Short { rail, asset } } else { PoolError::BelowMin { rail, asset } });
         }
+        if !same && self.available(rail, fee_asset) < fee {
+            return Err(PoolError::Short { rail, asset: fee_asset });
+        }
+        Ok(())
+    }
+
+    /// Reserves the amount and the fee estimate of a settlement, both or neither.
+    pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
+        self.can_reserve(request)?;
+        let Reserve { settlement, rail, asset, amount, fee_asset, fee, .. } = *request;
         let (amount_id, fee_id) = (transfer_id(settlement, "amount"), transfer_id(settlement, "fee"));
         let pool = |asset| account_id(Owner::Pool(rail), asset);
         let mut chain = vec![Transfer {

@@ -12,7 +12,8 @@ struct BookReplica(Book);
 
 impl Replica for BookReplica {
     type Error = String;
-    fn empty() -> Self {
+    type Context = ();
+    fn empty(_: &()) -> Self {
         BookReplica(Book::default())
     }
     fn apply(&mut self, _seq: u64, payload: &[u8]) -> Result<(), String> {
@@ -22,7 +23,7 @@ impl Replica for BookReplica {
     fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(&self.0).expect("the book serializes")
     }
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
+    fn decode(bytes: &[u8], _: &()) -> Result<Self, String> {
         postcard::from_bytes(bytes).map(BookReplica).map_err(|e| e.to_string())
     }
 }

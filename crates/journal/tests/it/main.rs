@@ -175,7 +175,8 @@ struct Digest {
 
 impl Replica for Digest {
     type Error = String;
-    fn empty() -> Digest {
+    type Context = ();
+    fn empty(_: &()) -> Digest {
         Digest { count: 0, hash: [0; 32] }
     }
     fn apply(&mut self, seq: u64, payload: &[u8]) -> Result<(), String> {
@@ -194,7 +195,7 @@ impl Replica for Digest {
         bytes.extend_from_slice(&self.hash);
         bytes
     }
-    fn decode(bytes: &[u8]) -> Result<Digest, String> {
+    fn decode(bytes: &[u8], _: &()) -> Result<Digest, String> {
         let count = u64::from_le_bytes(bytes.get(..8).ok_or("short")?.try_into().map_err(|_| "short")?);
         let hash = bytes.get(8..40).ok_or("short")?.try_into().map_err(|_| "short")?;
         Ok(Digest { count, hash })
@@ -212,7 +213,7 @@ fn recovery_from_snapshot_equals_full_replay() {
         assert_eq!((empty.seq, empty.replayed, empty.snapshot_seq), (0, 0, None));
         journal.append_batch((1..=600).map(payload).collect()).unwrap();
         for at in [200, 400, 600] {
-            let state = Digest::decode(&full_replay(&journal, at)).unwrap();
+            let state = Digest::decode(&full_replay(&journal, at), &()).unwrap();
             journal.write_snapshot(at, state.encode()).unwrap();
         }
         journal.append_batch((601..=1000).map(payload).collect()).unwrap();
@@ -230,7 +231,7 @@ fn recovery_from_snapshot_equals_full_replay() {
 
 /// Replays records 1..=upto into an empty Digest and returns its encoding.
 fn full_replay(journal: &Journal, upto: u64) -> Vec<u8> {
-    let mut state = Digest::empty();
+    let mut state = Digest::empty(&());
     for record in journal.read_range(1, usize::try_from(upto).unwrap()).unwrap() {
         state.apply(record.seq, &record.payload).unwrap();
     }

@@ -1,0 +1,141 @@
+//! `EngineState`: everything the journal determines — the payment book and the pools' ledger
+//! — rebuilt by replaying events. Pools follow the settlement events: a planned settlement
+//! reserves, a final one posts, a dead or released one voids.
+
+use std::collections::BTreeMap;
+
+use journal::Replica;
+use model::{Amount, Asset, Book, ClassName, Event, RailId};
+use router::{PoolConfig, Pools, Reserve};
+use serde::{Deserialize, Serialize};
+
+/// The configuration replay depends on: the same configuration and the same journal always
+/// give the same state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateConfig {
+    pub pools: Vec<PoolConfig>,
+    /// Each rail's fee asset.
+    pub fee_assets: BTreeMap<RailId, Asset>,
+    /// Classes allowed to reserve below a pool's minimum.
+    pub urgent: Vec<ClassName>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub book: Book,
+    pub pools: Pools,
+    #[serde(skip)]
+    urgent: Vec<ClassName>,
+    #[serde(skip)]
+    fee_assets: BTreeMap<RailId, Asset>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Book(#[from] model::BookError),
+    #[error(transparent)]
+    Pools(#[from] router::PoolError),
+    #[error("rail {0} has no fee asset configured")]
+    UnknownRail(RailId),
+    #[error("settlement {0}: its legs sum past the largest amount")]
+    Overflow(model::SettlementId),
+}
+
+impl EngineState {
+    pub fn new(config: &StateConfig) -> Result<EngineState, router::PoolError> {
+        let fee_pools: Vec<(RailId, Asset)> = config.fee_assets.iter().map(|(r, a)| (*r, *a)).collect();
+        Ok(EngineState {
+            book: Book::default(),
+            pools: Pools::new(&config.pools, &fee_pools)?,
+            urgent: config.urgent.clone(),
+            fee_assets: config.fee_assets.clone(),
+        })
+    }
+
+    /// Applies one event to the book and the pools, all or nothing.
+    pub fn apply(&mut self, event: &Event) -> Result<(), StateError> {
+        match event {
+            Event::SettlementPlanned { settlement, .. } => {
+                // The pools first (without changing them), then the book (which checks the
+                // legs and changes nothing if it refuses), then the reservation, which the
+                // check made sure cannot fail: the event applies whole or not at all.
+                let reserve = self.reserve_for(settlement)?;
+                self.pools.can_reserve(&reserve)?;
+                self.book.apply(event)?;
+                self.pools.reserve(&reserve).expect("checked by can_reserve");
+                Ok(())
+            }
+            Event::PoolFunded { rail, asset, amount, transfer, .. } => {
+                self.pools.fund(*rail, *asset, *amount, ledger::TransferId(*transfer))?;
+                Ok(())
+            }
+            Event::SettlementFinal { settlement, fee_paid, .. } => {
+                self.book.apply(event)?;
+                self.pools.post(*settlement, *fee_paid).expect("a final settlement has an open reservation");
+                Ok(())
+            }
+            Event::SettlementDead { settlement, .. } | Event::SettlementReleased { settlement, .. } => {
+                self.book.apply(event)?;
+                self.pools.void(*settlement).expect("a dead or released settlement has an open reservation");
+                Ok(())
+            }
+            _ => Ok(self.book.apply(event)?),
+        }
+    }
+
+    /// The reservation a planned settlement takes from its rail's pools.
+    pub fn reserve_for(&self, settlement: &model::Settlement) -> Result<Reserve, StateError> {
+        let fee_asset = *self.fee_assets.get(&settlement.rail).ok_or(StateError::UnknownRail(settlement.rail))?;
+        let amount = Amount::try_sum(settlement.legs.iter().map(|l| l.amount))
+            .map_err(|_| StateError::Overflow(settlement.id))?;
+        let urgent = settlement
+            .legs
+            .iter()
+            .any(|l| self.book.payments.get(&l.payment).is_some_and(|p| self.urgent.contains(&p.payment.class)));
+        Ok(Reserve {
+            settlement: settlement.id,
+            rail: settlement.rail,
+            asset: settlement.asset,
+            amount,
+            fee_asset,
+            fee: settlement.fee_reserved,
+            urgent,
+        })
+    }
+
+    /// A hash of the whole state: replaying the same journal gives the same hash.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let bytes = postcard::to_stdvec(self).expect("state serializes");
+        *blake3::hash(&bytes).as_bytes()
+    }
+}
+
+/// Replays the journal into an `EngineState` built from the configuration.
+#[derive(Debug)]
+pub struct Replayed(pub EngineState);
+
+impl Replica for Replayed {
+    type Error = String;
+    type Context = StateConfig;
+
+    fn empty(config: &StateConfig) -> Self {
+        Replayed(EngineState::new(config).expect("pool configuration was validated"))
+    }
+
+    fn apply(&mut self, seq: u64, payload: &[u8]) -> Result<(), String> {
+        let event = Event::decode(payload).map_err(|e| format!("record {seq}: {e}"))?;
+        self.0.apply(&event).map_err(|e| format!("record {seq}: {e}"))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.0).expect("state serializes")
+    }
+
+    fn decode(bytes: &[u8], config: &StateConfig) -> Result<Self, String> {
+        let mut state: EngineState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        state.urgent = config.urgent.clone();
+        state.fee_assets = config.fee_assets.clone();
+        Ok(Replayed(state))
+    }
+}

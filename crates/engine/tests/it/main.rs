@@ -1,0 +1,313 @@
+//! The engine end to end on sandbox rails: intake to settled for 10,000 payments, a rail outage
+//! with failover, a restart mid-run, and bad input that changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::*;
+use model::*;
+use queue::QueueConfig;
+use rails::Rail;
+use rails::sandbox::{Fault, SandboxConfig, SandboxRail};
+use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
+
+const BLOCK_MS: u64 = 1_000;
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const CHAINS: [(&str, u64); 3] = [("base", 8453), ("optimism", 10), ("arbitrum", 42161)];
+
+fn name(text: &str) -> Name {
+    Name::new(text).unwrap()
+}
+
+fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
+    let capabilities = Capabilities {
+        rail: name(rail),
+        network: Network::Evm(ChainId(chain)),
+        fee_asset: Asset::ETH,
+        assets: vec![Asset::ETH, Asset::USDC],
+        amount_min: Amount::new(1),
+        amount_max: Amount::new(10u128.pow(24)),
+        batch_size_max: 100,
+        confirmations_final: 2,
+        can_replace: true,
+        finality_expected_ms: 2 * BLOCK_MS,
+    };
+    let config = SandboxConfig {
+        capabilities,
+        seed,
+        block_time_ms: BLOCK_MS,
+        fee: Amount::new(1_000),
+        fee_cap: Amount::new(100_000),
+    };
+    Arc::new(SandboxRail::new(config, T0))
+}
+
+struct World {
+    sandboxes: Vec<Arc<SandboxRail>>,
+}
+
+impl World {
+    fn new() -> World {
+        World { sandboxes: CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect() }
+    }
+
+    fn rails(&self) -> Vec<Arc<dyn Rail>> {
+        self.sandboxes.iter().map(|s| Arc::clone(s) as Arc<dyn Rail>).collect()
+    }
+
+    fn advance(&self, now: Timestamp) {
+        for s in &self.sandboxes {
+            s.advance_to(now);
+        }
+    }
+
+    /// What `destination` received on every chain (chains record addresses in canonical form).
+    fn received(&self, destination: &str, asset: Asset) -> u128 {
+        let canonical = Address::parse(destination, Network::BASE).unwrap().to_string();
+        self.sandboxes.iter().map(|s| s.balance_of(&canonical, asset).units()).sum()
+    }
+}
+
+fn config() -> EngineConfig {
+    let rails: Vec<RailId> = CHAINS.iter().map(|(r, _)| name(r)).collect();
+    let pools = rails
+        .iter()
+        .flat_map(|r| {
+            [Asset::USDC, Asset::ETH].map(|asset| PoolConfig {
+                rail: *r,
+                asset,
+                min: Amount::ZERO,
+                target: Amount::new(10u128.pow(15)),
+                max: Amount::new(10u128.pow(24)),
+            })
+        })
+        .collect();
+    let state = StateConfig {
+        pools,
+        fee_assets: rails.iter().map(|r| (*r, Asset::ETH)).collect(),
+        urgent: vec![name("urgent")],
+    };
+    let mut queue = QueueConfig::example();
+    queue.merchant_limit = queue::Limit { per_second: 10_000, burst: 10_000 };
+    queue.rail_limit = queue::Limit { per_second: 10_000, burst: 10_000 };
+    EngineConfig {
+        state,
+        queue,
+        weights: Weights::default(),
+        rules: vec![],
+        breaker: BreakerConfig {
+            failures_to_open: 3,
+            open_ms: 5_000,
+            half_open_probes: 1,
+            successes_to_close: 2,
+            window: 32,
+        },
+        anomaly: AnomalyPolicy { stuck_after_ms: 20_000, bump_budget: 2, rebroadcasts_max: 5 },
+        journal: journal::Config::default(),
+        batch_payments_max: 1_000,
+    }
+}
+
+fn destination(i: u64) -> String {
+    let hash = blake3::hash(&i.to_le_bytes());
+    let hex: String = hash.as_bytes()[..20].iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{hex}")
+}
+
+const CLASSES: [&str; 4] = ["urgent", "payroll", "standard", "bulk"];
+
+fn drafts(start: u64, count: u64) -> Vec<Draft> {
+    let networks: Vec<Network> = CHAINS.iter().map(|(_, c)| Network::Evm(ChainId(*c))).collect();
+    (start..start + count)
+        .map(|i| Draft {
+            reference: format!("inv-{i}"),
+            amount: Amount::new(1_000 + u128::from(i % 997)),
+            asset: if i % 5 == 0 { Asset::ETH } else { Asset::USDC },
+            destination: destination(i),
+            networks: networks.clone(),
+            class: name(CLASSES[(i % 4) as usize]),
+            deadline: None,
+        })
+        .collect()
+}
+
+async fn open(path: &std::path::Path, world: &World, now: Timestamp) -> Engine {
+    Engine::open(path, config(), world.rails(), now).await.unwrap()
+}
+
+async fn fund(engine: &mut Engine, now: Timestamp) {
+    for (i, (rail, _)) in CHAINS.iter().enumerate() {
+        for (j, asset) in [Asset::USDC, Asset::ETH].into_iter().enumerate() {
+            engine.fund_pool(name(rail), asset, Amount::new(10u128.pow(13)), (i * 10 + j) as u128, now).await.unwrap();
+        }
+    }
+}
+
+fn body_hash(merchant: u64, start: u64) -> [u8; 32] {
+    *blake3::hash(format!("{merchant}:{start}").as_bytes()).as_bytes()
+}
+
+/// Submits `total` payments as batches of 500 spread over three merchants.
+async fn submit_all(engine: &mut Engine, total: u64, now: Timestamp) -> Vec<Intake> {
+    let mut out = Vec::new();
+    for start in (0..total).step_by(500) {
+        let merchant = start / 500 % 3 + 1;
+        let key = format!("batch-{start}");
+        out.push(
+            engine
+                .submit(MerchantId(merchant), &key, body_hash(merchant, start), &drafts(start, 500), now)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn run_until_done(engine: &mut Engine, world: &World, mut now: Timestamp, ticks_max: u64) -> Timestamp {
+    for _ in 0..ticks_max {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+        if engine.state().book.payments.values().all(|p| p.state.is_terminal()) {
+            break;
+        }
+    }
+    now
+}
+
+fn check_paid_exactly_once(engine: &Engine, world: &World, total: u64) {
+    let counts = engine.count_by_state();
+    assert_eq!(counts.get("settled").map(|n| *n as u64), Some(total), "{counts:?}");
+    for i in 0..total {
+        let draft = &drafts(i, 1)[0];
+        assert_eq!(
+            world.received(&draft.destination, draft.asset),
+            draft.amount.units(),
+            "payment {i} paid exactly once"
+        );
+    }
+    engine.state().pools.ledger().verify().unwrap();
+    let settled: u128 = engine
+        .state()
+        .book
+        .payments
+        .values()
+        .filter(|p| p.payment.asset == Asset::USDC)
+        .map(|p| p.payment.amount.units())
+        .sum();
+    let paid_out =
+        engine.state().pools.ledger().account_of(ledger::Owner::PaidOut, Asset::USDC).unwrap().balance.credits_posted;
+    assert_eq!(paid_out.units(), settled, "the ledger's payouts equal what was settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_payments_settle_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = open(&dir.path().join("journal.redb"), &world, T0).await;
+    fund(&mut engine, T0).await;
+    let started = Instant::now();
+    let total = 10_000;
+    submit_all(&mut engine, total, T0).await;
+    let end = run_until_done(&mut engine, &world, T0, 2_000).await;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{total} payments from intake to settled in {elapsed:?} wall clock ({:.0} payments/s), {} s of chain time, {} journal records",
+        total as f64 / elapsed.as_secs_f64(),
+        end.saturating_since(T0) / 1000,
+        engine.journal().tip()
+    );
+    check_paid_exactly_once(&engine, &world, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rail_outage_fails_over_without_paying_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = open(&dir.path().join("journal.redb"), &world, T0).await;
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 1_500, T0).await;
+    let mut now = T0;
+    for _ in 0..2 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    // The first rail goes dark with settlements in flight and payments queued for it.
+    world.sandboxes[0].inject(Fault::Outage);
+    for _ in 0..30 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    world.sandboxes[0].inject(Fault::Restore);
+    assert!(engine.moved_by_failover() > 0, "queued payments moved off the dark rail");
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    check_paid_exactly_once(&engine, &world, 1_500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_run_resumes_and_recognises_resubmitted_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut now = T0;
+    let first = {
+        let mut engine = open(&path, &world, now).await;
+        fund(&mut engine, now).await;
+        let first = submit_all(&mut engine, 2_000, now).await;
+        for _ in 0..3 {
+            now = now.saturating_add_ms(BLOCK_MS);
+            world.advance(now);
+            engine.tick(now).await.unwrap();
+        }
+        assert!(engine.count_by_state().len() > 1, "the run is mid-way: {:?}", engine.count_by_state());
+        first
+    };
+    let mut engine = open(&path, &world, now).await;
+    let again = submit_all(&mut engine, 2_000, now).await;
+    for (before, after) in first.iter().zip(&again) {
+        let (Intake::Accepted { batch, payments }, Intake::Duplicate { batch: b, payments: p }) = (before, after)
+        else {
+            panic!("expected a duplicate, got {after:?}");
+        };
+        assert_eq!((batch, payments), (b, p));
+    }
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    check_paid_exactly_once(&engine, &world, 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_rejected_whole_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = open(&dir.path().join("journal.redb"), &world, T0).await;
+    let mut bad = drafts(0, 5);
+    bad[1].destination = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD".into(); // checksum typo
+    bad[2].amount = Amount::ZERO;
+    bad[3].class = name("vip");
+    bad[4].asset = Asset::BTC;
+    let tip = engine.journal().tip();
+    let Err(IntakeError::Invalid(rows)) = engine.submit(MerchantId(1), "k", [1; 32], &bad, T0).await else {
+        panic!("must be rejected")
+    };
+    let reasons: BTreeMap<usize, String> = rows.into_iter().collect();
+    assert_eq!(reasons.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(reasons[&1].contains("EIP-55"), "{}", reasons[&1]);
+    assert!(reasons[&2].contains("greater than zero"));
+    assert!(reasons[&3].contains("unknown priority class vip"));
+    assert!(reasons[&4].contains("no rail carries BTC"));
+    assert_eq!(engine.journal().tip(), tip, "a rejected batch journals nothing");
+    assert!(engine.state().book.payments.is_empty());
+    assert!(matches!(engine.submit(MerchantId(1), "k", [1; 32], &[], T0).await, Err(IntakeError::Invalid(_))));
+
+    let good = drafts(0, 3);
+    assert!(matches!(engine.submit(MerchantId(1), "k", [1; 32], &good, T0).await.unwrap(), Intake::Accepted { .. }));
+    let conflict = engine.submit(MerchantId(1), "k", [2; 32], &good, T0).await;
+    assert!(matches!(conflict, Err(IntakeError::Conflict { .. })), "same key, different body: a conflict");
+    assert!(
+        matches!(engine.submit(MerchantId(2), "k", [2; 32], &good[..1], T0).await.unwrap(), Intake::Accepted { .. }),
+        "keys are per merchant"
+    );
+}
