@@ -1,5 +1,7 @@
 //! Helpers shared by railyard's end-to-end tests and the driver binaries they run.
 
+pub mod kill;
+
 /// The payload format of the journal crash test: `run-thread-counter` plus padding to a fixed
 /// size, so that a record is recognisable and its identity unique across runs.
 pub fn crash_payload(run: u64, thread: u64, counter: u64) -> Vec<u8> {

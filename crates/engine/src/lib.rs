@@ -179,8 +179,35 @@ impl Engine {
         &self.journal
     }
 
-    /// Releases settlements that were planned but never signed (their payments queue again).
+    /// Resumes after a restart: tells each rail what was signed on it (so no nonce or input is
+    /// reused), re-broadcasts what was signed but maybe never sent (the same bytes), and
+    /// releases settlements that were planned but never signed (their payments queue again).
     async fn resume(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        for rail in self.rails.clone() {
+            let spends: Vec<Spend> = self
+                .state
+                .book
+                .settlements
+                .values()
+                .filter(|r| r.settlement.rail == rail.capabilities().rail)
+                .flat_map(|r| r.txs.iter().map(|t| t.spend.clone()))
+                .collect();
+            rail.recover_spends(&spends).map_err(|e| EngineError::Config(e.to_string()))?;
+        }
+        let signed: Vec<SettlementId> = self
+            .state
+            .book
+            .settlements
+            .iter()
+            .filter(|(_, r)| r.state == SettlementState::Signed)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in signed {
+            let rail = self.rail_of(id);
+            let latest =
+                self.state.book.settlements[&id].txs.last().expect("signed settlements have a transaction").clone();
+            self.broadcast(&rail, id, &latest, now).await?;
+        }
         let unsigned: Vec<SettlementId> = self
             .state
             .book

@@ -521,6 +521,21 @@ impl Rail for EvmRail {
         self.sign(nonce, self.signer.address(), U256::ZERO, Bytes::new(), &fee)
     }
 
+    fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
+        let sender = self.sender();
+        let highest = spends
+            .iter()
+            .filter_map(|spend| match spend {
+                Spend::Nonce { sender: s, nonce } if *s == sender => Some(*nonce),
+                _ => None,
+            })
+            .max();
+        if let Some(nonce) = highest {
+            self.ensure_next_nonce_at_least(nonce + 1);
+        }
+        Ok(())
+    }
+
     async fn health(&self) -> Health {
         match self.timed(self.provider.get_block_number()).await {
             Ok(head) => Health::Up { head },

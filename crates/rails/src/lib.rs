@@ -12,7 +12,7 @@ pub mod evm;
 pub mod sandbox;
 
 use async_trait::async_trait;
-use model::{Address, Amount, Asset, PaymentId, RailId, SignedTx};
+use model::{Address, Amount, Asset, PaymentId, RailId, SignedTx, Spend};
 pub use model::{Capabilities, Observation};
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,10 @@ pub trait Rail: Send + Sync + std::fmt::Debug {
     async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError>;
 
     async fn health(&self) -> Health;
+
+    /// After a restart: the spends (nonces, inputs) the journal says railyard signed, so that
+    /// nothing new is built on top of them, whether or not they reached the chain.
+    fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError>;
 }
 
 /// Checks a batch against the rail's capabilities; adapters call it before building.

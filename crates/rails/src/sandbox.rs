@@ -354,6 +354,16 @@ impl Rail for SandboxRail {
         self.replacement(previous, Self::fee_of(fee)?, Vec::new())
     }
 
+    fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
+        let mut chain = self.chain();
+        for spend in spends {
+            if let Spend::Nonce { nonce, .. } = spend {
+                chain.next_nonce = chain.next_nonce.max(nonce + 1);
+            }
+        }
+        Ok(())
+    }
+
     async fn health(&self) -> Health {
         let chain = self.chain();
         if chain.outage { Health::Down } else { Health::Up { head: chain.blocks.len() as u64 } }

@@ -1,4 +1,5 @@
 //! End-to-end tests with real processes and real files.
 
 mod book_replay;
+mod engine_kill;
 mod journal_crash;
