@@ -234,6 +234,7 @@ impl Engine {
         if let Some(reason) = &self.poisoned {
             return Err(EngineError::Poisoned(reason.clone()));
         }
+        let events = self.with_notifications(events);
         for event in &events {
             if let Err(error) = self.state.apply(event) {
                 // The engine built an event its own state refuses: a bug. Stop before it spreads.
@@ -251,6 +252,31 @@ impl Engine {
             self.poisoned = Some(error.to_string());
             EngineError::Poisoned(error.to_string())
         })
+    }
+
+    /// Adds a notification for every payment these events make terminal, to be journaled in
+    /// the same commit.
+    fn with_notifications(&self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let terminal: Vec<(PaymentId, PaymentState)> = match &event {
+                Event::SettlementFinal { settlement, .. } => self.state.book.settlements[settlement]
+                    .settlement
+                    .legs
+                    .iter()
+                    .map(|l| (l.payment, PaymentState::Settled))
+                    .collect(),
+                Event::PaymentFailed { payment, .. } => vec![(*payment, PaymentState::Failed)],
+                _ => Vec::new(),
+            };
+            let at = event.at();
+            out.push(event);
+            for (payment, state) in terminal {
+                let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.to_string().as_bytes()]);
+                out.push(Event::Notification { id, payment, state, at });
+            }
+        }
+        out
     }
 
     fn rail_serves(&self, asset: Asset, networks: &[Network]) -> bool {

@@ -20,10 +20,19 @@ pub struct StateConfig {
     pub urgent: Vec<ClassName>,
 }
 
+/// A notice owed to a merchant: a payment reached a terminal state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub payment: model::PaymentId,
+    pub state: model::PaymentState,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineState {
     pub book: Book,
     pub pools: Pools,
+    /// Undelivered notices, by id, in the order they were journaled.
+    pub outbox: BTreeMap<u128, Notice>,
     #[serde(skip)]
     urgent: Vec<ClassName>,
     #[serde(skip)]
@@ -48,6 +57,7 @@ impl EngineState {
         Ok(EngineState {
             book: Book::default(),
             pools: Pools::new(&config.pools, &fee_pools)?,
+            outbox: BTreeMap::new(),
             urgent: config.urgent.clone(),
             fee_assets: config.fee_assets.clone(),
         })
@@ -78,6 +88,15 @@ impl EngineState {
             Event::SettlementDead { settlement, .. } | Event::SettlementReleased { settlement, .. } => {
                 self.book.apply(event)?;
                 self.pools.void(*settlement).expect("a dead or released settlement has an open reservation");
+                Ok(())
+            }
+            Event::Notification { id, payment, state, .. } => {
+                self.book.payment(*payment)?;
+                self.outbox.insert(*id, Notice { payment: *payment, state: *state });
+                Ok(())
+            }
+            Event::NotificationDelivered { id, .. } => {
+                self.outbox.remove(id);
                 Ok(())
             }
             _ => Ok(self.book.apply(event)?),

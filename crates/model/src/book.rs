@@ -140,8 +140,8 @@ impl Book {
                 self.move_payments(&[*payment], PaymentState::Held { in_flight })
             }
             Event::PaymentFailed { payment, .. } => self.move_payments(&[*payment], PaymentState::Failed),
-            // Liquidity is the pools' business, not the book's.
-            Event::PoolFunded { .. } => Ok(()),
+            // Liquidity is the pools' business, notifications the outbox's.
+            Event::PoolFunded { .. } | Event::Notification { .. } | Event::NotificationDelivered { .. } => Ok(()),
             Event::PaymentReissued { payment, previous, .. } => {
                 if self.payment(*payment)?.settlement != Some(*previous) {
                     return Err(BookError::WrongSettlement { payment: *payment, settlement: *previous });

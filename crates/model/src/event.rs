@@ -94,6 +94,19 @@ pub enum Event {
         at: Timestamp,
     },
     // New variants go last: the journal encodes the variant's position.
+    /// A payment reached a terminal state: the merchant is to be told. Journaled in the same
+    /// commit as the event that made it terminal, so no notice is lost or invented.
+    Notification {
+        id: u128,
+        payment: PaymentId,
+        state: crate::payment::PaymentState,
+        at: Timestamp,
+    },
+    /// The merchant acknowledged the notification.
+    NotificationDelivered {
+        id: u128,
+        at: Timestamp,
+    },
     /// Treasury moved liquidity into a rail's pool (a deposit to its hot wallet).
     PoolFunded {
         rail: RailId,
@@ -122,6 +135,8 @@ impl Event {
             | Event::PaymentHeld { at, .. }
             | Event::PaymentFailed { at, .. }
             | Event::PoolFunded { at, .. }
+            | Event::Notification { at, .. }
+            | Event::NotificationDelivered { at, .. }
             | Event::PaymentReissued { at, .. } => *at,
         }
     }

@@ -311,3 +311,33 @@ async fn bad_batches_are_rejected_whole_and_change_nothing() {
         "keys are per merchant"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_settled_payment_gets_one_notice_in_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut engine = open(&path, &world, T0).await;
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 500, T0).await;
+    run_until_done(&mut engine, &world, T0, 500).await;
+    let outbox = engine.state().outbox.clone();
+    assert_eq!(outbox.len(), 500);
+    assert!(outbox.values().all(|n| n.state == PaymentState::Settled));
+    // In the journal, each notice directly follows the final settlement that caused it.
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    let events: Vec<Event> = records.iter().map(|r| Event::decode(&r.payload).unwrap()).collect();
+    for (i, event) in events.iter().enumerate() {
+        if let Event::SettlementFinal { settlement, .. } = event {
+            let legs = engine.state().book.settlements[settlement].settlement.legs.len();
+            let following = &events[i + 1..=i + legs];
+            assert!(
+                following.iter().all(|e| matches!(e, Event::Notification { .. })),
+                "notices follow the final event"
+            );
+        }
+    }
+    drop(engine);
+    let engine = open(&path, &world, T0).await;
+    assert_eq!(engine.state().outbox, outbox, "the outbox is rebuilt exactly, nothing lost or invented");
+}
