@@ -12,6 +12,7 @@
 //! signed-but-not-broadcast is broadcast with the same bytes, broadcast is watched, and
 //! planned-but-not-signed is released (nothing was signed, so its payments are queued again).
 
+pub mod config;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};

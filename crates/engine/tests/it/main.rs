@@ -1,6 +1,8 @@
 //! The engine end to end on sandbox rails: intake to settled for 10,000 payments, a rail outage
 //! with failover, a restart mid-run, and bad input that changes nothing.
 
+mod config;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,0 +1,404 @@
+//! railyard's configuration file (TOML), with environment overrides, turned into the engine's
+//! configuration and its rails. Every error names the exact key to fix.
+//!
+//! Overrides: `RAILYARD__<key path>=<value>`, path segments separated by `__`, array elements by
+//! index: `RAILYARD__QUEUE__CAPACITY=5000`, `RAILYARD__RAILS__0__BLOCK_TIME_MS=500`. The value is
+//! read as TOML when it parses as TOML, else as a string.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model::{Amount, Asset, Capabilities, ClassName, MerchantId, Network, RailId, Timestamp};
+use queue::{ClassConfig, Limit, QueueConfig};
+use rails::Rail;
+use rails::evm::{EvmConfig, EvmRail, SecretKey, Stablecoin, tokens_for};
+use rails::sandbox::{SandboxConfig, SandboxRail};
+use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
+use serde::Deserialize;
+
+use crate::{EngineConfig, StateConfig};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub data_dir: PathBuf,
+    pub tick_ms: u64,
+    pub batch_payments_max: usize,
+    pub classes: Vec<ClassFile>,
+    pub urgent: Vec<String>,
+    pub queue: QueueFile,
+    #[serde(default)]
+    pub stablecoins: Vec<Stablecoin>,
+    pub rails: Vec<RailFile>,
+    pub pools: Vec<PoolFile>,
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    #[serde(default)]
+    pub anomaly: Option<AnomalyPolicy>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassFile {
+    pub name: String,
+    pub weight: u32,
+    pub deadline_default_ms: u64,
+    pub age_max_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub capacity: usize,
+    pub capacity_per_merchant: usize,
+    pub scan_max: usize,
+    pub merchant_limit: Limit,
+    pub rail_limit: Limit,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum RailFile {
+    Sandbox {
+        name: String,
+        network: String,
+        assets: Vec<String>,
+        block_time_ms: u64,
+        confirmations_final: u32,
+        batch_size_max: usize,
+        fee: String,
+        fee_cap: String,
+        seed: u64,
+    },
+    Evm {
+        name: String,
+        chain_id: u64,
+        rpc_url: String,
+        batch_contract: String,
+        key_env: String,
+        confirmations_final: u32,
+        batch_size_max: usize,
+        fee_cap_eth: String,
+        max_fee_per_gas_gwei: u64,
+        priority_fee_gwei: u64,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    pub rail: String,
+    pub asset: String,
+    pub min: String,
+    pub target: String,
+    pub max: String,
+    /// Sandbox rails only: the deposit made at start (journaled once).
+    #[serde(default)]
+    pub fund: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("config {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn error(key: impl Into<String>, problem: impl ToString) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.to_string() }
+}
+
+/// Parses `text`, applies `overrides` (`RAILYARD__...` pairs) and deserializes.
+pub fn parse(text: &str, overrides: &[(String, String)]) -> Result<File, ConfigError> {
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| error("(file)", e.to_string().trim().replace('\n', " ")))?;
+    for (name, raw) in overrides {
+        let Some(path) = name.strip_prefix("RAILYARD__") else { continue };
+        let segments: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        apply_override(&mut value, &segments, raw).map_err(|problem| error(segments.join("."), problem))?;
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| error(e.path().to_string(), e.inner().to_string()))
+}
+
+fn apply_override(value: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
+    let new = parsed.unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut at = value;
+    for (i, segment) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        at = match at {
+            toml::Value::Table(table) => {
+                if last {
+                    table.insert(segment.clone(), new);
+                    return Ok(());
+                }
+                table.get_mut(segment).ok_or_else(|| "no such key to override".to_owned())?
+            }
+            toml::Value::Array(items) => {
+                let index: usize = segment.parse().map_err(|_| "an array needs a numeric index".to_owned())?;
+                let item = items.get_mut(index).ok_or_else(|| "index out of range".to_owned())?;
+                if last {
+                    *item = new;
+                    return Ok(());
+                }
+                item
+            }
+            _ => return Err("cannot override inside a plain value".into()),
+        };
+    }
+    Err("empty override path".into())
+}
+
+fn name(key: &str, text: &str) -> Result<ClassName, ConfigError> {
+    model::Name::new(text).map_err(|e| error(key, e))
+}
+
+/// The assets the configuration knows: the built-in ones and the stablecoin registry.
+fn assets(file: &File) -> Result<BTreeMap<String, Asset>, ConfigError> {
+    let mut known: BTreeMap<String, Asset> =
+        [Asset::BTC, Asset::ETH, Asset::USDC, Asset::USDT].into_iter().map(|a| (a.symbol().to_owned(), a)).collect();
+    for (i, coin) in file.stablecoins.iter().enumerate() {
+        let asset = Asset::new(&coin.symbol, coin.decimals).map_err(|e| error(format!("stablecoins[{i}]"), e))?;
+        if known.get(&coin.symbol).is_some_and(|a| *a != asset) {
+            return Err(error(
+                format!("stablecoins[{i}].decimals"),
+                format!("{} is known with other decimals", coin.symbol),
+            ));
+        }
+        known.insert(coin.symbol.clone(), asset);
+    }
+    Ok(known)
+}
+
+fn amount(key: &str, asset: Asset, text: &str) -> Result<Amount, ConfigError> {
+    asset.parse_amount(text).map_err(|e| error(key, e))
+}
+
+/// A rail to build: sandbox rails are built at once, EVM rails connect when the engine starts.
+#[derive(Clone, Debug)]
+pub enum RailSpec {
+    Sandbox(SandboxConfig),
+    Evm { config: EvmConfig, key_env: String },
+}
+
+/// Everything a validated configuration file yields.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub engine: EngineConfig,
+    pub rails: Vec<RailSpec>,
+    /// Deposits to journal at start (sandbox pools), by (rail, asset).
+    pub funding: Vec<(RailId, Asset, Amount)>,
+}
+
+/// Validates the whole file and turns it into the engine's configuration.
+pub fn load(file: &File) -> Result<Loaded, ConfigError> {
+    let known = assets(file)?;
+    let asset = |key: &str, symbol: &str| {
+        known.get(symbol).copied().ok_or_else(|| error(key, format!("unknown asset {symbol}")))
+    };
+    let classes = file
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(ClassConfig {
+                name: name(&format!("classes[{i}].name"), &c.name)?,
+                weight: c.weight,
+                deadline_default_ms: c.deadline_default_ms,
+                age_max_ms: c.age_max_ms,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let queue = QueueConfig {
+        classes,
+        capacity: file.queue.capacity,
+        capacity_per_merchant: file.queue.capacity_per_merchant,
+        merchant_limit: file.queue.merchant_limit,
+        merchant_limits: BTreeMap::<MerchantId, Limit>::new(),
+        rail_limit: file.queue.rail_limit,
+        rail_limits: BTreeMap::new(),
+        scan_max: file.queue.scan_max,
+    };
+    queue.validate().map_err(|e| {
+        // The queue names its own keys; in the file, all but the classes sit under [queue].
+        let key = if e.key.starts_with("classes") { e.key } else { format!("queue.{}", e.key) };
+        error(key, e.problem)
+    })?;
+    let urgent =
+        file.urgent.iter().enumerate().map(|(i, u)| name(&format!("urgent[{i}]"), u)).collect::<Result<Vec<_>, _>>()?;
+    if file.tick_ms == 0 {
+        return Err(error("tick_ms", "must be greater than zero"));
+    }
+    let mut rails = Vec::new();
+    let mut fee_assets = BTreeMap::new();
+    for (i, rail) in file.rails.iter().enumerate() {
+        let key = |field: &str| format!("rails[{i}].{field}");
+        let spec = rail_spec(rail, &key, &asset, file)?;
+        let rail_name = match &spec {
+            RailSpec::Sandbox(c) => c.capabilities.rail,
+            RailSpec::Evm { config, .. } => config.rail,
+        };
+        if fee_assets.insert(rail_name, Asset::ETH).is_some() {
+            return Err(error(key("name"), format!("rail {rail_name} is configured twice")));
+        }
+        rails.push(spec);
+    }
+    if rails.is_empty() {
+        return Err(error("rails", "at least one rail is required"));
+    }
+    let mut pools = Vec::new();
+    let mut funding = Vec::new();
+    for (i, pool) in file.pools.iter().enumerate() {
+        let key = |field: &str| format!("pools[{i}].{field}");
+        let rail = name(&key("rail"), &pool.rail)?;
+        if !fee_assets.contains_key(&rail) {
+            return Err(error(key("rail"), format!("no rail named {rail}")));
+        }
+        let a = asset(&key("asset"), &pool.asset)?;
+        let config = PoolConfig {
+            rail,
+            asset: a,
+            min: amount(&key("min"), a, &pool.min)?,
+            target: amount(&key("target"), a, &pool.target)?,
+            max: amount(&key("max"), a, &pool.max)?,
+        };
+        if !(config.min <= config.target && config.target <= config.max) {
+            return Err(error(key("target"), "min <= target <= max is required"));
+        }
+        if let Some(fund) = &pool.fund {
+            funding.push((rail, a, amount(&key("fund"), a, fund)?));
+        }
+        pools.push(config);
+    }
+    let engine = EngineConfig {
+        state: StateConfig { pools, fee_assets, urgent },
+        queue,
+        weights: Weights::default(),
+        rules: Vec::new(),
+        breaker: file.breaker.unwrap_or_default(),
+        anomaly: file.anomaly.unwrap_or_default(),
+        journal: journal::Config::default(),
+        batch_payments_max: file.batch_payments_max,
+    };
+    Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
+}
+
+fn rail_spec(
+    rail: &RailFile,
+    key: &dyn Fn(&str) -> String,
+    asset: &dyn Fn(&str, &str) -> Result<Asset, ConfigError>,
+    file: &File,
+) -> Result<RailSpec, ConfigError> {
+    match rail {
+        RailFile::Sandbox {
+            name: n,
+            network,
+            assets,
+            block_time_ms,
+            confirmations_final,
+            batch_size_max,
+            fee,
+            fee_cap,
+            seed,
+        } => {
+            let network: Network = network.parse().map_err(|e| error(key("network"), e))?;
+            let assets = assets
+                .iter()
+                .enumerate()
+                .map(|(j, a)| asset(&key(&format!("assets[{j}]")), a))
+                .collect::<Result<Vec<_>, _>>()?;
+            if *block_time_ms == 0 || *batch_size_max == 0 {
+                return Err(error(key("block_time_ms"), "block_time_ms and batch_size_max must be greater than zero"));
+            }
+            let capabilities = Capabilities {
+                rail: name(&key("name"), n)?,
+                network,
+                fee_asset: Asset::ETH,
+                assets,
+                amount_min: Amount::new(1),
+                amount_max: Amount::new(10u128.pow(30)),
+                batch_size_max: *batch_size_max,
+                confirmations_final: *confirmations_final,
+                can_replace: true,
+                finality_expected_ms: block_time_ms * u64::from(*confirmations_final),
+            };
+            Ok(RailSpec::Sandbox(SandboxConfig {
+                capabilities,
+                seed: *seed,
+                block_time_ms: *block_time_ms,
+                fee: amount(&key("fee"), Asset::ETH, fee)?,
+                fee_cap: amount(&key("fee_cap"), Asset::ETH, fee_cap)?,
+            }))
+        }
+        RailFile::Evm {
+            name: n,
+            chain_id,
+            rpc_url,
+            batch_contract,
+            key_env,
+            confirmations_final,
+            batch_size_max,
+            fee_cap_eth,
+            max_fee_per_gas_gwei,
+            priority_fee_gwei,
+        } => {
+            let network = Network::Evm(model::ChainId(*chain_id));
+            let contract = match model::Address::parse(batch_contract, network) {
+                Ok(model::Address::Evm(bytes)) => bytes,
+                Ok(_) => return Err(error(key("batch_contract"), "must be an EVM address")),
+                Err(e) => return Err(error(key("batch_contract"), e)),
+            };
+            let tokens = tokens_for(&file.stablecoins, network).map_err(|e| error("stablecoins", e))?;
+            let config = EvmConfig {
+                rail: name(&key("name"), n)?,
+                chain_id: *chain_id,
+                rpc_url: rpc_url.clone(),
+                batch_contract: contract,
+                tokens,
+                confirmations_final: *confirmations_final,
+                batch_size_max: *batch_size_max,
+                amount_min: Amount::new(1),
+                amount_max: Amount::new(10u128.pow(30)),
+                finality_expected_ms: 12_000 * u64::from(*confirmations_final),
+                fee_cap_wei: amount(&key("fee_cap_eth"), Asset::ETH, fee_cap_eth)?.units(),
+                max_fee_per_gas_cap: u128::from(*max_fee_per_gas_gwei) * 1_000_000_000,
+                priority_fee_per_gas: u128::from(*priority_fee_gwei) * 1_000_000_000,
+                gas_margin_percent: 25,
+                request_timeout: Duration::from_secs(10),
+            };
+            Ok(RailSpec::Evm { config, key_env: key_env.clone() })
+        }
+    }
+}
+
+/// The rails, and the sandbox chains among them (whose clock the caller drives).
+#[derive(Debug)]
+pub struct BuiltRails {
+    pub rails: Vec<Arc<dyn Rail>>,
+    pub sandboxes: Vec<Arc<SandboxRail>>,
+}
+
+/// Builds the rails: sandbox chains in process, EVM rails connected to their nodes.
+pub async fn build_rails(specs: &[RailSpec], now: Timestamp) -> Result<BuiltRails, ConfigError> {
+    let mut rails: Vec<Arc<dyn Rail>> = Vec::new();
+    let mut sandboxes = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        match spec {
+            RailSpec::Sandbox(config) => {
+                let sandbox = Arc::new(SandboxRail::new(config.clone(), now));
+                sandboxes.push(Arc::clone(&sandbox));
+                rails.push(sandbox);
+            }
+            RailSpec::Evm { config, key_env } => {
+                let key = SecretKey::from_env(key_env).map_err(|e| error(format!("rails[{i}].key_env"), e))?;
+                let rail = EvmRail::connect(config.clone(), &key).await.map_err(|e| error(format!("rails[{i}]"), e))?;
+                rails.push(Arc::new(rail));
+            }
+        }
+    }
+    Ok(BuiltRails { rails, sandboxes })
+}

@@ -1,0 +1,69 @@
+//! The configuration files: the shipped ones load, overrides apply, and every bad key is named.
+
+use engine::config::{RailSpec, load, parse};
+
+const DEFAULT: &str = include_str!("../../../../config/default.toml");
+const DEVNET: &str = include_str!("../../../../config/devnet.toml");
+
+fn check(text: &str, overrides: &[(&str, &str)]) -> Result<engine::config::Loaded, String> {
+    let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let file = parse(text, &overrides).map_err(|e| e.to_string())?;
+    load(&file).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_shipped_files_load() {
+    let loaded = check(DEFAULT, &[]).unwrap();
+    assert_eq!(loaded.rails.len(), 3);
+    assert!(loaded.rails.iter().all(|r| matches!(r, RailSpec::Sandbox(_))));
+    assert_eq!(loaded.funding.len(), 7);
+    let devnet = check(DEVNET, &[]).unwrap();
+    let RailSpec::Evm { config, key_env } = &devnet.rails[0] else { panic!("devnet rails are EVM") };
+    assert_eq!((config.chain_id, key_env.as_str(), config.tokens.len()), (31337, "RAILYARD_DEVNET_KEY", 1));
+}
+
+#[test]
+fn environment_overrides_apply() {
+    let loaded = check(
+        DEFAULT,
+        &[
+            ("RAILYARD__QUEUE__CAPACITY", "500000"),
+            ("RAILYARD__RAILS__1__BLOCK_TIME_MS", "500"),
+            ("RAILYARD__DATA_DIR", "/tmp/ry"),
+            ("OTHER", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.engine.queue.capacity, 500_000);
+    let RailSpec::Sandbox(rail) = &loaded.rails[1] else { panic!() };
+    assert_eq!(rail.block_time_ms, 500);
+    assert_eq!(loaded.data_dir, std::path::PathBuf::from("/tmp/ry"));
+}
+
+#[test]
+fn every_bad_key_is_named() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("RAILYARD__QUEUE__CAPACITY", "\"lots\"")], "config queue.capacity:"),
+        (&[("RAILYARD__QUEUE__CAPACITY", "0")], "config queue.capacity:"),
+        (&[("RAILYARD__QUEUE__CAPACITY", "10")], "config queue.capacity_per_merchant: must be 1 to capacity"),
+        (&[("RAILYARD__CLASSES__1__WEIGHT", "0")], "config classes[1].weight:"),
+        (&[("RAILYARD__CLASSES__2__NAME", "\"Not A Name\"")], "config classes[2].name:"),
+        (&[("RAILYARD__RAILS__0__NETWORK", "\"etherium\"")], "config rails[0].network: unknown network"),
+        (&[("RAILYARD__RAILS__1__ASSETS", "[\"ETH\", \"DOGE\"]")], "config rails[1].assets[1]: unknown asset DOGE"),
+        (&[("RAILYARD__RAILS__2__FEE", "\"0.0000000000000000001\"")], "config rails[2].fee:"),
+        (&[("RAILYARD__RAILS__2__NAME", "\"sandbox-base\"")], "configured twice"),
+        (&[("RAILYARD__RAILS__0__COLOUR", "\"red\"")], "config rails[0]: unknown field `colour`"),
+        (&[("RAILYARD__POOLS__0__RAIL", "\"nowhere\"")], "config pools[0].rail: no rail named nowhere"),
+        (&[("RAILYARD__POOLS__0__MIN", "\"-1\"")], "config pools[0].min:"),
+        (&[("RAILYARD__POOLS__0__TARGET", "\"99999999\"")], "config pools[0].target: min <= target <= max"),
+        (&[("RAILYARD__TICK_MS", "0")], "config tick_ms:"),
+        (&[("RAILYARD__NOPE__X", "1")], "config nope.x: no such key"),
+        (&[("RAILYARD__RAILS__9__SEED", "1")], "config rails.9.seed: index out of range"),
+    ];
+    for (overrides, expected) in cases {
+        let error = check(DEFAULT, overrides).err().unwrap_or_else(|| panic!("{overrides:?} must be refused"));
+        assert!(error.contains(expected), "{overrides:?}: {error}");
+    }
+    assert!(check("data_dir = ", &[]).unwrap_err().contains("config (file)"));
+    assert!(check("data_dir = \"x\"", &[]).unwrap_err().contains("missing field"));
+}

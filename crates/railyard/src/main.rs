@@ -1,0 +1,71 @@
+//! The railyard binary: parses the configuration, builds the rails, opens the engine on its
+//! journal and drives it with the real clock. Bad configuration exits with code 64 and a
+//! message naming the key.
+
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "railyard", about = "multi-rail payment routing and settlement engine")]
+struct Cli {
+    /// The configuration file; `RAILYARD__<KEY>__<PATH>` environment variables override it.
+    #[arg(long, global = true, default_value = "config/default.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the engine until interrupted (Ctrl-C).
+    Serve {
+        /// Submits this many sandbox demo payments at start (once: the key is idempotent).
+        #[arg(long, default_value_t = 0)]
+        demo_payments: u64,
+        /// Exits when every payment is settled, failed or held (for demos and tests).
+        #[arg(long)]
+        exit_when_settled: bool,
+    },
+    /// Validates the configuration and prints what it describes.
+    CheckConfig,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let loaded = match serve::load_config(&cli.config) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("railyard: {error:#}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            println!(
+                "{}: {} rails, {} pools, data in {}",
+                cli.config.display(),
+                loaded.rails.len(),
+                loaded.engine.state.pools.len(),
+                loaded.data_dir.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve { demo_payments, exit_when_settled } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(serve::serve(loaded, demo_payments, exit_when_settled)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("railyard: {error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The binary as a user runs it: `serve` on the embedded default settles demo payments and
+//! resumes from its journal; bad configuration exits 64 naming the key.
+
+use std::process::Command;
+
+fn railyard(data: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
+    command
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env("RAILYARD__DATA_DIR", data)
+        .env("RAILYARD__TICK_MS", "50")
+        .env("RAILYARD__RAILS__0__BLOCK_TIME_MS", "200")
+        .env("RAILYARD__RAILS__1__BLOCK_TIME_MS", "200")
+        .env("RAILYARD__RAILS__2__BLOCK_TIME_MS", "300");
+    command
+}
+
+#[test]
+fn serve_settles_demo_payments_and_resumes_from_its_journal() {
+    let data = tempfile::tempdir().unwrap();
+    let first =
+        railyard(data.path()).args(["serve", "--demo-payments", "300", "--exit-when-settled"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains("accepted 300 demo payments"), "{stdout}");
+    assert!(stdout.contains(r#"{"settled": 300}"#), "{stdout}");
+    assert!(data.path().join("journal.redb").exists());
+
+    let again =
+        railyard(data.path()).args(["serve", "--demo-payments", "300", "--exit-when-settled"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success());
+    assert!(stdout.contains("demo batch already accepted (300 payments)"), "{stdout}");
+    assert!(stdout.contains(r#"{"settled": 300}"#), "{stdout}");
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_key() {
+    let data = tempfile::tempdir().unwrap();
+    let cases = [
+        ("RAILYARD__QUEUE__SCAN_MAX", "0", "config queue.scan_max: must be greater than zero"),
+        ("RAILYARD__RAILS__1__NETWORK", "\"mars\"", "config rails[1].network: unknown network"),
+        ("RAILYARD__POOLS__3__ASSET", "\"DOGE\"", "config pools[3].asset: unknown asset DOGE"),
+    ];
+    for (key, value, message) in cases {
+        let output = railyard(data.path()).env(key, value).args(["serve"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(64), "{key}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{key}: {stderr}");
+    }
+    let missing = railyard(data.path()).args(["--config", "config/nope.toml", "check-config"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config/nope.toml"));
+    let ok = railyard(data.path()).args(["check-config"]).output().unwrap();
+    assert!(ok.status.success());
+    assert!(!data.path().join("journal.redb").exists(), "checking the configuration writes nothing");
+}
