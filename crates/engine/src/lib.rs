@@ -79,6 +79,24 @@ pub enum Intake {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no rail named {0}")]
+    UnknownRail(RailId),
+    #[error("rail {0} is already paused")]
+    AlreadyPaused(RailId),
+    #[error("rail {0} is not paused")]
+    NotPaused(RailId),
+    #[error("no payment {0}")]
+    UnknownPayment(PaymentId),
+    #[error(
+        "payment {payment} is {state}: {resolution:?} does not apply (retry and fail are for held payments not in flight, resume for held payments in flight)"
+    )]
+    CannotResolve { payment: PaymentId, state: PaymentState, resolution: Resolution },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("the batch is rejected whole: {} row(s) are invalid", .0.len())]
     Invalid(Vec<(usize, String)>),
@@ -267,7 +285,10 @@ impl Engine {
                     .iter()
                     .map(|l| (l.payment, PaymentState::Settled))
                     .collect(),
-                Event::PaymentFailed { payment, .. } => vec![(*payment, PaymentState::Failed)],
+                Event::PaymentFailed { payment, .. }
+                | Event::PaymentResolved { payment, resolution: Resolution::Fail, .. } => {
+                    vec![(*payment, PaymentState::Failed)]
+                }
                 _ => Vec::new(),
             };
             let at = event.at();
@@ -403,14 +424,16 @@ impl Engine {
     }
 
     fn rail_states(&self, now: Timestamp) -> Vec<RailState<'_>> {
-        rail_states(&self.rails, &self.breakers, now)
+        rail_states(&self.rails, &self.breakers, &self.state.paused, now)
     }
 }
 
-/// What the router needs to know of each rail now.
+/// What the router needs to know of each rail now. A paused rail looks like one whose breaker
+/// is open: never chosen.
 fn rail_states<'a>(
     rails: &'a [Arc<dyn Rail>],
     breakers: &BTreeMap<RailId, Breaker>,
+    paused: &BTreeSet<RailId>,
     now: Timestamp,
 ) -> Vec<RailState<'a>> {
     rails
@@ -418,9 +441,14 @@ fn rail_states<'a>(
         .map(|rail| {
             let caps = rail.capabilities();
             let breaker = &breakers[&caps.rail];
+            let state = if paused.contains(&caps.rail) {
+                router::BreakerState::Open { until: Timestamp(u64::MAX) }
+            } else {
+                breaker.state(now)
+            };
             RailState {
                 capabilities: caps,
-                breaker: breaker.state(now),
+                breaker: state,
                 fee_cost: 1,
                 fee_reserve: Amount::ZERO,
                 success_permille: breaker.success_permille(),
@@ -441,7 +469,7 @@ impl Engine {
             .map(|(rail, _)| *rail)
             .collect();
         for failed in open {
-            let states = rail_states(&self.rails, &self.breakers, now);
+            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
             let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
             let report = self.queue.drain(failed, now, false, |item| {
                 let payment = &book.payments[&item.id].payment;
@@ -502,7 +530,7 @@ impl Engine {
     async fn plan(&mut self, rail: &Arc<dyn Rail>, now: Timestamp) -> Result<(), EngineError> {
         let caps = rail.capabilities().clone();
         let breaker = self.breakers.get_mut(&caps.rail).expect("a breaker per rail");
-        if matches!(breaker.state(now), router::BreakerState::Open { .. }) {
+        if matches!(breaker.state(now), router::BreakerState::Open { .. }) || self.state.paused.contains(&caps.rail) {
             return Ok(());
         }
         let dequeued = self.queue.dequeue(caps.rail, caps.batch_size_max, now, |_| true);
@@ -746,6 +774,123 @@ impl Engine {
                         .collect();
                     self.record(events).await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn known_rail(&self, rail: RailId) -> Result<(), OperatorError> {
+        if self.rails.iter().any(|r| r.capabilities().rail == rail) {
+            Ok(())
+        } else {
+            Err(OperatorError::UnknownRail(rail))
+        }
+    }
+
+    /// Stops new planning on `rail`; what is in flight there stays watched. Journaled with who
+    /// and why.
+    pub async fn pause(
+        &mut self,
+        rail: RailId,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.known_rail(rail)?;
+        if self.state.paused.contains(&rail) {
+            return Err(OperatorError::AlreadyPaused(rail));
+        }
+        self.record(vec![Event::RailPaused { rail, operator: operator.into(), reason: reason.into(), at: now }])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn resume_rail(
+        &mut self,
+        rail: RailId,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.known_rail(rail)?;
+        if !self.state.paused.contains(&rail) {
+            return Err(OperatorError::NotPaused(rail));
+        }
+        self.record(vec![Event::RailResumed { rail, operator: operator.into(), reason: reason.into(), at: now }])
+            .await?;
+        Ok(())
+    }
+
+    /// Moves `rail`'s queued payments to the rails the router picks with `rail` out. A dry run
+    /// reports the same moves and changes nothing; a real drain is journaled with who and why.
+    /// Payments in flight are never moved.
+    pub async fn drain(
+        &mut self,
+        rail: RailId,
+        dry_run: bool,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<queue::DrainReport, OperatorError> {
+        self.known_rail(rail)?;
+        let mut paused = self.state.paused.clone();
+        paused.insert(rail);
+        let states = rail_states(&self.rails, &self.breakers, &paused, now);
+        let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
+        let report = self.queue.drain(rail, now, dry_run, |item| {
+            let payment = &book.payments[&item.id].payment;
+            router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
+        });
+        if !dry_run && !report.moves.is_empty() {
+            let moved = u32::try_from(report.moves.len()).unwrap_or(u32::MAX);
+            self.record(vec![Event::RailDrained {
+                rail,
+                moved,
+                operator: operator.into(),
+                reason: reason.into(),
+                at: now,
+            }])
+            .await?;
+        }
+        Ok(report)
+    }
+
+    /// Resolves a held payment: retry or fail it if nothing of it is in flight, resume
+    /// watching it if it is. The state machine refuses anything else.
+    pub async fn resolve(
+        &mut self,
+        payment: PaymentId,
+        resolution: Resolution,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        let state = self.state.book.payment(payment).map_err(|_| OperatorError::UnknownPayment(payment))?.state;
+        let legal = matches!(
+            (state, resolution),
+            (PaymentState::Held { in_flight: false }, Resolution::Retry | Resolution::Fail)
+                | (PaymentState::Held { in_flight: true }, Resolution::Resume)
+        );
+        if !legal {
+            return Err(OperatorError::CannotResolve { payment, state, resolution });
+        }
+        self.record(vec![Event::PaymentResolved {
+            payment,
+            resolution,
+            operator: operator.into(),
+            reason: reason.into(),
+            at: now,
+        }])
+        .await?;
+        if resolution == Resolution::Resume
+            && let Some(settlement) = self.state.book.payments[&payment].settlement
+        {
+            // Watch it afresh: counters reset, its bytes go out again.
+            self.watching.insert(settlement, Watching { last_action_at: now, ..Watching::default() });
+            let rail = self.rail_of(settlement);
+            let latest = self.state.book.settlements[&settlement].txs.last().cloned();
+            if let Some(tx) = latest {
+                let _ = rail.broadcast(&tx).await;
             }
         }
         Ok(())

@@ -33,6 +33,8 @@ pub struct EngineState {
     pub pools: Pools,
     /// Undelivered notices, by id, in the order they were journaled.
     pub outbox: BTreeMap<u128, Notice>,
+    /// Rails an operator paused: nothing new is planned on them.
+    pub paused: std::collections::BTreeSet<RailId>,
     #[serde(skip)]
     urgent: Vec<ClassName>,
     #[serde(skip)]
@@ -58,6 +60,7 @@ impl EngineState {
             book: Book::default(),
             pools: Pools::new(&config.pools, &fee_pools)?,
             outbox: BTreeMap::new(),
+            paused: std::collections::BTreeSet::new(),
             urgent: config.urgent.clone(),
             fee_assets: config.fee_assets.clone(),
         })
@@ -97,6 +100,14 @@ impl EngineState {
             }
             Event::NotificationDelivered { id, .. } => {
                 self.outbox.remove(id);
+                Ok(())
+            }
+            Event::RailPaused { rail, .. } => {
+                self.paused.insert(*rail);
+                Ok(())
+            }
+            Event::RailResumed { rail, .. } => {
+                self.paused.remove(rail);
                 Ok(())
             }
             _ => Ok(self.book.apply(event)?),

@@ -141,7 +141,20 @@ impl Book {
             }
             Event::PaymentFailed { payment, .. } => self.move_payments(&[*payment], PaymentState::Failed),
             // Liquidity is the pools' business, notifications the outbox's.
-            Event::PoolFunded { .. } | Event::Notification { .. } | Event::NotificationDelivered { .. } => Ok(()),
+            Event::PoolFunded { .. }
+            | Event::Notification { .. }
+            | Event::NotificationDelivered { .. }
+            | Event::RailPaused { .. }
+            | Event::RailResumed { .. }
+            | Event::RailDrained { .. } => Ok(()),
+            Event::PaymentResolved { payment, resolution, .. } => {
+                let to = match resolution {
+                    crate::event::Resolution::Retry => PaymentState::Queued,
+                    crate::event::Resolution::Fail => PaymentState::Failed,
+                    crate::event::Resolution::Resume => PaymentState::Broadcast,
+                };
+                self.move_payments(&[*payment], to)
+            }
             Event::PaymentReissued { payment, previous, .. } => {
                 if self.payment(*payment)?.settlement != Some(*previous) {
                     return Err(BookError::WrongSettlement { payment: *payment, settlement: *previous });

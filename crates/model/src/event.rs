@@ -94,6 +94,35 @@ pub enum Event {
         at: Timestamp,
     },
     // New variants go last: the journal encodes the variant's position.
+    /// An operator stopped new planning on a rail (settlements in flight stay watched).
+    RailPaused {
+        rail: RailId,
+        operator: String,
+        reason: String,
+        at: Timestamp,
+    },
+    RailResumed {
+        rail: RailId,
+        operator: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// An operator moved a rail's queued payments to other rails (the audit record).
+    RailDrained {
+        rail: RailId,
+        moved: u32,
+        operator: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// An operator resolved a held payment.
+    PaymentResolved {
+        payment: PaymentId,
+        resolution: Resolution,
+        operator: String,
+        reason: String,
+        at: Timestamp,
+    },
     /// A payment reached a terminal state: the merchant is to be told. Journaled in the same
     /// commit as the event that made it terminal, so no notice is lost or invented.
     Notification {
@@ -117,6 +146,17 @@ pub enum Event {
     },
 }
 
+/// What an operator decides for a held payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// Not in flight: queue it again (the router picks a rail afresh).
+    Retry,
+    /// Not in flight: give up; the merchant is told it failed.
+    Fail,
+    /// In flight: go back to watching its settlement (and send its bytes again).
+    Resume,
+}
+
 impl Event {
     pub fn at(&self) -> Timestamp {
         match self {
@@ -135,6 +175,10 @@ impl Event {
             | Event::PaymentHeld { at, .. }
             | Event::PaymentFailed { at, .. }
             | Event::PoolFunded { at, .. }
+            | Event::RailPaused { at, .. }
+            | Event::RailResumed { at, .. }
+            | Event::RailDrained { at, .. }
+            | Event::PaymentResolved { at, .. }
             | Event::Notification { at, .. }
             | Event::NotificationDelivered { at, .. }
             | Event::PaymentReissued { at, .. } => *at,

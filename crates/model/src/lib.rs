@@ -16,7 +16,7 @@ pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetError};
 pub use book::{Book, BookError, PaymentRecord, SettlementRecord, SettlementState};
-pub use event::Event;
+pub use event::{Event, Resolution};
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};
 pub use payment::{IllegalTransition, Payment, PaymentError, PaymentState};

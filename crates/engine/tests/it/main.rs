@@ -343,3 +343,109 @@ async fn every_settled_payment_gets_one_notice_in_the_same_commit() {
     let engine = open(&path, &world, T0).await;
     assert_eq!(engine.state().outbox, outbox, "the outbox is rebuilt exactly, nothing lost or invented");
 }
+
+fn operator_events(engine: &Engine) -> Vec<Event> {
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    records
+        .iter()
+        .map(|r| Event::decode(&r.payload).unwrap())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::RailPaused { .. }
+                    | Event::RailResumed { .. }
+                    | Event::RailDrained { .. }
+                    | Event::PaymentResolved { .. }
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_drain_and_resume_a_rail_with_a_dry_run_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = open(&dir.path().join("journal.redb"), &world, T0).await;
+    fund(&mut engine, T0).await;
+    let base = name("base");
+    // Route a backlog (rail limits make the queue hold it for a while).
+    submit_all(&mut engine, 1_000, T0).await;
+    engine.tick(T0).await.unwrap();
+    let on_base =
+        |engine: &Engine| engine.state().book.settlements.values().filter(|s| s.settlement.rail == base).count();
+    let before_pause = on_base(&engine);
+    engine.pause(base, "alice", "base sequencer incident", T0).await.unwrap();
+    assert!(matches!(engine.pause(base, "alice", "again", T0).await, Err(OperatorError::AlreadyPaused(_))));
+    assert!(matches!(engine.pause(name("mars"), "alice", "x", T0).await, Err(OperatorError::UnknownRail(_))));
+
+    let tip = engine.journal().tip();
+    let dry = engine.drain(base, true, "alice", "preview", T0).await.unwrap();
+    assert!(dry.op.is_none());
+    assert_eq!(engine.journal().tip(), tip, "a dry run journals nothing");
+    let real = engine.drain(base, false, "alice", "move the backlog", T0).await.unwrap();
+    assert_eq!(real.moves, dry.moves, "the dry run showed exactly what the drain did");
+    assert!(!real.moves.is_empty() && real.moves.iter().all(|m| m.to != base), "the backlog moved off base");
+
+    let mut now = T0;
+    for _ in 0..40 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    assert_eq!(on_base(&engine), before_pause, "nothing new is planned on a paused rail");
+    engine.resume_rail(base, "alice", "incident over", now).await.unwrap();
+    assert!(matches!(engine.resume_rail(base, "alice", "again", now).await, Err(OperatorError::NotPaused(_))));
+    run_until_done(&mut engine, &world, now, 500).await;
+    check_paid_exactly_once(&engine, &world, 1_000);
+    let audit = operator_events(&engine);
+    assert!(
+        matches!(&audit[0], Event::RailPaused { operator, reason, .. } if operator == "alice" && reason == "base sequencer incident")
+    );
+    assert!(matches!(&audit[1], Event::RailDrained { moved, .. } if *moved as usize == real.moves.len()));
+    assert!(matches!(&audit[2], Event::RailResumed { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resolve_held_payments() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.anomaly.rebroadcasts_max = 0; // a single drop holds the settlement for the operator
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    for sandbox in &world.sandboxes {
+        sandbox.inject(Fault::DropNext);
+    }
+    let Intake::Accepted { payments, .. } =
+        engine.submit(MerchantId(1), "k", [3; 32], &drafts(0, 3), T0).await.unwrap()
+    else {
+        panic!()
+    };
+    let mut now = T0;
+    for _ in 0..3 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    let held: Vec<PaymentId> = payments
+        .iter()
+        .copied()
+        .filter(|p| engine.state().book.payments[p].state == PaymentState::Held { in_flight: true })
+        .collect();
+    assert!(!held.is_empty(), "{:?}", engine.count_by_state());
+    let first = held[0];
+    let refused = engine.resolve(first, Resolution::Retry, "bob", "try again", now).await;
+    assert!(matches!(refused, Err(OperatorError::CannotResolve { .. })), "a payment in flight cannot be queued again");
+    for payment in &held {
+        engine.resolve(*payment, Resolution::Resume, "bob", "the node lost it; send it again", now).await.unwrap();
+    }
+    run_until_done(&mut engine, &world, now, 100).await;
+    check_paid_exactly_once(&engine, &world, 3);
+    assert!(operator_events(&engine).iter().all(
+        |e| matches!(e, Event::PaymentResolved { operator, resolution: Resolution::Resume, .. } if operator == "bob")
+    ));
+    assert!(matches!(
+        engine.resolve(PaymentId(7), Resolution::Fail, "bob", "x", now).await,
+        Err(OperatorError::UnknownPayment(_))
+    ));
+}
