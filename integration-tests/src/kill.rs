@@ -92,6 +92,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
         anomaly: AnomalyPolicy { stuck_after_ms: 15_000, bump_budget: 3, rebroadcasts_max: 50 },
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
+        reconcile_interval_ms: 0,
     }
 }
 

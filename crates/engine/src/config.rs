@@ -26,6 +26,9 @@ pub struct File {
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     pub batch_payments_max: usize,
+    /// How often to reconcile with the chains (0: only on demand).
+    #[serde(default)]
+    pub reconcile_interval_ms: u64,
     pub classes: Vec<ClassFile>,
     pub urgent: Vec<String>,
     pub queue: QueueFile,
@@ -283,6 +286,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         anomaly: file.anomaly.unwrap_or_default(),
         journal: journal::Config::default(),
         batch_payments_max: file.batch_payments_max,
+        reconcile_interval_ms: file.reconcile_interval_ms,
     };
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
 }

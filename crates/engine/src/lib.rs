@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub journal: journal::Config,
     /// Most payments in one submitted batch.
     pub batch_payments_max: usize,
+    /// How often `tick` reconciles with the chains (0: only on demand).
+    pub reconcile_interval_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,40 @@ pub enum Intake {
         batch: BatchId,
         payments: Vec<PaymentId>,
     },
+}
+
+/// One disagreement between the journal and a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// Settled in the journal, but its transaction is not on chain at final depth now.
+    FinalNotOnChain {
+        settlement: SettlementId,
+        observed: Observation,
+    },
+    /// Dead in the journal (reissued), yet a paying version is confirmed: a double payment.
+    DeadButPaid {
+        settlement: SettlementId,
+        observed: Observation,
+    },
+    /// A destination holds less than railyard settled to it.
+    Shortfall {
+        rail: RailId,
+        destination: Address,
+        asset: Asset,
+        expected: Amount,
+        held: Amount,
+    },
+    Unreachable {
+        rail: RailId,
+        error: String,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub settlements_checked: usize,
+    pub destinations_checked: usize,
+    pub differences: Vec<Difference>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +165,8 @@ pub struct Engine {
     poisoned: Option<String>,
     settlements_made: u64,
     moved_by_failover: u64,
+    next_reconcile: Timestamp,
+    last_reconciliation: Option<Reconciliation>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -185,6 +223,8 @@ impl Engine {
             poisoned: None,
             settlements_made: 0,
             moved_by_failover: 0,
+            next_reconcile: now,
+            last_reconciliation: None,
         };
         engine.resume(now).await?;
         Ok(engine)
@@ -420,7 +460,17 @@ impl Engine {
         for rail in self.rails.clone() {
             self.plan(&rail, now).await?;
         }
-        self.watch_all(now).await
+        self.watch_all(now).await?;
+        if self.config.reconcile_interval_ms > 0 && now >= self.next_reconcile {
+            self.next_reconcile = now.saturating_add_ms(self.config.reconcile_interval_ms);
+            self.last_reconciliation = Some(self.reconcile().await);
+        }
+        Ok(())
+    }
+
+    /// The report of the last reconciliation the timer ran.
+    pub fn last_reconciliation(&self) -> Option<&Reconciliation> {
+        self.last_reconciliation.as_ref()
     }
 
     fn rail_states(&self, now: Timestamp) -> Vec<RailState<'_>> {
@@ -894,6 +944,71 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Compares what the journal says was settled with what the chains say: every final
+    /// settlement's transaction must still be on chain at final depth, no dead settlement may
+    /// have a paying version confirmed, and every destination must hold at least what railyard
+    /// settled to it (exactly, on chains where nobody else pays it). Reports every difference;
+    /// changes nothing.
+    pub async fn reconcile(&mut self) -> Reconciliation {
+        let mut report = Reconciliation::default();
+        let mut owed: BTreeMap<(RailId, Address, Asset), Amount> = BTreeMap::new();
+        for (id, record) in &self.state.book.settlements {
+            let paying = |txid: &[u8; 32]| !record.cancels.contains(txid);
+            let final_tx = match record.state {
+                SettlementState::Final => Some(()),
+                SettlementState::Dead => None,
+                _ => continue,
+            };
+            let rail = self.rail_of(*id);
+            let watch = Watch { versions: record.txs.clone(), seen_in_block: None };
+            report.settlements_checked += 1;
+            let observed = match rail.observe(&watch).await {
+                Ok(observed) => observed,
+                Err(error) => {
+                    report
+                        .differences
+                        .push(Difference::Unreachable { rail: record.settlement.rail, error: error.to_string() });
+                    continue;
+                }
+            };
+            let confirmed_paying = matches!(&observed, Observation::Confirmed { txid, .. } if paying(txid));
+            let deep = matches!(&observed, Observation::Confirmed { depth, .. } if *depth >= u64::from(rail.capabilities().confirmations_final));
+            if final_tx.is_some() {
+                if !(confirmed_paying && deep) {
+                    report.differences.push(Difference::FinalNotOnChain { settlement: *id, observed });
+                }
+                for leg in &record.settlement.legs {
+                    let key = (record.settlement.rail, leg.destination.clone(), record.settlement.asset);
+                    let entry = owed.entry(key).or_insert(Amount::ZERO);
+                    *entry = entry.checked_add(leg.amount).unwrap_or(Amount::MAX);
+                }
+            } else if confirmed_paying {
+                report.differences.push(Difference::DeadButPaid { settlement: *id, observed });
+            }
+        }
+        for ((rail_id, destination, asset), expected) in owed {
+            let rail =
+                Arc::clone(self.rails.iter().find(|r| r.capabilities().rail == rail_id).expect("configured rail"));
+            report.destinations_checked += 1;
+            match rail.balance_of(&destination, asset).await {
+                Ok(held) if held < expected => {
+                    report.differences.push(Difference::Shortfall {
+                        rail: rail_id,
+                        destination,
+                        asset,
+                        expected,
+                        held,
+                    });
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    report.differences.push(Difference::Unreachable { rail: rail_id, error: error.to_string() })
+                }
+            }
+        }
+        report
     }
 
     /// Payments by state, for status views and tests.

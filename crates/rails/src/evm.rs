@@ -521,6 +521,18 @@ impl Rail for EvmRail {
         self.sign(nonce, self.signer.address(), U256::ZERO, Bytes::new(), &fee)
     }
 
+    async fn balance_of(&self, destination: &Address, asset: Asset) -> Result<Amount, RailError> {
+        let Address::Evm(owner) = destination else {
+            return Err(RailError::InvalidBatch("an EVM rail holds only EVM addresses".into()));
+        };
+        let balance = if asset == Asset::ETH {
+            self.native_balance(*owner).await?
+        } else {
+            self.token_balance(self.token(asset)?.into_array(), *owner).await?
+        };
+        u128::try_from(balance).map(Amount::new).map_err(|_| RailError::Rejected("balance exceeds u128".into()))
+    }
+
     fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
         let sender = self.sender();
         let highest = spends

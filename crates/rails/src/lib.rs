@@ -102,6 +102,9 @@ pub trait Rail: Send + Sync + std::fmt::Debug {
 
     async fn health(&self) -> Health;
 
+    /// What `destination` holds of `asset` on this rail's chain (reconciliation).
+    async fn balance_of(&self, destination: &Address, asset: Asset) -> Result<Amount, RailError>;
+
     /// After a restart: the spends (nonces, inputs) the journal says railyard signed, so that
     /// nothing new is built on top of them, whether or not they reached the chain.
     fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError>;

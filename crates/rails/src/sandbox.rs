@@ -354,6 +354,11 @@ impl Rail for SandboxRail {
         self.replacement(previous, Self::fee_of(fee)?, Vec::new())
     }
 
+    async fn balance_of(&self, destination: &model::Address, asset: Asset) -> Result<Amount, RailError> {
+        available(&self.chain())?;
+        Ok(SandboxRail::balance_of(self, &destination.to_string(), asset))
+    }
+
     fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
         let mut chain = self.chain();
         for spend in spends {

@@ -108,6 +108,7 @@ fn config() -> EngineConfig {
         anomaly: AnomalyPolicy { stuck_after_ms: 20_000, bump_budget: 2, rebroadcasts_max: 5 },
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
+        reconcile_interval_ms: 0,
     }
 }
 
@@ -448,4 +449,33 @@ async fn operators_resolve_held_payments() {
         engine.resolve(PaymentId(7), Resolution::Fail, "bob", "x", now).await,
         Err(OperatorError::UnknownPayment(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_a_reorg_past_finality_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.reconcile_interval_ms = 10_000;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 500, T0).await;
+    run_until_done(&mut engine, &world, T0, 500).await;
+    let clean = engine.reconcile().await;
+    assert!(clean.differences.is_empty(), "{:?}", clean.differences);
+    assert!(clean.settlements_checked > 0 && clean.destinations_checked == 500, "{clean:?}");
+    assert!(engine.last_reconciliation().is_some(), "the timer ran it too");
+
+    // A reorg deeper than finality on one chain: its recent blocks' payouts vanish.
+    world.sandboxes[0].inject(Fault::Reorg { depth: 50 });
+    let report = engine.reconcile().await;
+    assert!(
+        report.differences.iter().any(|d| matches!(d, Difference::FinalNotOnChain { .. })),
+        "{:?}",
+        report.differences
+    );
+    assert!(
+        report.differences.iter().any(|d| matches!(d, Difference::Shortfall { rail, .. } if *rail == name("base")))
+    );
+    assert!(report.differences.iter().all(|d| !matches!(d, Difference::DeadButPaid { .. })));
 }
