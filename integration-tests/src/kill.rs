@@ -27,6 +27,9 @@ pub struct ChainSetup {
     pub token: [u8; 20],
 }
 
+/// Payments wait up to this long for company in a settlement.
+const BATCH_WINDOW_MS: u64 = 1_500;
+
 pub const BATCHES: u64 = 16;
 pub const PER_BATCH: u64 = 25;
 
@@ -93,6 +96,11 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
         reconcile_interval_ms: 0,
+        batching: router::BatchPolicy {
+            windows_ms: BTreeMap::new(),
+            window_default_ms: BATCH_WINDOW_MS,
+            immediate: vec![name("urgent")],
+        },
     }
 }
 

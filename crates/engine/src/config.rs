@@ -49,6 +49,14 @@ pub struct ClassFile {
     pub weight: u32,
     pub deadline_default_ms: u64,
     pub age_max_ms: Option<u64>,
+    /// How long a payment of this class may wait for others to share its settlement (urgent
+    /// classes never wait).
+    #[serde(default = "batch_window_default")]
+    pub batch_window_ms: u64,
+}
+
+fn batch_window_default() -> u64 {
+    2_000
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -233,6 +241,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
     })?;
     let urgent =
         file.urgent.iter().enumerate().map(|(i, u)| name(&format!("urgent[{i}]"), u)).collect::<Result<Vec<_>, _>>()?;
+    let urgent_names = urgent.clone();
     if file.tick_ms == 0 {
         return Err(error("tick_ms", "must be greater than zero"));
     }
@@ -287,6 +296,15 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         journal: journal::Config::default(),
         batch_payments_max: file.batch_payments_max,
         reconcile_interval_ms: file.reconcile_interval_ms,
+        batching: router::BatchPolicy {
+            windows_ms: file
+                .classes
+                .iter()
+                .filter_map(|c| model::Name::new(&c.name).ok().map(|n| (n, c.batch_window_ms)))
+                .collect(),
+            window_default_ms: batch_window_default(),
+            immediate: urgent_names.clone(),
+        },
     };
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
 }

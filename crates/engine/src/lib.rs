@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub batch_payments_max: usize,
     /// How often `tick` reconciles with the chains (0: only on demand).
     pub reconcile_interval_ms: u64,
+    /// When a rail's dequeued payments become a settlement.
+    pub batching: router::BatchPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +163,9 @@ pub struct Engine {
     rails: Vec<Arc<dyn Rail>>,
     breakers: BTreeMap<RailId, Breaker>,
     watching: BTreeMap<SettlementId, Watching>,
+    /// Payments in the queue or waiting in the batcher (Queued in the book, not to be routed).
     queued: BTreeSet<PaymentId>,
+    batcher: router::Batcher,
     poisoned: Option<String>,
     settlements_made: u64,
     moved_by_failover: u64,
@@ -210,6 +214,7 @@ impl Engine {
         let router =
             Router::new(config.weights, config.rules.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
         let breakers = rails.iter().map(|r| (r.capabilities().rail, Breaker::new(config.breaker))).collect();
+        let batcher = router::Batcher::new(config.batching.clone());
         let mut engine = Engine {
             config,
             journal,
@@ -220,6 +225,7 @@ impl Engine {
             breakers,
             watching: BTreeMap::new(),
             queued: BTreeSet::new(),
+            batcher,
             poisoned: None,
             settlements_made: 0,
             moved_by_failover: 0,
@@ -519,6 +525,10 @@ impl Engine {
             .map(|(rail, _)| *rail)
             .collect();
         for failed in open {
+            // Waiting in the batcher for that rail: back to routing.
+            for payment in self.batcher.take_rail(failed) {
+                self.queued.remove(&payment);
+            }
             let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
             let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
             let report = self.queue.drain(failed, now, false, |item| {
@@ -584,14 +594,27 @@ impl Engine {
             return Ok(());
         }
         let dequeued = self.queue.dequeue(caps.rail, caps.batch_size_max, now, |_| true);
-        let mut by_asset: BTreeMap<Asset, Vec<PaymentId>> = BTreeMap::new();
         for item in &dequeued.payments {
-            self.queued.remove(&item.id);
             let asset = self.state.book.payments[&item.id].payment.asset;
-            by_asset.entry(asset).or_default().push(item.id);
+            // Still Queued in the book and still in `queued`: the batcher holds it now.
+            self.batcher.add(caps.rail, asset, caps.batch_size_max, item.id, item.class, now);
         }
-        for (asset, ids) in by_asset {
-            self.settle(rail, &caps, asset, ids, now).await?;
+        let flushes: Vec<router::Flush> = self.batcher.flush_rail(caps.rail, now);
+        for flush in flushes {
+            let Some(rail) = self.rails.iter().find(|r| r.capabilities().rail == flush.rail).cloned() else { continue };
+            let caps = rail.capabilities().clone();
+            for id in &flush.payments {
+                self.queued.remove(id);
+            }
+            // A payment may have left Queued meanwhile (an operator failed it): keep the rest.
+            let ids: Vec<PaymentId> = flush
+                .payments
+                .into_iter()
+                .filter(|id| self.state.book.payments[id].state == PaymentState::Queued)
+                .collect();
+            if !ids.is_empty() {
+                self.settle(&rail, &caps, flush.asset, ids, now).await?;
+            }
         }
         Ok(())
     }
@@ -891,6 +914,11 @@ impl Engine {
             let payment = &book.payments[&item.id].payment;
             router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
         });
+        if !dry_run {
+            for payment in self.batcher.take_rail(rail) {
+                self.queued.remove(&payment);
+            }
+        }
         if !dry_run && !report.moves.is_empty() {
             let moved = u32::try_from(report.moves.len()).unwrap_or(u32::MAX);
             self.record(vec![Event::RailDrained {

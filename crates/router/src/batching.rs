@@ -88,10 +88,32 @@ impl Batcher {
         found
     }
 
+    /// Takes every payment waiting for `rail` out (its breaker opened, or it was paused or
+    /// drained), in arrival order, so that they can be routed again.
+    pub fn take_rail(&mut self, rail: RailId) -> Vec<PaymentId> {
+        let keys: Vec<(RailId, Asset)> = self.groups.keys().filter(|(r, _)| *r == rail).copied().collect();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(group) = self.groups.remove(&key) {
+                out.extend(group.waiting.into_iter().map(|w| w.payment));
+            }
+        }
+        out
+    }
+
     /// Every batch due at `now`, in (rail, asset) order, each at most the rail's size max.
     pub fn flush(&mut self, now: Timestamp) -> Vec<Flush> {
+        self.flush_where(now, |_| true)
+    }
+
+    /// The batches of one rail due at `now` (a paused rail's batches wait).
+    pub fn flush_rail(&mut self, rail: RailId, now: Timestamp) -> Vec<Flush> {
+        self.flush_where(now, |r| r == rail)
+    }
+
+    fn flush_where(&mut self, now: Timestamp, pick: impl Fn(RailId) -> bool) -> Vec<Flush> {
         let mut out = Vec::new();
-        for ((rail, asset), group) in &mut self.groups {
+        for ((rail, asset), group) in self.groups.iter_mut().filter(|((r, _), _)| pick(*r)) {
             while group.waiting.len() >= group.size_max {
                 let payments = group.waiting.drain(..group.size_max).map(|w| w.payment).collect();
                 out.push(Flush { rail: *rail, asset: *asset, payments, reason: FlushReason::Full });

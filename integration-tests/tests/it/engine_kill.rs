@@ -190,36 +190,33 @@ fn run_driver(data: &Path, chains: &Path, kill_after: Option<Duration>) -> bool 
     finished
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_survive_sigkill_and_are_paid_exactly_once_on_chain() {
-    let kills: usize = std::env::var("RAILYARD_ENGINE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let seed: u64 = std::env::var("RAILYARD_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0xe9);
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let started = Instant::now();
+/// Two anvil chains with contracts deployed and the hot wallet funded, and the driver's files.
+struct World {
+    _l1: Anvil,
+    _l2: Anvil,
+    providers: [RootProvider; 2],
+    chains: Chains,
+    dir: tempfile::TempDir,
+    chains_file: PathBuf,
+}
+
+async fn world() -> World {
     let (l1, l2) = tokio::join!(start_anvil(31_337), start_anvil(31_338));
     let (c1, c2) = tokio::join!(prepare(&l1, "l1", 31_337), prepare(&l2, "l2", 31_338));
     let chains = Chains { chains: vec![c1, c2], hot_key: HOT_KEY.into() };
     let dir = tempfile::tempdir().unwrap();
     let chains_file = dir.path().join("chains.json");
     std::fs::write(&chains_file, serde_json::to_string(&chains).unwrap()).unwrap();
-
-    let mut landed = 0;
-    for _ in 0..kills {
-        // Anywhere from start-up (recovery, resubmission) to well into the settling.
-        if run_driver(dir.path(), &chains_file, Some(Duration::from_millis(rng.u64(150..1_500)))) {
-            break;
-        }
-        landed += 1;
-    }
-    assert!(landed >= kills.min(20), "only {landed} kills landed before the work was done: make the work longer");
-    assert!(run_driver(dir.path(), &chains_file, None), "the last run finishes");
-    let runs_time = started.elapsed();
-
-    // On chain: every recipient got exactly its amount, summed over both chains.
     let providers = [provider(&l1), provider(&l2)];
+    World { _l1: l1, _l2: l2, providers, chains, dir, chains_file }
+}
+
+/// Every recipient got exactly its amount on chain (summed over both chains), every payment is
+/// settled in the journal, and the recovered ledger balances. Returns (settlements, records).
+async fn verify(world: &World) -> (usize, u64) {
     for (recipient, (asset, amount)) in owed() {
         let mut received = U256::ZERO;
-        for (p, chain) in providers.iter().zip(&chains.chains) {
+        for (p, chain) in world.providers.iter().zip(&world.chains.chains) {
             received += if asset == Asset::ETH {
                 p.get_balance(EvmAddress::from(recipient)).await.unwrap()
             } else {
@@ -235,16 +232,48 @@ async fn payments_survive_sigkill_and_are_paid_exactly_once_on_chain() {
             "recipient {recipient:?} must receive exactly {amount} {asset}"
         );
     }
-    // In the journal: every payment settled, and the ledger balances.
-    let journal = journal::Journal::open(dir.path().join("journal.redb"), journal::Config::default()).unwrap();
-    let state = journal.recover_with::<engine::Replayed>(&engine_config(&chains).state).unwrap().state.0;
+    let journal = journal::Journal::open(world.dir.path().join("journal.redb"), journal::Config::default()).unwrap();
+    let state = journal.recover_with::<engine::Replayed>(&engine_config(&world.chains).state).unwrap().state.0;
     assert!(state.book.payments.values().all(|p| p.state == PaymentState::Settled));
     assert_eq!(state.book.payments.len(), owed().len());
     state.pools.ledger().verify().unwrap();
+    (state.book.settlements.len(), journal.tip())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eth_and_stablecoin_payments_settle_on_two_anvil_chains() {
+    let started = Instant::now();
+    let world = world().await;
+    assert!(run_driver(world.dir.path(), &world.chains_file, None));
+    let (settlements, records) = verify(&world).await;
     eprintln!(
-        "engine kill test: {landed} kills, {} payments on 2 anvil chains, {} settlements, {} journal records, {runs_time:?}",
+        "anvil end to end: {} payments, {settlements} settlements, {records} journal records, {:?}",
         owed().len(),
-        state.book.settlements.len(),
-        journal.tip()
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_survive_sigkill_and_are_paid_exactly_once_on_chain() {
+    let kills: usize = std::env::var("RAILYARD_ENGINE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("RAILYARD_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0xe9);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let started = Instant::now();
+    let world = world().await;
+    let mut landed = 0;
+    for _ in 0..kills {
+        // Anywhere from start-up (recovery, resubmission) to well into the settling.
+        if run_driver(world.dir.path(), &world.chains_file, Some(Duration::from_millis(rng.u64(150..1_500)))) {
+            break;
+        }
+        landed += 1;
+    }
+    assert!(landed >= kills.min(20), "only {landed} kills landed before the work was done: make the work longer");
+    assert!(run_driver(world.dir.path(), &world.chains_file, None), "the last run finishes");
+    let (settlements, records) = verify(&world).await;
+    eprintln!(
+        "engine kill test: {landed} kills, {} payments on 2 anvil chains, {settlements} settlements, {records} journal records, {:?}",
+        owed().len(),
+        started.elapsed()
     );
 }

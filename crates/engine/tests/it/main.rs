@@ -15,6 +15,8 @@ use rails::sandbox::{Fault, SandboxConfig, SandboxRail};
 use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
 
 const BLOCK_MS: u64 = 1_000;
+/// Payments wait up to this long for company in a settlement.
+const BATCH_WINDOW_MS: u64 = 2_000;
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 const CHAINS: [(&str, u64); 3] = [("base", 8453), ("optimism", 10), ("arbitrum", 42161)];
 
@@ -109,6 +111,11 @@ fn config() -> EngineConfig {
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
         reconcile_interval_ms: 0,
+        batching: router::BatchPolicy {
+            windows_ms: BTreeMap::new(),
+            window_default_ms: BATCH_WINDOW_MS,
+            immediate: vec![name("urgent")],
+        },
     }
 }
 
