@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct Chains {
     pub chains: Vec<ChainSetup>,
     pub hot_key: String,
+    /// Batches of `PER_BATCH` payments the driver submits (more kills want more work).
+    pub batches: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,7 +32,6 @@ pub struct ChainSetup {
 /// Payments wait up to this long for company in a settlement.
 const BATCH_WINDOW_MS: u64 = 1_500;
 
-pub const BATCHES: u64 = 16;
 pub const PER_BATCH: u64 = 25;
 
 fn name(text: &str) -> Name {
@@ -144,6 +145,6 @@ pub fn body_hash(b: u64) -> [u8; 32] {
 }
 
 /// Totals the driver's batches owe each recipient, for the final check.
-pub fn owed() -> BTreeMap<[u8; 20], (Asset, Amount)> {
-    (0..BATCHES * PER_BATCH).map(|i| (recipient(i), amount(i))).collect()
+pub fn owed(batches: u64) -> BTreeMap<[u8; 20], (Asset, Amount)> {
+    (0..batches * PER_BATCH).map(|i| (recipient(i), amount(i))).collect()
 }

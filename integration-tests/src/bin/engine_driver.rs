@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::{Engine, Intake};
-use integration_tests::kill::{BATCHES, Chains, batch, body_hash, engine_config, evm_config};
+use integration_tests::kill::{Chains, batch, body_hash, engine_config, evm_config};
 use model::{Amount, Asset, MerchantId, Name, PaymentState, Timestamp};
 use rails::Rail;
 use rails::evm::{EvmRail, SecretKey};
@@ -49,7 +49,7 @@ async fn main() {
             }
         }
     }
-    for b in 0..BATCHES {
+    for b in 0..chains.batches {
         let outcome = engine
             .submit(MerchantId(1 + b % 3), &format!("kill-batch-{b}"), body_hash(b), &batch(b, &chains), now())
             .await;
