@@ -102,6 +102,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
             window_default_ms: BATCH_WINDOW_MS,
             immediate: vec![name("urgent")],
         },
+        rail_timeout: std::time::Duration::from_secs(10),
     }
 }
 
@@ -138,10 +139,6 @@ pub fn batch(b: u64, chains: &Chains) -> Vec<Draft> {
             }
         })
         .collect()
-}
-
-pub fn body_hash(b: u64) -> [u8; 32] {
-    *blake3::hash(format!("kill-batch-{b}").as_bytes()).as_bytes()
 }
 
 /// Totals the driver's batches owe each recipient, for the final check.

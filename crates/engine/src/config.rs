@@ -305,7 +305,9 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
             window_default_ms: batch_window_default(),
             immediate: urgent_names.clone(),
         },
+        rail_timeout: Duration::from_secs(10),
     };
+    engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
 }
 

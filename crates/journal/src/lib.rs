@@ -196,6 +196,7 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     tip: Arc<AtomicU64>,
     poisoned: Arc<AtomicBool>,
+    commits_until_failure: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -232,6 +233,7 @@ impl Journal {
         let (tip_seq, tip_hash) = read_tip(&db)?;
         let tip = Arc::new(AtomicU64::new(tip_seq));
         let poisoned = Arc::new(AtomicBool::new(false));
+        let commits_until_failure = Arc::new(AtomicU64::new(u64::MAX));
         let (sender, receiver) = mpsc::sync_channel(config.queue_depth);
         let writer = Writer {
             db: Arc::clone(&db),
@@ -244,18 +246,32 @@ impl Journal {
             snapshots_kept: config.snapshots_kept,
             durable_tip: Arc::clone(&tip),
             poisoned: Arc::clone(&poisoned),
+            commits_until_failure: Arc::clone(&commits_until_failure),
         };
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run())
             .map_err(|error| JournalError::Storage(format!("cannot start the journal writer: {error}")))?;
-        let inner = Inner { db, config, sender: Some(sender), writer: Some(handle), tip, poisoned };
+        let inner =
+            Inner { db, config, sender: Some(sender), writer: Some(handle), tip, poisoned, commits_until_failure };
         Ok(Journal { inner: Arc::new(inner) })
     }
 
     /// The highest durable sequence number (0 when empty).
     pub fn tip(&self) -> u64 {
         self.inner.tip.load(Ordering::Acquire)
+    }
+
+    /// Fault injection (for the simulator and fault tests): the commit after the next `commits`
+    /// ones fails as a failed fsync would — nothing of it is written and the journal is
+    /// poisoned until reopened.
+    pub fn fail_after(&self, commits: u64) {
+        self.inner.commits_until_failure.store(commits, Ordering::Release);
+    }
+
+    /// Whether a commit failed: every later write is refused until the journal is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
     }
 
     /// Appends one record and waits until it is durable.

@@ -45,6 +45,8 @@ pub(crate) struct Writer {
     pub(crate) snapshots_kept: usize,
     pub(crate) durable_tip: Arc<AtomicU64>,
     pub(crate) poisoned: Arc<AtomicBool>,
+    /// Commits left before an injected failure (`u64::MAX`: never); see `Journal::fail_after`.
+    pub(crate) commits_until_failure: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -136,6 +138,7 @@ impl Writer {
     /// Writes one group as one frame in one durable transaction; claims already taken are
     /// answered with the original entry and add no records.
     fn write_group(&mut self, requests: &[(&[Vec<u8>], Option<&Claim>)]) -> Result<Vec<Appended>, JournalError> {
+        self.injected_failure()?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let first = self.seq + 1;
@@ -174,6 +177,20 @@ impl Writer {
         txn.commit()?;
         (self.seq, self.hash) = (next - 1, hash);
         Ok(outcomes)
+    }
+
+    /// An injected failure behaves like a failed fsync: nothing of this commit is written and
+    /// the journal is poisoned by `guarded`.
+    fn injected_failure(&self) -> Result<(), JournalError> {
+        let left = self.commits_until_failure.load(Ordering::Acquire);
+        if left == u64::MAX {
+            return Ok(());
+        }
+        if left == 0 {
+            return Err(JournalError::Storage("injected commit failure".into()));
+        }
+        self.commits_until_failure.store(left - 1, Ordering::Release);
+        Ok(())
     }
 
     fn snapshot(&mut self, seq: u64, state: &[u8]) -> Result<(), JournalError> {

@@ -2,7 +2,7 @@
 //! place where events become state; it checks every arrow against the state machine and either
 //! applies an event whole or rejects it and changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,8 @@ pub struct SettlementRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub merchant: MerchantId,
+    /// How many payments the batch has; `payments` holds them all once its commit is applied.
+    pub count: u32,
     pub payments: Vec<PaymentId>,
 }
 
@@ -74,21 +76,30 @@ pub enum BookError {
     CancelIsNotPayment { settlement: SettlementId },
     #[error("payment {payment} is not part of settlement {settlement}")]
     WrongSettlement { payment: PaymentId, settlement: SettlementId },
+    #[error("batch {batch}: {reason}")]
+    BatchShape { batch: BatchId, reason: &'static str },
 }
 
-/// Payments, settlements and batches, as the journal says they are.
+/// Payments, settlements and batches, as the journal says they are, with two indexes kept in
+/// step by `apply` so that work follows what is open, not history: the open settlements
+/// (planned, signed, broadcast or confirmed) and the count of payments per state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     pub payments: BTreeMap<PaymentId, PaymentRecord>,
     pub settlements: BTreeMap<SettlementId, SettlementRecord>,
     pub batches: BTreeMap<BatchId, BatchRecord>,
+    open: BTreeSet<SettlementId>,
+    counts: BTreeMap<PaymentState, u64>,
 }
 
 impl Book {
     /// Applies one event whole, or returns why not and leaves the book unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<(), BookError> {
         match event {
-            Event::BatchAccepted { batch, merchant, payments, .. } => self.accept(*batch, *merchant, payments),
+            Event::BatchAccepted { batch, merchant, count, payments, .. } => {
+                self.accept(*batch, *merchant, *count, payments)
+            }
+            Event::PaymentsAccepted { batch, payments, .. } => self.accept_more(*batch, payments),
             Event::PaymentQueued { payment, .. } => self.move_payments(&[*payment], PaymentState::Queued),
             Event::SettlementPlanned { settlement, .. } => self.plan(settlement),
             Event::SettlementReleased { settlement, .. } => {
@@ -174,6 +185,40 @@ impl Book {
         *blake3::hash(&bytes).as_bytes()
     }
 
+    /// Settlements planned, signed, broadcast or confirmed: the ones still to be acted on.
+    pub fn open_settlements(&self) -> &BTreeSet<SettlementId> {
+        &self.open
+    }
+
+    /// How many payments are in `state`.
+    pub fn count(&self, state: PaymentState) -> u64 {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+
+    /// Payments per state (states with none are left out).
+    pub fn counts(&self) -> &BTreeMap<PaymentState, u64> {
+        &self.counts
+    }
+
+    /// Whether every payment is settled, failed or held: nothing is left for the engine to do
+    /// without an operator.
+    pub fn is_quiet(&self) -> bool {
+        self.counts
+            .iter()
+            .all(|(state, n)| *n == 0 || state.is_terminal() || matches!(state, PaymentState::Held { .. }))
+    }
+
+    fn count_move(&mut self, from: Option<PaymentState>, to: PaymentState) {
+        if let Some(from) = from {
+            let n = self.counts.get_mut(&from).expect("a payment's state is counted");
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&from);
+            }
+        }
+        *self.counts.entry(to).or_insert(0) += 1;
+    }
+
     pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
         self.payments.get(&id).ok_or(BookError::UnknownPayment(id))
     }
@@ -186,23 +231,59 @@ impl Book {
         self.settlements.get_mut(&id).ok_or(BookError::UnknownSettlement(id))
     }
 
-    fn accept(&mut self, batch: BatchId, merchant: MerchantId, payments: &[Payment]) -> Result<(), BookError> {
+    fn accept(
+        &mut self,
+        batch: BatchId,
+        merchant: MerchantId,
+        count: u32,
+        payments: &[Payment],
+    ) -> Result<(), BookError> {
         if self.batches.contains_key(&batch) {
             return Err(BookError::DuplicateBatch(batch));
         }
+        if count == 0 {
+            return Err(BookError::BatchShape { batch, reason: "a batch has at least one payment" });
+        }
+        let record = BatchRecord { merchant, count, payments: Vec::new() };
+        self.check_new_payments(batch, &record, payments)?;
+        self.batches.insert(batch, record);
+        self.insert_payments(batch, payments);
+        Ok(())
+    }
+
+    fn accept_more(&mut self, batch: BatchId, payments: &[Payment]) -> Result<(), BookError> {
+        let record = self.batches.get(&batch).ok_or(BookError::BatchShape { batch, reason: "unknown batch" })?;
+        self.check_new_payments(batch, record, payments)?;
+        self.insert_payments(batch, payments);
+        Ok(())
+    }
+
+    /// New payments must belong to the batch and its merchant, be new, and keep the batch within
+    /// its count.
+    fn check_new_payments(&self, batch: BatchId, record: &BatchRecord, payments: &[Payment]) -> Result<(), BookError> {
+        if record.payments.len() + payments.len() > record.count as usize {
+            return Err(BookError::BatchShape { batch, reason: "more payments than the batch's count" });
+        }
         for (i, payment) in payments.iter().enumerate() {
+            if payment.batch != batch || payment.merchant != record.merchant {
+                return Err(BookError::BatchShape { batch, reason: "a payment names another batch or merchant" });
+            }
             if self.payments.contains_key(&payment.id) || payments[..i].iter().any(|p| p.id == payment.id) {
                 return Err(BookError::DuplicatePayment(payment.id));
             }
         }
+        Ok(())
+    }
+
+    fn insert_payments(&mut self, batch: BatchId, payments: &[Payment]) {
         for payment in payments {
             let record =
                 PaymentRecord { payment: payment.clone(), state: PaymentState::Accepted, attempt: 1, settlement: None };
             self.payments.insert(payment.id, record);
+            self.count_move(None, PaymentState::Accepted);
         }
-        let ids = payments.iter().map(|p| p.id).collect();
-        self.batches.insert(batch, BatchRecord { merchant, payments: ids });
-        Ok(())
+        let record = self.batches.get_mut(&batch).expect("checked by the caller");
+        record.payments.extend(payments.iter().map(|p| p.id));
     }
 
     /// Checks every payment can take the arrow, then moves them all.
@@ -212,7 +293,9 @@ impl Book {
             from.transition(to).map_err(|source| BookError::Transition { payment: *id, source })?;
         }
         for id in ids {
-            self.payments.get_mut(id).expect("checked above").state = to;
+            let record = self.payments.get_mut(id).expect("checked above");
+            let from = std::mem::replace(&mut record.state, to);
+            self.count_move(Some(from), to);
         }
         Ok(())
     }
@@ -244,6 +327,7 @@ impl Book {
             cancels: Vec::new(),
         };
         self.settlements.insert(settlement.id, record);
+        self.open.insert(settlement.id);
         Ok(())
     }
 
@@ -273,6 +357,9 @@ impl Book {
             .collect();
         self.move_payments(&movable, payments_to)?;
         self.record_mut(id)?.state = to;
+        if matches!(to, SettlementState::Released | SettlementState::Final | SettlementState::Dead) {
+            self.open.remove(&id);
+        }
         Ok(())
     }
 

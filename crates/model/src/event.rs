@@ -12,12 +12,15 @@ use crate::settlement::{DeathProof, Settlement, SignedTx};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// A merchant's batch, accepted whole.
+    /// A merchant's batch, accepted whole: its header and first payments. A batch too large
+    /// for one journal record continues in `PaymentsAccepted` events of the same commit, up to
+    /// `count` payments in all.
     BatchAccepted {
         batch: BatchId,
         merchant: MerchantId,
         idempotency_key: String,
         body_hash: [u8; 32],
+        count: u32,
         payments: Vec<Payment>,
         at: Timestamp,
     },
@@ -144,6 +147,12 @@ pub enum Event {
         transfer: u128,
         at: Timestamp,
     },
+    /// More payments of an accepted batch (see `BatchAccepted`).
+    PaymentsAccepted {
+        batch: BatchId,
+        payments: Vec<Payment>,
+        at: Timestamp,
+    },
 }
 
 /// What an operator decides for a held payment.
@@ -175,6 +184,7 @@ impl Event {
             | Event::PaymentHeld { at, .. }
             | Event::PaymentFailed { at, .. }
             | Event::PoolFunded { at, .. }
+            | Event::PaymentsAccepted { at, .. }
             | Event::RailPaused { at, .. }
             | Event::RailResumed { at, .. }
             | Event::RailDrained { at, .. }
@@ -188,11 +198,15 @@ impl Event {
 
 /// The first byte of every encoded event: bumped when the encoding changes incompatibly, so an
 /// old journal is recognised rather than misread.
-pub const ENCODING_VERSION: u8 = 1;
+///
+/// Version 2: a batch may span several records (`count`, `PaymentsAccepted`).
+pub const ENCODING_VERSION: u8 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("event encoding version {found} is not supported (expected {ENCODING_VERSION})")]
+    #[error(
+        "event encoding version {found} is not supported (expected {ENCODING_VERSION}): this journal was written by another railyard version; open it with that version or start a new journal"
+    )]
     Version { found: u8 },
     #[error("event is empty")]
     Empty,

@@ -95,7 +95,7 @@ impl Payment {
 /// `Held` remembers whether an attempt is still live on a rail (`in_flight`): a held payment
 /// whose transaction may still confirm must never go back to the queue, only back to being
 /// watched or, once its attempt is provably dead, to `RolledBack`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PaymentState {
     Accepted,
     Queued,

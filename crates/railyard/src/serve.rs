@@ -58,8 +58,7 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     }
     if demo_payments > 0 {
         let key = format!("demo-{demo_payments}");
-        let body = *blake3::hash(key.as_bytes()).as_bytes();
-        match engine.submit(MerchantId(1), &key, body, &demo(demo_payments, &networks), now()).await? {
+        match engine.submit(MerchantId(1), &key, &demo(demo_payments, &networks), now()).await? {
             Intake::Accepted { payments, .. } => println!("accepted {} demo payments", payments.len()),
             Intake::Duplicate { payments, .. } => println!("demo batch already accepted ({} payments)", payments.len()),
         }
@@ -81,12 +80,7 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
             sandbox.advance_to(at);
         }
         engine.tick(at).await?;
-        let all_done = engine
-            .state()
-            .book
-            .payments
-            .values()
-            .all(|p| p.state.is_terminal() || matches!(p.state, model::PaymentState::Held { .. }));
+        let all_done = engine.state().book.is_quiet();
         if last_status.elapsed() >= Duration::from_secs(5) || (exit_when_settled && all_done) {
             last_status = Instant::now();
             println!(

@@ -159,6 +159,11 @@ impl Pools {
         Ok(())
     }
 
+    /// Whether `rail` has a pool of `asset` (configured, or the rail's fee asset).
+    pub fn has_pool(&self, rail: RailId, asset: Asset) -> bool {
+        self.ledger.account(account_id(Owner::Pool(rail), asset)).is_some()
+    }
+
     /// What the pool can still reserve (posted credits less everything debited or reserved).
     pub fn available(&self, rail: RailId, asset: Asset) -> Amount {
         self.ledger.account(account_id(Owner::Pool(rail), asset)).and_then(|a| a.available()).unwrap_or(Amount::ZERO)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::{Engine, Intake};
-use integration_tests::kill::{Chains, batch, body_hash, engine_config, evm_config};
+use integration_tests::kill::{Chains, batch, engine_config, evm_config};
 use model::{Amount, Asset, MerchantId, Name, PaymentState, Timestamp};
 use rails::Rail;
 use rails::evm::{EvmRail, SecretKey};
@@ -50,9 +50,7 @@ async fn main() {
         }
     }
     for b in 0..chains.batches {
-        let outcome = engine
-            .submit(MerchantId(1 + b % 3), &format!("kill-batch-{b}"), body_hash(b), &batch(b, &chains), now())
-            .await;
+        let outcome = engine.submit(MerchantId(1 + b % 3), &format!("kill-batch-{b}"), &batch(b, &chains), now()).await;
         match outcome.expect("submit") {
             Intake::Accepted { .. } => println!("ACCEPTED {b}"),
             Intake::Duplicate { .. } => println!("DUPLICATE {b}"),
@@ -61,10 +59,11 @@ async fn main() {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         engine.tick(now()).await.expect("tick");
-        let payments = &engine.state().book.payments;
-        let settled = payments.values().filter(|p| p.state == PaymentState::Settled).count();
-        println!("PROGRESS {settled} {}", payments.len());
-        if settled == payments.len() {
+        let book = &engine.state().book;
+        let settled = book.count(PaymentState::Settled);
+        let total = book.payments.len() as u64;
+        println!("PROGRESS {settled} {total}");
+        if settled == total {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "not settled within 180 s: {:?}", engine.count_by_state());

@@ -71,6 +71,7 @@ fn events(n: u128) -> Vec<Event> {
                 merchant: MerchantId(1),
                 idempotency_key: format!("k{i}"),
                 body_hash: [0; 32],
+                count: 1,
                 payments: vec![payment],
                 at: T,
             },

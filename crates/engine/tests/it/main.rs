@@ -2,6 +2,7 @@
 //! with failover, a restart mid-run, and bad input that changes nothing.
 
 mod config;
+mod faults;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,13 +15,13 @@ use rails::Rail;
 use rails::sandbox::{Fault, SandboxConfig, SandboxRail};
 use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
 
-const BLOCK_MS: u64 = 1_000;
+pub(crate) const BLOCK_MS: u64 = 1_000;
 /// Payments wait up to this long for company in a settlement.
 const BATCH_WINDOW_MS: u64 = 2_000;
-const T0: Timestamp = Timestamp(1_700_000_000_000);
+pub(crate) const T0: Timestamp = Timestamp(1_700_000_000_000);
 const CHAINS: [(&str, u64); 3] = [("base", 8453), ("optimism", 10), ("arbitrum", 42161)];
 
-fn name(text: &str) -> Name {
+pub(crate) fn name(text: &str) -> Name {
     Name::new(text).unwrap()
 }
 
@@ -47,20 +48,20 @@ fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
     Arc::new(SandboxRail::new(config, T0))
 }
 
-struct World {
-    sandboxes: Vec<Arc<SandboxRail>>,
+pub(crate) struct World {
+    pub(crate) sandboxes: Vec<Arc<SandboxRail>>,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         World { sandboxes: CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect() }
     }
 
-    fn rails(&self) -> Vec<Arc<dyn Rail>> {
+    pub(crate) fn rails(&self) -> Vec<Arc<dyn Rail>> {
         self.sandboxes.iter().map(|s| Arc::clone(s) as Arc<dyn Rail>).collect()
     }
 
-    fn advance(&self, now: Timestamp) {
+    pub(crate) fn advance(&self, now: Timestamp) {
         for s in &self.sandboxes {
             s.advance_to(now);
         }
@@ -73,7 +74,7 @@ impl World {
     }
 }
 
-fn config() -> EngineConfig {
+pub(crate) fn config() -> EngineConfig {
     let rails: Vec<RailId> = CHAINS.iter().map(|(r, _)| name(r)).collect();
     let pools = rails
         .iter()
@@ -116,6 +117,7 @@ fn config() -> EngineConfig {
             window_default_ms: BATCH_WINDOW_MS,
             immediate: vec![name("urgent")],
         },
+        rail_timeout: std::time::Duration::from_secs(5),
     }
 }
 
@@ -127,7 +129,7 @@ fn destination(i: u64) -> String {
 
 const CLASSES: [&str; 4] = ["urgent", "payroll", "standard", "bulk"];
 
-fn drafts(start: u64, count: u64) -> Vec<Draft> {
+pub(crate) fn drafts(start: u64, count: u64) -> Vec<Draft> {
     let networks: Vec<Network> = CHAINS.iter().map(|(_, c)| Network::Evm(ChainId(*c))).collect();
     (start..start + count)
         .map(|i| Draft {
@@ -146,7 +148,7 @@ async fn open(path: &std::path::Path, world: &World, now: Timestamp) -> Engine {
     Engine::open(path, config(), world.rails(), now).await.unwrap()
 }
 
-async fn fund(engine: &mut Engine, now: Timestamp) {
+pub(crate) async fn fund(engine: &mut Engine, now: Timestamp) {
     for (i, (rail, _)) in CHAINS.iter().enumerate() {
         for (j, asset) in [Asset::USDC, Asset::ETH].into_iter().enumerate() {
             engine.fund_pool(name(rail), asset, Amount::new(10u128.pow(13)), (i * 10 + j) as u128, now).await.unwrap();
@@ -154,27 +156,23 @@ async fn fund(engine: &mut Engine, now: Timestamp) {
     }
 }
 
-fn body_hash(merchant: u64, start: u64) -> [u8; 32] {
-    *blake3::hash(format!("{merchant}:{start}").as_bytes()).as_bytes()
-}
-
 /// Submits `total` payments as batches of 500 spread over three merchants.
-async fn submit_all(engine: &mut Engine, total: u64, now: Timestamp) -> Vec<Intake> {
+pub(crate) async fn submit_all(engine: &mut Engine, total: u64, now: Timestamp) -> Vec<Intake> {
     let mut out = Vec::new();
     for start in (0..total).step_by(500) {
         let merchant = start / 500 % 3 + 1;
         let key = format!("batch-{start}");
-        out.push(
-            engine
-                .submit(MerchantId(merchant), &key, body_hash(merchant, start), &drafts(start, 500), now)
-                .await
-                .unwrap(),
-        );
+        out.push(engine.submit(MerchantId(merchant), &key, &drafts(start, 500), now).await.unwrap());
     }
     out
 }
 
-async fn run_until_done(engine: &mut Engine, world: &World, mut now: Timestamp, ticks_max: u64) -> Timestamp {
+pub(crate) async fn run_until_done(
+    engine: &mut Engine,
+    world: &World,
+    mut now: Timestamp,
+    ticks_max: u64,
+) -> Timestamp {
     for _ in 0..ticks_max {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
@@ -186,7 +184,7 @@ async fn run_until_done(engine: &mut Engine, world: &World, mut now: Timestamp, 
     now
 }
 
-fn check_paid_exactly_once(engine: &Engine, world: &World, total: u64) {
+pub(crate) fn check_paid_exactly_once(engine: &Engine, world: &World, total: u64) {
     let counts = engine.count_by_state();
     assert_eq!(counts.get("settled").map(|n| *n as u64), Some(total), "{counts:?}");
     for i in 0..total {
@@ -299,25 +297,32 @@ async fn bad_batches_are_rejected_whole_and_change_nothing() {
     bad[3].class = name("vip");
     bad[4].asset = Asset::BTC;
     let tip = engine.journal().tip();
-    let Err(IntakeError::Invalid(rows)) = engine.submit(MerchantId(1), "k", [1; 32], &bad, T0).await else {
+    let Err(IntakeError::Invalid(rows)) = engine.submit(MerchantId(1), "k", &bad, T0).await else {
         panic!("must be rejected")
     };
-    let reasons: BTreeMap<usize, String> = rows.into_iter().collect();
+    let reasons: BTreeMap<usize, RowError> = rows.into_iter().map(|r| (r.row, r)).collect();
     assert_eq!(reasons.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert!(reasons[&1].contains("EIP-55"), "{}", reasons[&1]);
-    assert!(reasons[&2].contains("greater than zero"));
-    assert!(reasons[&3].contains("unknown priority class vip"));
-    assert!(reasons[&4].contains("no rail carries BTC"));
+    let expected = [
+        (1, "destination", "invalid_destination", "EIP-55"),
+        (2, "amount", "amount_not_positive", "greater than zero"),
+        (3, "class", "unknown_class", "unknown priority class vip"),
+        (4, "asset", "no_rail_for_asset", "no rail carries BTC"),
+    ];
+    for (row, field, code, message) in expected {
+        let error = &reasons[&row];
+        assert_eq!((error.field, error.code), (field, code), "row {row}");
+        assert!(error.message.contains(message), "row {row}: {}", error.message);
+    }
     assert_eq!(engine.journal().tip(), tip, "a rejected batch journals nothing");
     assert!(engine.state().book.payments.is_empty());
-    assert!(matches!(engine.submit(MerchantId(1), "k", [1; 32], &[], T0).await, Err(IntakeError::Invalid(_))));
+    assert!(matches!(engine.submit(MerchantId(1), "k", &[], T0).await, Err(IntakeError::BatchSize { count: 0, .. })));
 
     let good = drafts(0, 3);
-    assert!(matches!(engine.submit(MerchantId(1), "k", [1; 32], &good, T0).await.unwrap(), Intake::Accepted { .. }));
-    let conflict = engine.submit(MerchantId(1), "k", [2; 32], &good, T0).await;
+    assert!(matches!(engine.submit(MerchantId(1), "k", &good, T0).await.unwrap(), Intake::Accepted { .. }));
+    let conflict = engine.submit(MerchantId(1), "k", &good[..2], T0).await;
     assert!(matches!(conflict, Err(IntakeError::Conflict { .. })), "same key, different body: a conflict");
     assert!(
-        matches!(engine.submit(MerchantId(2), "k", [2; 32], &good[..1], T0).await.unwrap(), Intake::Accepted { .. }),
+        matches!(engine.submit(MerchantId(2), "k", &good[..1], T0).await.unwrap(), Intake::Accepted { .. }),
         "keys are per merchant"
     );
 }
@@ -424,9 +429,7 @@ async fn operators_resolve_held_payments() {
     for sandbox in &world.sandboxes {
         sandbox.inject(Fault::DropNext);
     }
-    let Intake::Accepted { payments, .. } =
-        engine.submit(MerchantId(1), "k", [3; 32], &drafts(0, 3), T0).await.unwrap()
-    else {
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &drafts(0, 3), T0).await.unwrap() else {
         panic!()
     };
     let mut now = T0;
@@ -468,14 +471,14 @@ async fn reconciliation_finds_a_reorg_past_finality_and_nothing_else() {
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 500, T0).await;
     run_until_done(&mut engine, &world, T0, 500).await;
-    let clean = engine.reconcile().await;
+    let clean = engine.reconcile().await.unwrap();
     assert!(clean.differences.is_empty(), "{:?}", clean.differences);
     assert!(clean.settlements_checked > 0 && clean.destinations_checked == 500, "{clean:?}");
     assert!(engine.last_reconciliation().is_some(), "the timer ran it too");
 
     // A reorg deeper than finality on one chain: its recent blocks' payouts vanish.
     world.sandboxes[0].inject(Fault::Reorg { depth: 50 });
-    let report = engine.reconcile().await;
+    let report = engine.reconcile().await.unwrap();
     assert!(
         report.differences.iter().any(|d| matches!(d, Difference::FinalNotOnChain { .. })),
         "{:?}",

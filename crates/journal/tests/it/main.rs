@@ -254,3 +254,27 @@ fn a_corrupt_snapshot_is_a_loud_error() {
     let journal = open(&path);
     assert!(matches!(journal.latest_snapshot(), Err(JournalError::CorruptSnapshot { seq: 10, .. })));
 }
+
+/// An injected commit failure behaves like a failed fsync: the failing commit writes nothing,
+/// every later write is refused, and a reopened journal holds exactly what was acknowledged.
+#[test]
+fn an_injected_commit_failure_poisons_until_reopen_and_loses_only_the_unacknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    {
+        let journal = open(&path);
+        journal.fail_after(2);
+        assert_eq!(journal.append(payload(1)).unwrap(), 1);
+        assert_eq!(journal.append(payload(2)).unwrap(), 2);
+        assert!(!journal.is_poisoned());
+        let error = journal.append(payload(3)).unwrap_err();
+        assert!(error.to_string().contains("injected"), "{error}");
+        assert!(journal.is_poisoned());
+        assert_eq!(journal.append(payload(4)).unwrap_err(), JournalError::Poisoned);
+        assert_eq!(journal.tip(), 2);
+    }
+    let journal = open(&path);
+    assert!(!journal.is_poisoned(), "the fault is not part of the file");
+    assert_eq!(journal.verify().unwrap(), 2);
+    assert_eq!(journal.append(payload(3)).unwrap(), 3);
+}

@@ -29,6 +29,7 @@ fn accepted(ids: &[u128]) -> Event {
         merchant: MerchantId(7),
         idempotency_key: "k1".into(),
         body_hash: [0; 32],
+        count: u32::try_from(ids.len()).unwrap(),
         payments: ids.iter().map(|id| payment(*id, 100 * id)).collect(),
         at: T,
     }
@@ -224,8 +225,9 @@ fn unknown_and_duplicate_ids_are_refused() {
     refused(&mut book, queued(9), "unknown payment 9");
     refused(&mut book, Event::SettlementReorged { settlement: SettlementId(5), at: T }, "unknown settlement 5");
     let mut twice = accepted(&[3, 3]);
-    if let Event::BatchAccepted { batch, .. } = &mut twice {
+    if let Event::BatchAccepted { batch, payments, .. } = &mut twice {
         *batch = BatchId(2);
+        payments.iter_mut().for_each(|p| p.batch = BatchId(2));
     }
     refused(&mut book, twice, "payment 3 already exists");
 }
@@ -301,4 +303,72 @@ fn a_final_cancel_is_a_proof_of_death_never_a_payment() {
     })
     .unwrap();
     assert_eq!(state(&book, 1), PaymentState::RolledBack);
+}
+
+/// A batch larger than one journal record arrives as a header and continuations; the book
+/// refuses continuations that overflow the count, name another batch, or repeat a payment.
+#[test]
+fn a_batch_spans_several_events_within_its_count() {
+    let mut header = accepted(&[1]);
+    if let Event::BatchAccepted { count, .. } = &mut header {
+        *count = 3;
+    }
+    let more = |ids: &[u128]| Event::PaymentsAccepted {
+        batch: BatchId(1),
+        payments: ids.iter().map(|id| payment(*id, 100 * id)).collect(),
+        at: T,
+    };
+    let mut book = run(&[header, more(&[2])]);
+    refused(&mut book, more(&[2]), "payment 2 already exists");
+    refused(&mut book, more(&[3, 4]), "more payments than the batch's count");
+    let mut foreign = more(&[3]);
+    if let Event::PaymentsAccepted { payments, .. } = &mut foreign {
+        payments[0].merchant = MerchantId(8);
+    }
+    refused(&mut book, foreign, "another batch or merchant");
+    refused(
+        &mut book,
+        Event::PaymentsAccepted { batch: BatchId(9), payments: vec![], at: T },
+        "batch 9: unknown batch",
+    );
+    book.apply(&more(&[3])).unwrap();
+    assert_eq!(book.batches[&BatchId(1)].payments, vec![PaymentId(1), PaymentId(2), PaymentId(3)]);
+    assert_eq!(book.count(PaymentState::Accepted), 3);
+}
+
+/// The indexes follow every arrow: counts per state, and the open settlements.
+#[test]
+fn counts_and_open_settlements_follow_the_events() {
+    let events = [
+        accepted(&[1, 2]),
+        queued(1),
+        queued(2),
+        Event::SettlementPlanned { settlement: settlement(10, &[1, 2]), at: T },
+        Event::SettlementSigned { settlement: SettlementId(10), tx: tx(0xa, 0), at: T },
+        Event::SettlementBroadcast { settlement: SettlementId(10), txid: [0xa; 32], at: T },
+        Event::SettlementConfirmed { settlement: SettlementId(10), txid: [0xa; 32], depth: 12, at: T },
+        Event::SettlementFinal { settlement: SettlementId(10), txid: [0xa; 32], fee_paid: Amount::new(4), at: T },
+    ];
+    let mut book = Book::default();
+    for event in &events {
+        book.apply(event).unwrap();
+        // The counts always equal a full count of the payments' states.
+        let mut full = BTreeMap::new();
+        for record in book.payments.values() {
+            *full.entry(record.state).or_insert(0u64) += 1;
+        }
+        assert_eq!(*book.counts(), full, "after {event:?}");
+        let open: Vec<SettlementId> = book
+            .settlements
+            .iter()
+            .filter(|(_, r)| {
+                !matches!(r.state, SettlementState::Released | SettlementState::Final | SettlementState::Dead)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(book.open_settlements().iter().copied().collect::<Vec<_>>(), open, "after {event:?}");
+    }
+    assert!(book.open_settlements().is_empty());
+    assert!(book.is_quiet());
+    assert_eq!(book.count(PaymentState::Settled), 2);
 }

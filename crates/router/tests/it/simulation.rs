@@ -363,6 +363,7 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         merchant: MerchantId(1),
         idempotency_key: "k".into(),
         body_hash: [0; 32],
+        count: u32::try_from(payments.len()).unwrap(),
         payments: payments.clone(),
         at: T0,
     })?;

@@ -1,0 +1,215 @@
+//! Intake: a merchant's batch is validated whole and accepted whole (journaled with its
+//! idempotency claim in one commit) or rejected whole with typed per-row errors.
+
+use std::collections::BTreeMap;
+
+use journal::{Appended, Claim};
+use model::*;
+use serde::Serialize;
+
+use crate::{Engine, EngineError, derived};
+
+/// One payment as a merchant submits it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Draft {
+    pub reference: String,
+    pub amount: Amount,
+    pub asset: Asset,
+    pub destination: String,
+    pub networks: Vec<Network>,
+    pub class: ClassName,
+    pub deadline: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intake {
+    Accepted {
+        batch: BatchId,
+        payments: Vec<PaymentId>,
+    },
+    /// The same key with the same body was accepted before: the original answer.
+    Duplicate {
+        batch: BatchId,
+        payments: Vec<PaymentId>,
+    },
+}
+
+/// Why one row of a batch is invalid: the row (from 0), the field, a stable code a program
+/// can match, and a message that says what to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowError {
+    pub row: usize,
+    pub field: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the batch is rejected whole: {} row(s) are invalid", .0.len())]
+    Invalid(Vec<RowError>),
+    #[error("a batch carries 1 to {max} payments; this one has {count}")]
+    BatchSize { count: usize, max: usize },
+    #[error("idempotency key already used for batch {batch} with a different body")]
+    Conflict { batch: BatchId },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Journal records hold at most this many bytes of payments (the rest of the record limit is
+/// left for the batch header).
+fn chunk_bytes_max(record_bytes_max: usize) -> usize {
+    record_bytes_max.saturating_sub(1024)
+}
+
+impl Engine {
+    /// Accepts a merchant's batch whole, or rejects it whole with per-row reasons. The same
+    /// key with the same body returns the original answer; with a different body, a conflict.
+    /// The body is hashed here, over the canonical encoding of the drafts: a caller cannot
+    /// make two different batches look alike.
+    pub async fn submit(
+        &mut self,
+        merchant: MerchantId,
+        key: &str,
+        drafts: &[Draft],
+        now: Timestamp,
+    ) -> Result<Intake, IntakeError> {
+        self.running()?;
+        let body_hash = *blake3::hash(&postcard::to_stdvec(drafts).expect("drafts serialize")).as_bytes();
+        let batch = BatchId(derived(&[b"batch", &merchant.0.to_le_bytes(), key.as_bytes()]));
+        if let Some(entry) = self.journal.idempotency(&merchant.0.to_string(), key).map_err(EngineError::from)? {
+            return if entry.body_hash == body_hash {
+                let payments =
+                    self.state.book.batches.get(&BatchId(entry.batch)).map(|b| b.payments.clone()).unwrap_or_default();
+                Ok(Intake::Duplicate { batch: BatchId(entry.batch), payments })
+            } else {
+                Err(IntakeError::Conflict { batch: BatchId(entry.batch) })
+            };
+        }
+        if drafts.is_empty() || drafts.len() > self.config.batch_payments_max {
+            return Err(IntakeError::BatchSize { count: drafts.len(), max: self.config.batch_payments_max });
+        }
+        let ids: Vec<PaymentId> = (0..drafts.len() as u64)
+            .map(|i| PaymentId(derived(&[b"payment", &batch.0.to_le_bytes(), &i.to_le_bytes()])))
+            .collect();
+        let payments = self.validate(batch, merchant, &ids, drafts)?;
+        // Whatever an earlier round left staged goes first, on its own: the batch and its
+        // claim must be one append.
+        self.commit().await?;
+        let events = self.batch_events(batch, merchant, key, body_hash, payments, now);
+        self.stage(events)?;
+        let claim = Claim { merchant: merchant.0.to_string(), key: key.to_owned(), batch: batch.0, body_hash };
+        match self.commit_claimed(Some(claim)).await? {
+            Some(Appended::Committed { .. }) => Ok(Intake::Accepted { batch, payments: ids }),
+            _ => Err(self.stop("idempotency claim taken by another writer".to_owned()).into()),
+        }
+    }
+
+    /// The batch as journal records: a header with the first payments, continuations of at
+    /// most a record's worth each, then a queued event per payment.
+    fn batch_events(
+        &self,
+        batch: BatchId,
+        merchant: MerchantId,
+        key: &str,
+        body_hash: [u8; 32],
+        payments: Vec<Payment>,
+        now: Timestamp,
+    ) -> Vec<Event> {
+        let count = u32::try_from(payments.len()).expect("batch_payments_max fits u32");
+        let queued: Vec<Event> = payments.iter().map(|p| Event::PaymentQueued { payment: p.id, at: now }).collect();
+        let bytes_max = chunk_bytes_max(self.config.journal.record_bytes_max);
+        let mut chunks: Vec<Vec<Payment>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for payment in payments {
+            let size = postcard::experimental::serialized_size(&payment).expect("payments serialize");
+            let current = chunks.last_mut().expect("at least one chunk");
+            if !current.is_empty() && bytes + size > bytes_max {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            chunks.last_mut().expect("at least one chunk").push(payment);
+        }
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().expect("at least one chunk");
+        let mut events = vec![Event::BatchAccepted {
+            batch,
+            merchant,
+            idempotency_key: key.to_owned(),
+            body_hash,
+            count,
+            payments: first,
+            at: now,
+        }];
+        events.extend(chunks.map(|payments| Event::PaymentsAccepted { batch, payments, at: now }));
+        events.extend(queued);
+        events
+    }
+
+    fn validate(
+        &self,
+        batch: BatchId,
+        merchant: MerchantId,
+        ids: &[PaymentId],
+        drafts: &[Draft],
+    ) -> Result<Vec<Payment>, IntakeError> {
+        let mut errors = Vec::new();
+        let mut payments = Vec::with_capacity(drafts.len());
+        for (row, (draft, id)) in drafts.iter().zip(ids).enumerate() {
+            match self.validate_row(batch, merchant, *id, draft) {
+                Ok(payment) => payments.push(payment),
+                Err((field, code, message)) => errors.push(RowError { row, field, code, message }),
+            }
+        }
+        if errors.is_empty() { Ok(payments) } else { Err(IntakeError::Invalid(errors)) }
+    }
+
+    fn validate_row(
+        &self,
+        batch: BatchId,
+        merchant: MerchantId,
+        id: PaymentId,
+        draft: &Draft,
+    ) -> Result<Payment, (&'static str, &'static str, String)> {
+        let destination = Address::parse_for(&draft.destination, &draft.networks)
+            .map_err(|error| ("destination", "invalid_destination", format!("destination: {error}")))?;
+        let payment = Payment {
+            id,
+            batch,
+            merchant,
+            reference: draft.reference.clone(),
+            amount: draft.amount,
+            asset: draft.asset,
+            destination,
+            networks: draft.networks.clone(),
+            class: draft.class,
+            deadline: draft.deadline,
+            metadata: BTreeMap::new(),
+        };
+        payment.validate().map_err(|error| {
+            let (field, code) = match &error {
+                PaymentError::ZeroAmount => ("amount", "amount_not_positive"),
+                PaymentError::Reference => ("reference", "invalid_reference"),
+                PaymentError::NetworkCount | PaymentError::DuplicateNetwork { .. } => ("networks", "invalid_networks"),
+                PaymentError::Destination(_) => ("destination", "invalid_destination"),
+                PaymentError::Metadata => ("metadata", "invalid_metadata"),
+            };
+            (field, code, error.to_string())
+        })?;
+        if !self.config.queue.classes.iter().any(|c| c.name == draft.class) {
+            return Err(("class", "unknown_class", format!("unknown priority class {}", draft.class)));
+        }
+        if !self.rail_serves(draft.asset, &draft.networks) {
+            let message = format!("no rail carries {} on the allowed networks", draft.asset);
+            return Err(("asset", "no_rail_for_asset", message));
+        }
+        Ok(payment)
+    }
+
+    fn rail_serves(&self, asset: Asset, networks: &[Network]) -> bool {
+        self.rails
+            .iter()
+            .any(|r| r.capabilities().assets.contains(&asset) && networks.contains(&r.capabilities().network))
+    }
+}

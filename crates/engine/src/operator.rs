@@ -1,0 +1,168 @@
+//! Operator and treasury controls: pause and resume a rail, drain its queue (with a dry run
+//! that reports exactly what a real drain moves), resolve held payments, fund pools. Each is
+//! journaled with who and why; a refused command changes nothing.
+
+use model::*;
+
+use crate::routing::rail_states;
+use crate::{Effect, Engine, EngineError, Watching};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no rail named {0}")]
+    UnknownRail(RailId),
+    #[error("rail {0} is already paused")]
+    AlreadyPaused(RailId),
+    #[error("rail {0} is not paused")]
+    NotPaused(RailId),
+    #[error("no payment {0}")]
+    UnknownPayment(PaymentId),
+    #[error(
+        "payment {payment} is {state}: {resolution:?} does not apply (retry and fail are for held payments not in flight, resume for held payments in flight)"
+    )]
+    CannotResolve { payment: PaymentId, state: PaymentState, resolution: Resolution },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl Engine {
+    fn known_rail(&self, rail: RailId) -> Result<(), OperatorError> {
+        self.running()?;
+        self.rail(rail).map(|_| ()).ok_or(OperatorError::UnknownRail(rail))
+    }
+
+    /// Stops new planning on `rail`; what is in flight there stays watched. Journaled with who
+    /// and why.
+    pub async fn pause(
+        &mut self,
+        rail: RailId,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.set_paused(rail, true, operator, reason, now).await
+    }
+
+    pub async fn resume_rail(
+        &mut self,
+        rail: RailId,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.set_paused(rail, false, operator, reason, now).await
+    }
+
+    async fn set_paused(
+        &mut self,
+        rail: RailId,
+        pause: bool,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.known_rail(rail)?;
+        let (operator, reason) = (operator.to_owned(), reason.to_owned());
+        let event = match (pause, self.state.paused.contains(&rail)) {
+            (true, true) => return Err(OperatorError::AlreadyPaused(rail)),
+            (false, false) => return Err(OperatorError::NotPaused(rail)),
+            (true, false) => Event::RailPaused { rail, operator, reason, at: now },
+            (false, true) => Event::RailResumed { rail, operator, reason, at: now },
+        };
+        tracing::info!(rail = %rail, pause, "operator changed a rail");
+        self.stage_input(event)?;
+        self.commit_and_act(now).await?;
+        Ok(())
+    }
+
+    /// Moves `rail`'s queued payments to the rails the router picks with `rail` out. A dry run
+    /// reports the same moves and changes nothing; a real drain is journaled with who and why.
+    /// Payments in flight are never moved.
+    pub async fn drain(
+        &mut self,
+        rail: RailId,
+        dry_run: bool,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<queue::DrainReport, OperatorError> {
+        self.known_rail(rail)?;
+        let mut paused = self.state.paused.clone();
+        paused.insert(rail);
+        let states = rail_states(&self.rails, &self.breakers, &paused, now);
+        let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
+        let report = self.queue.drain(rail, now, dry_run, |item| {
+            let payment = &book.payments[&item.id].payment;
+            router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
+        });
+        if !dry_run {
+            let waiting = self.batcher.take_rail(rail);
+            self.unrouted.extend(waiting);
+        }
+        if !dry_run && !report.moves.is_empty() {
+            let moved = u32::try_from(report.moves.len()).unwrap_or(u32::MAX);
+            tracing::info!(rail = %rail, moved, operator, "operator drained a rail");
+            let (operator, reason) = (operator.into(), reason.into());
+            self.stage_input(Event::RailDrained { rail, moved, operator, reason, at: now })?;
+            self.commit_and_act(now).await?;
+        }
+        Ok(report)
+    }
+
+    /// Resolves a held payment: retry or fail it if nothing of it is in flight, resume
+    /// watching it if it is. The state machine refuses anything else.
+    pub async fn resolve(
+        &mut self,
+        payment: PaymentId,
+        resolution: Resolution,
+        operator: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.running()?;
+        let state = self.state.book.payment(payment).map_err(|_| OperatorError::UnknownPayment(payment))?.state;
+        let legal = matches!(
+            (state, resolution),
+            (PaymentState::Held { in_flight: false }, Resolution::Retry | Resolution::Fail)
+                | (PaymentState::Held { in_flight: true }, Resolution::Resume)
+        );
+        if !legal {
+            return Err(OperatorError::CannotResolve { payment, state, resolution });
+        }
+        let (operator, reason) = (operator.to_owned(), reason.to_owned());
+        self.stage(vec![Event::PaymentResolved { payment, resolution, operator, reason, at: now }])?;
+        if resolution == Resolution::Resume
+            && let Some(settlement) = self.state.book.payments[&payment].settlement
+        {
+            // Watch it afresh: counters reset, its bytes go out again after the commit.
+            self.watching.insert(settlement, Watching { last_action_at: now, ..Watching::default() });
+            if let Some(tx) = self.state.book.settlements[&settlement].txs.last().cloned() {
+                self.effects.push(Effect::Broadcast { settlement, tx });
+            }
+        }
+        self.commit_and_act(now).await?;
+        Ok(())
+    }
+
+    /// Moves liquidity from the treasury into a rail's pool (journaled). A zero amount, a pool
+    /// that is not configured, or a transfer id reused with other details is refused and
+    /// changes nothing; the same transfer again is a no-op.
+    pub async fn fund_pool(
+        &mut self,
+        rail: RailId,
+        asset: Asset,
+        amount: Amount,
+        transfer: u128,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.running()?;
+        if amount.is_zero() {
+            return Err(EngineError::Refused("amount: a pool is funded with more than zero".into()));
+        }
+        if !self.state.pools.has_pool(rail, asset) {
+            return Err(EngineError::Refused(format!("no pool of {asset} on rail {rail} is configured")));
+        }
+        self.stage_input(Event::PoolFunded { rail, asset, amount, transfer, at: now })?;
+        self.commit_and_act(now).await
+    }
+}

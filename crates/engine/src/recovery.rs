@@ -1,0 +1,45 @@
+//! Recovery after a restart: rails learn the spends the journal says railyard signed, signed
+//! settlements go out again with the same bytes, and planned-but-unsigned ones are released.
+
+use model::*;
+
+use crate::{Effect, Engine, EngineError, Watching};
+
+impl Engine {
+    /// Resumes after a restart: tells each rail what was signed on it (so no nonce or input is
+    /// reused), re-broadcasts what was signed but maybe never sent (the same bytes), and
+    /// releases settlements that were planned but never signed (their payments queue again).
+    pub(crate) async fn resume(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        let open: Vec<SettlementId> = self.state.book.open_settlements().iter().copied().collect();
+        // Spends of settlements that are no longer open are spent on chain or provably dead;
+        // a rail learns them from its own chain. Open ones may not be on chain yet.
+        for rail in self.rails.clone() {
+            let caps = rail.capabilities();
+            let spends: Vec<Spend> = open
+                .iter()
+                .map(|id| &self.state.book.settlements[id])
+                .filter(|r| r.settlement.rail == caps.rail)
+                .flat_map(|r| r.txs.iter().map(|t| t.spend.clone()))
+                .collect();
+            rail.recover_spends(&spends)
+                .map_err(|e| EngineError::Config(format!("rail {}: cannot recover its spends: {e}", caps.rail)))?;
+        }
+        let mut released = Vec::new();
+        for id in open {
+            let record = &self.state.book.settlements[&id];
+            match record.state {
+                SettlementState::Planned => released.push(Event::SettlementReleased { settlement: id, at: now }),
+                SettlementState::Signed => {
+                    let tx = record.txs.last().expect("signed settlements have a transaction").clone();
+                    self.watching.insert(id, Watching { last_action_at: now, ..Watching::default() });
+                    self.effects.push(Effect::Broadcast { settlement: id, tx });
+                }
+                _ => {}
+            }
+        }
+        if !released.is_empty() {
+            self.stage(released)?;
+        }
+        self.commit_and_act(now).await
+    }
+}

@@ -1,0 +1,142 @@
+//! Routing and staging: failover of open rails' queues, routing of unrouted payments into the
+//! queue, and planning: dequeue under rate limits into the batcher, and flush settlements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use model::*;
+use queue::Enqueue;
+use rails::Rail;
+use router::{Breaker, RailState};
+
+use crate::Engine;
+
+/// What the router needs to know of each rail now. A paused rail looks like one whose breaker
+/// is open: never chosen.
+pub(crate) fn rail_states<'a>(
+    rails: &'a [Arc<dyn Rail>],
+    breakers: &BTreeMap<RailId, Breaker>,
+    paused: &BTreeSet<RailId>,
+    now: Timestamp,
+) -> Vec<RailState<'a>> {
+    rails
+        .iter()
+        .map(|rail| {
+            let caps = rail.capabilities();
+            let breaker = &breakers[&caps.rail];
+            let state = if paused.contains(&caps.rail) {
+                router::BreakerState::Open { until: Timestamp(u64::MAX) }
+            } else {
+                breaker.state(now)
+            };
+            RailState {
+                capabilities: caps,
+                breaker: state,
+                fee_cost: 1,
+                fee_reserve: Amount::ZERO,
+                success_permille: breaker.success_permille(),
+            }
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Payments queued for a rail whose breaker is open move to the next eligible rail (the
+    /// router decides with that rail out); those with none stay. In-flight settlements are not
+    /// touched: they stay watched on their rail.
+    pub(crate) fn failover(&mut self, now: Timestamp) {
+        let open: Vec<RailId> = self
+            .breakers
+            .iter()
+            .filter(|(_, b)| matches!(b.state(now), router::BreakerState::Open { .. }))
+            .map(|(rail, _)| *rail)
+            .collect();
+        for failed in open {
+            // Waiting in the batcher for that rail: back to routing.
+            let waiting = self.batcher.take_rail(failed);
+            self.unrouted.extend(waiting);
+            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
+            let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
+            let report = self.queue.drain(failed, now, false, |item| {
+                let payment = &book.payments[&item.id].payment;
+                router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
+            });
+            if !report.moves.is_empty() {
+                tracing::info!(rail = %failed, moved = report.moves.len(), "breaker open: queued payments moved");
+            }
+            self.moved_by_failover += report.moves.len() as u64;
+        }
+    }
+
+    /// Unrouted payments get a rail and join its queue; those no rail takes now stay unrouted.
+    pub(crate) fn route(&mut self, now: Timestamp) {
+        if self.unrouted.is_empty() {
+            return;
+        }
+        let book = &self.state.book;
+        // Payments that left Queued meanwhile (planned by a flush, failed, held) drop out.
+        self.unrouted.retain(|id| book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued));
+        let deadlines: Vec<(&Payment, Timestamp)> = self
+            .unrouted
+            .iter()
+            .map(|id| {
+                let payment = &book.payments[id].payment;
+                let class = self.config.queue.classes.iter().find(|c| c.name == payment.class);
+                let default = class.map_or(3_600_000, |c| c.deadline_default_ms);
+                (payment, payment.deadline.unwrap_or(now.saturating_add_ms(default)))
+            })
+            .collect();
+        let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
+        let pools = &self.state.pools;
+        let decisions = self.router.decide_all(&deadlines, &states, &|r, a| pools.available(r, a), now);
+        let mut by_rail: BTreeMap<RailId, Vec<Enqueue>> = BTreeMap::new();
+        for ((payment, deadline), decision) in deadlines.iter().zip(&decisions) {
+            if let Some(rail) = decision.chosen {
+                by_rail.entry(rail).or_default().push(Enqueue {
+                    id: payment.id,
+                    merchant: payment.merchant,
+                    class: payment.class,
+                    rail,
+                    deadline: Some(*deadline),
+                });
+            }
+        }
+        for (rail, batch) in by_rail {
+            // A full queue leaves them unrouted: they are routed again next round.
+            match self.queue.enqueue(&batch, now) {
+                Ok(_) => {
+                    for entry in &batch {
+                        self.unrouted.remove(&entry.id);
+                    }
+                }
+                Err(error) => tracing::debug!(rail = %rail, %error, "queue refused payments; retried next round"),
+            }
+        }
+    }
+
+    /// Dequeues what `rail` may take now into the batcher and settles what the batcher flushes.
+    pub(crate) async fn plan(&mut self, rail: &Arc<dyn Rail>, now: Timestamp) -> Result<(), crate::EngineError> {
+        let caps = rail.capabilities().clone();
+        let breaker = self.breakers.get_mut(&caps.rail).expect("a breaker per rail");
+        if matches!(breaker.state(now), router::BreakerState::Open { .. }) || self.state.paused.contains(&caps.rail) {
+            return Ok(());
+        }
+        let dequeued = self.queue.dequeue(caps.rail, caps.batch_size_max, now, |_| true);
+        for item in &dequeued.payments {
+            let asset = self.state.book.payments[&item.id].payment.asset;
+            self.batcher.add(caps.rail, asset, caps.batch_size_max, item.id, item.class, now);
+        }
+        for flush in self.batcher.flush_rail(caps.rail, now) {
+            // A payment may have left Queued meanwhile (an operator failed it): keep the rest.
+            let ids: Vec<PaymentId> = flush
+                .payments
+                .into_iter()
+                .filter(|id| self.state.book.payments[id].state == PaymentState::Queued)
+                .collect();
+            if !ids.is_empty() {
+                self.settle(rail, &caps, flush.asset, ids, now).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Watching: every open settlement is observed (concurrently, each call under the rail
+//! timeout), then the observations are judged one by one in settlement order — confirm,
+//! finalize, bump, cancel, roll back, hold — so decisions stay deterministic.
+
+use std::sync::Arc;
+
+use model::*;
+use rails::{Rail, Watch};
+use router::{Action, Outcome, SettlementWatch};
+
+use crate::{Effect, Engine, EngineError, Watching, timed};
+
+impl Engine {
+    pub(crate) async fn watch_all(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        let mut observe = Vec::new();
+        for id in self.state.book.open_settlements().clone() {
+            let record = &self.state.book.settlements[&id];
+            match record.state {
+                SettlementState::Planned => {}
+                // Signed before a crash or a failed broadcast: the same bytes go out again.
+                SettlementState::Signed => {
+                    let tx = record.txs.last().expect("signed settlements have a transaction").clone();
+                    self.effects.push(Effect::Broadcast { settlement: id, tx });
+                }
+                _ => observe.push(id),
+            }
+        }
+        let timeout = self.config.rail_timeout;
+        let mut requests = Vec::with_capacity(observe.len());
+        for id in &observe {
+            let seen_in_block = self
+                .watching
+                .entry(*id)
+                .or_insert_with(|| Watching { last_action_at: now, ..Watching::default() })
+                .seen_in_block;
+            let versions = self.state.book.settlements[id].txs.clone();
+            requests.push((self.rail_of(*id), Watch { versions, seen_in_block }));
+        }
+        let calls = requests.iter().map(|(rail, watch)| timed(timeout, rail.observe(watch)));
+        let observations = futures::future::join_all(calls).await;
+        for (id, observation) in observe.into_iter().zip(observations) {
+            let rail = self.rail_of(id);
+            match observation {
+                Ok(observation) => {
+                    self.breakers.get_mut(&rail.capabilities().rail).expect("breaker").record(Outcome::Success, now);
+                    self.judge(&rail, id, observation, now).await?;
+                }
+                Err(error) => {
+                    tracing::warn!(rail = %rail.capabilities().rail, settlement = %id, %error, "observe failed");
+                    self.breakers.get_mut(&rail.capabilities().rail).expect("breaker").record(Outcome::Failure, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn judge(
+        &mut self,
+        rail: &Arc<dyn Rail>,
+        id: SettlementId,
+        observation: Observation,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let record = self.state.book.settlements[&id].clone();
+        if let Observation::Confirmed { txid, block, depth } = observation {
+            let known = matches!(record.state, SettlementState::Confirmed { depth: d } if u64::from(d) == depth);
+            if !known {
+                let depth = u32::try_from(depth).unwrap_or(u32::MAX);
+                self.stage(vec![Event::SettlementConfirmed { settlement: id, txid, depth, at: now }])?;
+            }
+            self.watching.get_mut(&id).expect("inserted by watch_all").seen_in_block = Some(block);
+        }
+        let info = self.watching[&id].clone();
+        let cancels = record.cancels.clone();
+        let watch = SettlementWatch {
+            observation,
+            confirmations_final: u64::from(rail.capabilities().confirmations_final),
+            last_action_at: info.last_action_at,
+            bumps: u32::try_from(record.txs.len().saturating_sub(1 + cancels.len())).unwrap_or(u32::MAX),
+            rebroadcasts: info.rebroadcasts,
+            cancelling: !cancels.is_empty(),
+            cancels,
+            fee_above_cap: false,
+            delivered_mismatch: false,
+        };
+        let action = router::assess(&watch, &self.config.anomaly, now);
+        self.act(rail, id, action, now).await
+    }
+
+    async fn act(
+        &mut self,
+        rail: &Arc<dyn Rail>,
+        id: SettlementId,
+        action: Action,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let record = self.state.book.settlements[&id].clone();
+        match action {
+            Action::Wait => {}
+            Action::Rebroadcast => {
+                let info = self.watching.get_mut(&id).expect("watched");
+                info.rebroadcasts += 1;
+                info.last_action_at = now;
+                let tx = record.txs.last().expect("a transaction").clone();
+                self.effects.push(Effect::Broadcast { settlement: id, tx });
+            }
+            Action::Bump | Action::Cancel => self.replace(rail, id, &record, action == Action::Cancel, now).await?,
+            Action::Finalize { txid } => {
+                let fee_paid = record.txs.iter().find(|t| t.txid == txid).map_or(Amount::ZERO, |t| t.fee);
+                self.stage(vec![Event::SettlementFinal { settlement: id, txid, fee_paid, at: now }])?;
+                self.watching.remove(&id);
+            }
+            Action::RollBack { proof } => {
+                tracing::info!(settlement = %id, ?proof, "settlement provably dead; payments reissued");
+                let mut events = vec![Event::SettlementDead { settlement: id, proof, at: now }];
+                // Provably dead: every payment of the attempt is reissued.
+                for leg in &record.settlement.legs {
+                    events.push(Event::PaymentReissued { payment: leg.payment, previous: id, at: now });
+                    events.push(Event::PaymentQueued { payment: leg.payment, at: now });
+                }
+                self.stage(events)?;
+                self.watching.remove(&id);
+            }
+            Action::WatchAgain => {
+                self.watching.get_mut(&id).expect("watched").seen_in_block = None;
+                if matches!(record.state, SettlementState::Confirmed { .. }) {
+                    tracing::warn!(settlement = %id, "confirmed settlement reorged out; watching again");
+                    self.stage(vec![Event::SettlementReorged { settlement: id, at: now }])?;
+                }
+            }
+            Action::Hold { reason } => {
+                let info = self.watching.get_mut(&id).expect("watched");
+                if !info.held {
+                    info.held = true;
+                    tracing::warn!(settlement = %id, %reason, "settlement held for an operator");
+                    let events = record
+                        .settlement
+                        .legs
+                        .iter()
+                        .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.clone(), at: now })
+                        .collect();
+                    self.stage(events)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fee bump or a cancel: a new version spending the same nonce or inputs, staged before
+    /// it is broadcast. A rail that cannot quote or build now is tried again next round.
+    async fn replace(
+        &mut self,
+        rail: &Arc<dyn Rail>,
+        id: SettlementId,
+        record: &SettlementRecord,
+        cancel: bool,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let previous = record.txs.last().expect("a transaction").clone();
+        let payments: Vec<PaymentId> = record.settlement.legs.iter().map(|l| l.payment).collect();
+        let batch = self.batch_of(record.settlement.asset, &payments);
+        let timeout = self.config.rail_timeout;
+        let built = match timed(timeout, rail.quote(&batch)).await {
+            Ok(quote) if cancel => timed(timeout, rail.cancel(&previous, &quote)).await,
+            Ok(quote) => timed(timeout, rail.bump(&batch, &previous, &quote)).await,
+            Err(error) => Err(error),
+        };
+        let tx = match built {
+            Ok(tx) => tx,
+            Err(error) => {
+                tracing::warn!(rail = %record.settlement.rail, settlement = %id, cancel, %error, "replacement not built; retried next round");
+                return Ok(());
+            }
+        };
+        let event = if cancel {
+            Event::SettlementCancelling { settlement: id, tx: tx.clone(), at: now }
+        } else {
+            Event::SettlementReplaced { settlement: id, tx: tx.clone(), at: now }
+        };
+        self.stage(vec![event])?;
+        self.watching.get_mut(&id).expect("watched").last_action_at = now;
+        self.effects.push(Effect::Broadcast { settlement: id, tx });
+        Ok(())
+    }
+}

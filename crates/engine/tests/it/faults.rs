@@ -1,0 +1,239 @@
+//! Faults are states, not poison: a journal that fails stops the engine for good (no rail is
+//! called again), bad commands are errors that change nothing, a batch of the largest allowed
+//! size is journaled across records, and a tick makes one commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use engine::*;
+use model::*;
+use rails::sandbox::SandboxRail;
+use rails::{Batch, FeeQuote, Health, Rail, RailError, Watch};
+
+use super::{BLOCK_MS, T0, World, config, drafts, fund, name, run_until_done, submit_all};
+
+/// A rail that counts every call that could reach a node, then does what the sandbox does.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<SandboxRail>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Counting {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Rail for Counting {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+    async fn quote(&self, batch: &Batch) -> Result<FeeQuote, RailError> {
+        self.count();
+        self.inner.quote(batch).await
+    }
+    async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        self.count();
+        self.inner.build(batch, fee).await
+    }
+    async fn broadcast(&self, tx: &SignedTx) -> Result<(), RailError> {
+        self.count();
+        self.inner.broadcast(tx).await
+    }
+    async fn observe(&self, watch: &Watch) -> Result<Observation, RailError> {
+        self.count();
+        self.inner.observe(watch).await
+    }
+    async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        self.count();
+        self.inner.bump(batch, previous, fee).await
+    }
+    async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
+        self.count();
+        self.inner.cancel(previous, fee).await
+    }
+    async fn health(&self) -> Health {
+        self.count();
+        self.inner.health().await
+    }
+    async fn balance_of(&self, destination: &Address, asset: Asset) -> Result<Amount, RailError> {
+        self.count();
+        Rail::balance_of(self.inner.as_ref(), destination, asset).await
+    }
+    fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
+        self.inner.recover_spends(spends)
+    }
+}
+
+fn counting(world: &World) -> (Vec<Arc<dyn Rail>>, Arc<AtomicU64>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let rails = world
+        .sandboxes
+        .iter()
+        .map(|s| Arc::new(Counting { inner: Arc::clone(s), calls: Arc::clone(&calls) }) as Arc<dyn Rail>)
+        .collect();
+    (rails, calls)
+}
+
+/// The journal fails on a commit in the middle of the run. The engine stops there: every later
+/// tick and command answers `Stopped`, and no rail is called again — nothing the journal does
+/// not know can leave the process. Reopened from the journal, it finishes the work and pays
+/// everyone exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
+    for fail_after in [0, 1, 3, 6] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let world = World::new();
+        let (rails, calls) = counting(&world);
+        let mut engine = Engine::open(&path, config(), rails, T0).await.unwrap();
+        fund(&mut engine, T0).await;
+        submit_all(&mut engine, 1_000, T0).await;
+        engine.journal().fail_after(fail_after);
+        let mut now = T0;
+        let mut failed_at = None;
+        for tick in 0..30 {
+            now = now.saturating_add_ms(BLOCK_MS);
+            world.advance(now);
+            match engine.tick(now).await {
+                Ok(()) => {}
+                Err(EngineError::Stopped(reason)) => {
+                    assert!(reason.contains("injected"), "{reason}");
+                    failed_at = Some(tick);
+                    break;
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert!(failed_at.is_some(), "fail_after {fail_after}: the injected failure was reached");
+        let calls_at_stop = calls.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            now = now.saturating_add_ms(BLOCK_MS);
+            world.advance(now);
+            assert!(matches!(engine.tick(now).await, Err(EngineError::Stopped(_))));
+        }
+        let stopped = |e: &OperatorError| matches!(e, OperatorError::Engine(EngineError::Stopped(_)));
+        assert!(stopped(&engine.pause(name("base"), "op", "x", now).await.unwrap_err()));
+        assert!(stopped(&engine.drain(name("base"), true, "op", "x", now).await.unwrap_err()));
+        assert!(stopped(&engine.resolve(PaymentId(1), Resolution::Fail, "op", "x", now).await.unwrap_err()));
+        assert!(matches!(engine.reconcile().await, Err(EngineError::Stopped(_))));
+        assert!(matches!(
+            engine.fund_pool(name("base"), Asset::ETH, Amount::new(1), 99, now).await,
+            Err(EngineError::Stopped(_))
+        ));
+        assert!(matches!(
+            engine.submit(MerchantId(9), "late", &drafts(0, 1), now).await,
+            Err(IntakeError::Engine(EngineError::Stopped(_)))
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), calls_at_stop, "fail_after {fail_after}: no rail call after the stop");
+        drop(engine);
+
+        let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+        run_until_done(&mut engine, &world, now, 1_000).await;
+        super::check_paid_exactly_once(&engine, &world, 1_000);
+    }
+}
+
+/// Bad treasury and operator commands are errors to their caller; the engine keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_commands_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    engine.fund_pool(name("base"), Asset::USDC, Amount::new(10u128.pow(13)), 100, T0).await.unwrap();
+    let tip = engine.journal().tip();
+    let hash = engine.state().state_hash();
+    let cases: Vec<(RailId, Asset, Amount, u128, &str)> = vec![
+        (name("base"), Asset::USDC, Amount::ZERO, 102, "more than zero"),
+        (name("mars"), Asset::USDC, Amount::new(5), 103, "no pool of USDC on rail mars"),
+        (name("base"), Asset::BTC, Amount::new(5), 104, "no pool of BTC on rail base"),
+        (name("base"), Asset::USDC, Amount::new(5), 100, "was already used for a different transfer"),
+    ];
+    for (rail, asset, amount, transfer, reason) in cases {
+        let error = engine.fund_pool(rail, asset, amount, transfer, T0).await.unwrap_err();
+        assert!(matches!(error, EngineError::Refused(_)), "{error}");
+        assert!(error.to_string().contains(reason), "{error}");
+        assert_eq!(engine.journal().tip(), tip, "a refused command journals nothing");
+        assert_eq!(engine.state().state_hash(), hash, "a refused command changes nothing");
+    }
+    // The same transfer again is a no-op, not an error.
+    engine.fund_pool(name("base"), Asset::USDC, Amount::new(10u128.pow(13)), 100, T0).await.unwrap();
+    assert_eq!(engine.state().pools.available(name("base"), Asset::USDC), Amount::new(10u128.pow(13)));
+    assert!(engine.stopped().is_none());
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 500, T0).await;
+    // Operator commands on things that do not exist are refused the same way.
+    assert!(matches!(engine.pause(name("mars"), "op", "x", T0).await, Err(OperatorError::UnknownRail(_))));
+    assert!(matches!(
+        engine.resolve(PaymentId(42), Resolution::Retry, "op", "x", T0).await,
+        Err(OperatorError::UnknownPayment(_))
+    ));
+    run_until_done(&mut engine, &world, T0, 500).await;
+    super::check_paid_exactly_once(&engine, &world, 500);
+}
+
+/// The largest batch the configuration allows is journaled (across several records of one
+/// commit), replays to the same state, and a configuration whose batches cannot fit the
+/// journal is refused when it loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_allowed_batch_is_journaled_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut cfg = config();
+    cfg.batch_payments_max = 10_000;
+    // Small records force the batch across many of them.
+    cfg.journal.record_bytes_max = 64 << 10;
+    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let tip = engine.journal().tip();
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "big", &drafts(0, 10_000), T0).await.unwrap()
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(payments.len(), 10_000);
+    let records = engine.journal().read_range(tip + 1, 100_000).unwrap();
+    let continuations =
+        records.iter().filter(|r| matches!(Event::decode(&r.payload).unwrap(), Event::PaymentsAccepted { .. })).count();
+    assert!(continuations >= 10, "the batch spans several records: {continuations} continuations");
+    assert!(records.iter().all(|r| r.payload.len() <= 64 << 10));
+    let hash = engine.state().state_hash();
+    drop(engine);
+    let engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    assert_eq!(engine.state().state_hash(), hash, "replay gives the same state");
+    assert_eq!(engine.state().book.batches.values().next().unwrap().payments, payments);
+
+    cfg.journal.append_records_max = 10_000;
+    let error = Engine::open(&dir.path().join("other.redb"), cfg, world.rails(), T0).await.unwrap_err();
+    assert!(error.to_string().contains("lower batch_payments_max"), "{error}");
+}
+
+/// Each tick journals its decisions in at most one commit, before any of its broadcasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_makes_at_most_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 2_000, T0).await;
+    let mut now = T0;
+    let mut ticks = 0u64;
+    let commits_before = engine.commits();
+    while !engine.state().book.is_quiet() {
+        let before = engine.commits();
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+        assert!(engine.commits() - before <= 1, "tick {ticks} made {} commits", engine.commits() - before);
+        ticks += 1;
+        assert!(ticks < 1_000, "settles");
+    }
+    let commits = engine.commits() - commits_before;
+    eprintln!(
+        "2,000 payments settled in {ticks} ticks with {commits} commits ({:.3} commits per payment)",
+        commits as f64 / 2_000.0
+    );
+    super::check_paid_exactly_once(&engine, &world, 2_000);
+}
