@@ -103,6 +103,8 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
             immediate: vec![name("urgent")],
         },
         rail_timeout: std::time::Duration::from_secs(10),
+        snapshot_every_records: 100_000,
+        reconcile_settlements_max: 1_000,
     }
 }
 

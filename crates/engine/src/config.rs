@@ -306,6 +306,8 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
             immediate: urgent_names.clone(),
         },
         rail_timeout: Duration::from_secs(10),
+        snapshot_every_records: 100_000,
+        reconcile_settlements_max: 1_000,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })

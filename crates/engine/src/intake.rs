@@ -79,8 +79,7 @@ impl Engine {
         let batch = BatchId(derived(&[b"batch", &merchant.0.to_le_bytes(), key.as_bytes()]));
         if let Some(entry) = self.journal.idempotency(&merchant.0.to_string(), key).map_err(EngineError::from)? {
             return if entry.body_hash == body_hash {
-                let payments =
-                    self.state.book.batches.get(&BatchId(entry.batch)).map(|b| b.payments.clone()).unwrap_or_default();
+                let payments = self.batch(BatchId(entry.batch))?.map(|b| b.payments).unwrap_or_default();
                 Ok(Intake::Duplicate { batch: BatchId(entry.batch), payments })
             } else {
                 Err(IntakeError::Conflict { batch: BatchId(entry.batch) })

@@ -17,6 +17,7 @@
 //! `settling` (sign and broadcast), `watching`, `recovery`, `operator`, `reconcile`.
 
 pub mod config;
+mod history;
 mod intake;
 mod operator;
 mod reconcile;
@@ -26,11 +27,11 @@ mod settling;
 pub mod state;
 mod watching;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use journal::{Appended, Claim, Journal};
+use journal::{Append, Appended, Claim, HistoryOp, Journal};
 use model::*;
 use queue::{Queue, QueueConfig};
 use rails::Rail;
@@ -58,6 +59,12 @@ pub struct EngineConfig {
     pub batching: router::BatchPolicy,
     /// The longest the engine waits for one rail call (on top of the adapter's own timeout).
     pub rail_timeout: Duration,
+    /// A snapshot of the state is written after this many journal records (0: never), so a
+    /// restart replays at most that many.
+    pub snapshot_every_records: u64,
+    /// Most settlements one reconciliation run checks: the ones finished since the last run
+    /// first, then a rolling window over the history store.
+    pub reconcile_settlements_max: usize,
 }
 
 /// The most one payment can take in a journal record (a reference of 128 four-byte characters,
@@ -141,6 +148,16 @@ pub struct Engine {
     staged: Vec<Event>,
     /// Effects of staged events, run after the commit.
     effects: Vec<Effect>,
+    /// History writes for what the staged events finished, committed with them.
+    history: Vec<HistoryOp>,
+    /// Settlements finished since the last reconciliation (bounded: the oldest are left to the
+    /// rolling window).
+    reconcile_due: VecDeque<SettlementId>,
+    /// Where the rolling reconciliation window over the history store continues.
+    reconcile_cursor: Option<Vec<u8>>,
+    last_snapshot_seq: u64,
+    /// A reconciliation the timer started, running beside the engine.
+    reconciling: Option<tokio::task::JoinHandle<Result<Reconciliation, EngineError>>>,
     stopped: Option<String>,
     settlements_made: u64,
     moved_by_failover: u64,
@@ -194,6 +211,13 @@ impl Engine {
         let breakers = rails.iter().map(|r| (r.capabilities().rail, Breaker::new(config.breaker))).collect();
         let batcher = router::Batcher::new(config.batching.clone());
         let state = recovered.state.0;
+        tracing::info!(
+            tip = recovered.seq,
+            snapshot = ?recovered.snapshot_seq,
+            replayed = recovered.replayed,
+            open_payments = state.book.payments.len(),
+            "engine state recovered"
+        );
         let unrouted =
             state.book.payments.iter().filter(|(_, r)| r.state == PaymentState::Queued).map(|(id, _)| *id).collect();
         let mut engine = Engine {
@@ -209,6 +233,11 @@ impl Engine {
             batcher,
             staged: Vec::new(),
             effects: Vec::new(),
+            history: Vec::new(),
+            reconcile_due: VecDeque::new(),
+            reconcile_cursor: None,
+            last_snapshot_seq: recovered.snapshot_seq.unwrap_or(0),
+            reconciling: None,
             stopped: None,
             settlements_made: 0,
             moved_by_failover: 0,
@@ -248,8 +277,10 @@ impl Engine {
     }
 
     fn stop(&mut self, reason: String) -> EngineError {
+        tracing::error!(%reason, "engine stopped");
         self.staged.clear();
         self.effects.clear();
+        self.history.clear();
         self.stopped = Some(reason.clone());
         EngineError::Stopped(reason)
     }
@@ -260,11 +291,11 @@ impl Engine {
         self.running()?;
         let events = self.with_notifications(events);
         for event in events {
+            let queued = self.queued_by(&event);
             if let Err(error) = self.state.apply(&event) {
                 return Err(self.stop(format!("state refused {event:?}: {error}")));
             }
-            self.note_queued(&event);
-            self.staged.push(event);
+            self.after_apply(event, queued);
         }
         Ok(())
     }
@@ -274,25 +305,47 @@ impl Engine {
     /// changes nothing.
     fn stage_input(&mut self, event: Event) -> Result<(), EngineError> {
         self.running()?;
+        let queued = self.queued_by(&event);
         self.state.apply(&event).map_err(|error| EngineError::Refused(error.to_string()))?;
-        self.note_queued(&event);
-        self.staged.push(event);
+        self.after_apply(event, queued);
         Ok(())
     }
 
-    /// Payments an event put back into Queued go to routing.
-    fn note_queued(&mut self, event: &Event) {
+    /// The payments an event puts back into Queued (read before it applies: a released
+    /// settlement leaves the book).
+    fn queued_by(&self, event: &Event) -> Vec<PaymentId> {
         match event {
             Event::PaymentQueued { payment, .. }
-            | Event::PaymentResolved { payment, resolution: Resolution::Retry, .. } => {
-                self.unrouted.insert(*payment);
-            }
-            Event::SettlementReleased { settlement, .. } => {
-                let legs = &self.state.book.settlements[settlement].settlement.legs;
-                self.unrouted.extend(legs.iter().map(|l| l.payment));
-            }
-            _ => {}
+            | Event::PaymentResolved { payment, resolution: Resolution::Retry, .. } => vec![*payment],
+            Event::SettlementReleased { settlement, .. } => self
+                .state
+                .book
+                .settlements
+                .get(settlement)
+                .map(|r| r.settlement.legs.iter().map(|l| l.payment).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         }
+    }
+
+    /// After an event applied: its queued payments go to routing, what it finished goes to the
+    /// history store with the same commit, and it is staged.
+    fn after_apply(&mut self, event: Event, queued: Vec<PaymentId>) {
+        self.unrouted.extend(queued);
+        let retired = self.state.book.take_retired();
+        if !retired.is_empty() {
+            self.history.extend(history::ops(&retired));
+            for record in &retired.settlements {
+                self.watching.remove(&record.settlement.id);
+                if matches!(record.state, SettlementState::Final | SettlementState::Dead) {
+                    if self.reconcile_due.len() >= self.config.reconcile_settlements_max {
+                        self.reconcile_due.pop_front();
+                    }
+                    self.reconcile_due.push_back(record.settlement.id);
+                }
+            }
+        }
+        self.staged.push(event);
     }
 
     /// Appends everything staged in one durable commit. A failure stops the engine: the state
@@ -307,7 +360,8 @@ impl Engine {
             return Ok(None);
         }
         let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
-        let outcome = match self.journal.submit(payloads, claim) {
+        let history = std::mem::take(&mut self.history);
+        let outcome = match self.journal.submit_append(Append { payloads, claim, history }) {
             Ok(ticket) => ticket.await,
             Err(error) => Err(error),
         };
@@ -315,10 +369,31 @@ impl Engine {
             Ok(appended) => {
                 self.staged.clear();
                 self.commits += 1;
+                self.maybe_snapshot().await?;
                 Ok(Some(appended))
             }
             Err(error) => Err(self.stop(format!("journal commit failed: {error}"))),
         }
+    }
+
+    /// Right after a commit the state is exactly the journal's: a snapshot taken now lets a
+    /// restart skip everything before it. A snapshot that cannot be written is not fatal (the
+    /// journal is whole); it is logged and tried again after the next commit.
+    async fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
+        let every = self.config.snapshot_every_records;
+        let tip = self.journal.tip();
+        if every == 0 || tip < self.last_snapshot_seq.saturating_add(every) {
+            return Ok(());
+        }
+        let state = postcard::to_stdvec(&self.state).expect("state serializes");
+        match self.journal.write_snapshot_async(tip, state).await {
+            Ok(()) => {
+                tracing::info!(seq = tip, "snapshot written");
+                self.last_snapshot_seq = tip;
+            }
+            Err(error) => tracing::warn!(%error, "snapshot not written; tried again after the next commit"),
+        }
+        Ok(())
     }
 
     /// Commits what is staged, then runs its effects.
@@ -366,11 +441,7 @@ impl Engine {
             self.plan(&rail, now).await?;
         }
         self.commit_and_act(now).await?;
-        if self.config.reconcile_interval_ms > 0 && now >= self.next_reconcile {
-            self.next_reconcile = now.saturating_add_ms(self.config.reconcile_interval_ms);
-            self.last_reconciliation = Some(self.reconcile().await?);
-        }
-        Ok(())
+        self.reconcile_on_timer(now)
     }
 
     /// The report of the last reconciliation the timer ran.

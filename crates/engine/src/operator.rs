@@ -144,6 +144,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Marks outbox notifications delivered (the receiver acknowledged them): they leave the
+    /// outbox. Unknown or already delivered ids are ignored, so a retried acknowledgement is
+    /// harmless.
+    pub async fn acknowledge(&mut self, ids: &[u128], now: Timestamp) -> Result<(), EngineError> {
+        self.running()?;
+        for id in ids {
+            if self.state.outbox.contains_key(id) {
+                self.stage_input(Event::NotificationDelivered { id: *id, at: now })?;
+            }
+        }
+        self.commit_and_act(now).await
+    }
+
     /// Moves liquidity from the treasury into a rail's pool (journaled). A zero amount, a pool
     /// that is not configured, or a transfer id reused with other details is refused and
     /// changes nothing; the same transfer again is a no-op.

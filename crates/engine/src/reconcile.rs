@@ -1,12 +1,18 @@
 //! Reconciliation: what the journal says was settled against what the chains say. It reports
-//! differences and changes nothing.
+//! differences and changes nothing. It is incremental and bounded: a run checks the
+//! settlements finished since the last run, then a rolling window over the history store, at
+//! most `reconcile_settlements_max` in all. The timer runs it as a task beside the engine (its
+//! result is collected by a later tick), so it never holds up a tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use journal::Journal;
 use model::*;
-use rails::Watch;
+use rails::{Rail, Watch};
 
+use crate::history::{self, SETTLEMENT, decode, destination_key};
 use crate::{Engine, EngineError, timed};
 
 /// One disagreement between the journal and a chain.
@@ -44,62 +50,137 @@ pub struct Reconciliation {
 }
 
 impl Engine {
-    /// Compares what the journal says was settled with what the chains say: every final
-    /// settlement's transaction must still be on chain at final depth, no dead settlement may
-    /// have a paying version confirmed, and every destination must hold at least what railyard
-    /// settled to it (exactly, on chains where nobody else pays it). Reports every difference;
-    /// changes nothing.
+    /// Runs one reconciliation now and waits for it (the timer runs the same check as a task).
     pub async fn reconcile(&mut self) -> Result<Reconciliation, EngineError> {
         self.running()?;
-        let mut report = Reconciliation::default();
-        let mut owed: BTreeMap<(RailId, Address, Asset), Amount> = BTreeMap::new();
-        for (id, record) in &self.state.book.settlements {
-            let paying = |txid: &[u8; 32]| !record.cancels.contains(txid);
-            let final_tx = match record.state {
-                SettlementState::Final => Some(()),
-                SettlementState::Dead => None,
-                _ => continue,
-            };
-            let rail = self.rail_of(*id);
-            let watch = Watch { versions: record.txs.clone(), seen_in_block: None };
-            report.settlements_checked += 1;
-            let observed = match timed(self.config.rail_timeout, rail.observe(&watch)).await {
-                Ok(observed) => observed,
-                Err(error) => {
-                    report
-                        .differences
-                        .push(Difference::Unreachable { rail: record.settlement.rail, error: error.to_string() });
-                    continue;
+        self.commit().await?;
+        let records = self.reconcile_records()?;
+        let report = check(self.rails.clone(), self.journal.clone(), records, self.config.rail_timeout).await?;
+        log(&report);
+        Ok(report)
+    }
+
+    /// Starts a run on the timer, or collects the one that finished.
+    pub(crate) fn reconcile_on_timer(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        if let Some(task) = self.reconciling.take_if(|task| task.is_finished()) {
+            match futures::FutureExt::now_or_never(task) {
+                Some(Ok(Ok(report))) => {
+                    log(&report);
+                    self.last_reconciliation = Some(report);
                 }
-            };
-            let confirmed_paying = matches!(&observed, Observation::Confirmed { txid, .. } if paying(txid));
-            let deep = matches!(&observed, Observation::Confirmed { depth, .. } if *depth >= u64::from(rail.capabilities().confirmations_final));
-            if final_tx.is_some() {
-                if !(confirmed_paying && deep) {
-                    report.differences.push(Difference::FinalNotOnChain { settlement: *id, observed });
-                }
-                for leg in &record.settlement.legs {
-                    let key = (record.settlement.rail, leg.destination.clone(), record.settlement.asset);
-                    let entry = owed.entry(key).or_insert(Amount::ZERO);
-                    *entry = entry.checked_add(leg.amount).unwrap_or(Amount::MAX);
-                }
-            } else if confirmed_paying {
-                report.differences.push(Difference::DeadButPaid { settlement: *id, observed });
+                Some(Ok(Err(error))) => tracing::warn!(%error, "reconciliation failed"),
+                Some(Err(error)) => tracing::warn!(%error, "reconciliation task ended abnormally"),
+                None => {}
             }
         }
-        for ((rail_id, destination, asset), expected) in owed {
-            let rail =
-                Arc::clone(self.rails.iter().find(|r| r.capabilities().rail == rail_id).expect("configured rail"));
+        let interval = self.config.reconcile_interval_ms;
+        if interval == 0 || now < self.next_reconcile || self.reconciling.is_some() {
+            return Ok(());
+        }
+        self.next_reconcile = now.saturating_add_ms(interval);
+        let records = self.reconcile_records()?;
+        let task = check(self.rails.clone(), self.journal.clone(), records, self.config.rail_timeout);
+        self.reconciling = Some(tokio::spawn(task));
+        Ok(())
+    }
+
+    /// The settlements the next run checks: those finished since the last run, then the
+    /// rolling window, without repeats, at most `reconcile_settlements_max`.
+    fn reconcile_records(&mut self) -> Result<Vec<SettlementRecord>, EngineError> {
+        let max = self.config.reconcile_settlements_max;
+        let due: Vec<Vec<u8>> = self.reconcile_due.drain(..).map(|id| history::key(SETTLEMENT, id.0)).collect();
+        let mut seen = BTreeSet::new();
+        let mut records = Vec::new();
+        for bytes in self.journal.history_many(&due)?.into_iter().flatten() {
+            let record: SettlementRecord = decode(&bytes)?;
+            if seen.insert(record.settlement.id) {
+                records.push(record);
+            }
+        }
+        let room = max.saturating_sub(records.len());
+        let window = self.journal.history_scan(&[SETTLEMENT], self.reconcile_cursor.as_deref(), room)?;
+        // At the end of the history the window starts again from the beginning next run.
+        self.reconcile_cursor = if window.len() < room { None } else { window.last().map(|(key, _)| key.clone()) };
+        for (_, bytes) in window {
+            let record: SettlementRecord = decode(&bytes)?;
+            if seen.insert(record.settlement.id) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn log(report: &Reconciliation) {
+    for difference in &report.differences {
+        tracing::warn!(?difference, "reconciliation difference");
+    }
+    tracing::info!(
+        settlements = report.settlements_checked,
+        destinations = report.destinations_checked,
+        differences = report.differences.len(),
+        "reconciliation done"
+    );
+}
+
+/// Compares finished settlements with the chains: a final one must still be confirmed at final
+/// depth, a dead one must have no paying version confirmed, and every destination paid must
+/// hold at least what railyard settled to it over all history.
+async fn check(
+    rails: Vec<Arc<dyn Rail>>,
+    journal: Journal,
+    records: Vec<SettlementRecord>,
+    timeout: Duration,
+) -> Result<Reconciliation, EngineError> {
+    let mut report = Reconciliation::default();
+    let mut destinations: BTreeSet<(RailId, Asset, Address)> = BTreeSet::new();
+    let rail_of = |id: RailId| rails.iter().find(|r| r.capabilities().rail == id).cloned();
+    for record in records {
+        let is_final = match record.state {
+            SettlementState::Final => true,
+            SettlementState::Dead => false,
+            _ => continue,
+        };
+        let settlement = &record.settlement;
+        // A rail removed from the configuration cannot be asked.
+        let Some(rail) = rail_of(settlement.rail) else { continue };
+        let watch = Watch { versions: record.txs.clone(), seen_in_block: None };
+        report.settlements_checked += 1;
+        let observed = match timed(timeout, rail.observe(&watch)).await {
+            Ok(observed) => observed,
+            Err(error) => {
+                report.differences.push(Difference::Unreachable { rail: settlement.rail, error: error.to_string() });
+                continue;
+            }
+        };
+        let paying = |txid: &[u8; 32]| !record.cancels.contains(txid);
+        let confirmed_paying = matches!(&observed, Observation::Confirmed { txid, .. } if paying(txid));
+        let final_depth = u64::from(rail.capabilities().confirmations_final);
+        let deep = matches!(&observed, Observation::Confirmed { depth, .. } if *depth >= final_depth);
+        if is_final {
+            if !(confirmed_paying && deep) {
+                report.differences.push(Difference::FinalNotOnChain { settlement: settlement.id, observed });
+            }
+            for leg in &settlement.legs {
+                destinations.insert((settlement.rail, settlement.asset, leg.destination.clone()));
+            }
+        } else if confirmed_paying {
+            report.differences.push(Difference::DeadButPaid { settlement: settlement.id, observed });
+        }
+    }
+    let mut by_rail: BTreeMap<RailId, Vec<(Asset, Address)>> = BTreeMap::new();
+    for (rail, asset, destination) in destinations {
+        by_rail.entry(rail).or_default().push((asset, destination));
+    }
+    for (rail_id, wanted) in by_rail {
+        let rail = rail_of(rail_id).expect("checked above");
+        for (asset, destination) in wanted {
+            let expected = Amount::new(journal.history_counter(&destination_key(rail_id, asset, &destination))?);
             report.destinations_checked += 1;
-            match timed(self.config.rail_timeout, rail.balance_of(&destination, asset)).await {
+            match timed(timeout, rail.balance_of(&destination, asset)).await {
                 Ok(held) if held < expected => {
-                    report.differences.push(Difference::Shortfall {
-                        rail: rail_id,
-                        destination,
-                        asset,
-                        expected,
-                        held,
-                    });
+                    let shortfall = Difference::Shortfall { rail: rail_id, destination, asset, expected, held };
+                    report.differences.push(shortfall);
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -107,9 +188,6 @@ impl Engine {
                 }
             }
         }
-        for difference in &report.differences {
-            tracing::warn!(?difference, "reconciliation difference");
-        }
-        Ok(report)
     }
+    Ok(report)
 }

@@ -123,7 +123,9 @@ impl Engine {
         }
         let dequeued = self.queue.dequeue(caps.rail, caps.batch_size_max, now, |_| true);
         for item in &dequeued.payments {
-            let asset = self.state.book.payments[&item.id].payment.asset;
+            // A payment that finished meanwhile has left the book: nothing to batch.
+            let Some(record) = self.state.book.payments.get(&item.id) else { continue };
+            let asset = record.payment.asset;
             self.batcher.add(caps.rail, asset, caps.batch_size_max, item.id, item.class, now);
         }
         for flush in self.batcher.flush_rail(caps.rail, now) {
@@ -131,7 +133,7 @@ impl Engine {
             let ids: Vec<PaymentId> = flush
                 .payments
                 .into_iter()
-                .filter(|id| self.state.book.payments[id].state == PaymentState::Queued)
+                .filter(|id| self.state.book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued))
                 .collect();
             if !ids.is_empty() {
                 self.settle(rail, &caps, flush.asset, ids, now).await?;

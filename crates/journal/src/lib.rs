@@ -27,6 +27,7 @@ use writer::{Request, Writer};
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
 /// Limits; every one of them is a bound that gives backpressure or a clear error when reached.
 #[derive(Clone, Debug)]
@@ -121,6 +122,28 @@ pub struct Claim {
 pub struct IdempotencyEntry {
     pub batch: u128,
     pub body_hash: [u8; 32],
+}
+
+/// A write to the history store, made in the same commit as the records it comes with: the
+/// caller keeps there what has left its memory (finished work), keyed as it likes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryOp {
+    /// Sets `key` to `value`.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Adds `amount` to the little-endian u128 counter at `key` (absent counts as 0; a sum past
+    /// u128::MAX saturates, which a caller adding money amounts never reaches).
+    Add { key: Vec<u8>, amount: u128 },
+}
+
+/// A history store entry: key and value.
+pub type HistoryEntry = (Vec<u8>, Vec<u8>);
+
+/// One append: records, an optional idempotency claim, and history writes, all in one commit.
+#[derive(Clone, Debug, Default)]
+pub struct Append {
+    pub payloads: Vec<Vec<u8>>,
+    pub claim: Option<Claim>,
+    pub history: Vec<HistoryOp>,
 }
 
 /// The outcome of an append, known only once it is durable.
@@ -229,6 +252,7 @@ impl Journal {
         txn.open_table(RECORDS)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(HISTORY)?;
         txn.commit()?;
         let (tip_seq, tip_hash) = read_tip(&db)?;
         let tip = Arc::new(AtomicU64::new(tip_seq));
@@ -292,14 +316,20 @@ impl Journal {
 
     /// Queues an append, waiting for room in the queue; the ticket resolves once it is durable.
     pub fn submit(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<Ticket, JournalError> {
-        let (request, ticket) = self.request(payloads, claim)?;
+        self.submit_append(Append { payloads, claim, history: Vec::new() })
+    }
+
+    /// Queues an append with its history writes; they commit together or not at all (and
+    /// not at all when the claim was already taken).
+    pub fn submit_append(&self, append: Append) -> Result<Ticket, JournalError> {
+        let (request, ticket) = self.request(append)?;
         self.sender()?.send(request).map_err(|_| JournalError::Closed)?;
         Ok(ticket)
     }
 
     /// Queues an append without waiting for room: a full queue is `Busy` (backpressure).
     pub fn try_submit(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<Ticket, JournalError> {
-        let (request, ticket) = self.request(payloads, claim)?;
+        let (request, ticket) = self.request(Append { payloads, claim, history: Vec::new() })?;
         self.sender()?.try_send(request).map_err(|error| match error {
             TrySendError::Full(_) => JournalError::Busy,
             TrySendError::Disconnected(_) => JournalError::Closed,
@@ -314,7 +344,8 @@ impl Journal {
         self.inner.sender.as_ref().ok_or(JournalError::Closed)
     }
 
-    fn request(&self, payloads: Vec<Vec<u8>>, claim: Option<Claim>) -> Result<(Request, Ticket), JournalError> {
+    fn request(&self, append: Append) -> Result<(Request, Ticket), JournalError> {
+        let Append { payloads, claim, history } = append;
         let config = &self.inner.config;
         if payloads.is_empty() || payloads.len() > config.append_records_max {
             let max = config.append_records_max;
@@ -325,7 +356,7 @@ impl Journal {
             return Err(JournalError::Invalid(format!("a record of {len} bytes exceeds the {max}-byte limit")));
         }
         let (reply, receiver) = oneshot::channel();
-        Ok((Request::Append { payloads, claim, reply }, Ticket(receiver)))
+        Ok((Request::Append { payloads, claim, history, reply }, Ticket(receiver)))
     }
 
     /// Reads and verifies one record.
@@ -391,12 +422,63 @@ impl Journal {
         value.map(|v| writer::decode_claim(v.value())).transpose()
     }
 
+    /// The history store's value at `key`.
+    pub fn history(&self, key: &[u8]) -> Result<Option<Vec<u8>>, JournalError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Several history values in one read transaction, in the order of `keys`.
+    pub fn history_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, JournalError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        keys.iter().map(|key| Ok(table.get(key.as_slice())?.map(|v| v.value().to_vec()))).collect()
+    }
+
+    /// Up to `count_max` history entries whose key starts with `prefix` and sorts after
+    /// `after` (the whole prefix when `None`), in key order: for listings and rolling scans.
+    pub fn history_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        count_max: usize,
+    ) -> Result<Vec<HistoryEntry>, JournalError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some(after) => table.range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => table.range::<&[u8]>(prefix..)?,
+        };
+        for entry in range {
+            let (key, value) = entry?;
+            if !key.value().starts_with(prefix) || out.len() >= count_max {
+                break;
+            }
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The history store's u128 counter at `key` (0 when absent).
+    pub fn history_counter(&self, key: &[u8]) -> Result<u128, JournalError> {
+        Ok(self.history(key)?.map_or(0, |v| writer::decode_counter(&v)))
+    }
+
     /// Stores a snapshot of derived state after record `seq`, and drops the oldest beyond
     /// `snapshots_kept`.
     pub fn write_snapshot(&self, seq: u64, state: Vec<u8>) -> Result<(), JournalError> {
         let (reply, receiver) = oneshot::channel();
         self.sender()?.send(Request::Snapshot { seq, state, reply }).map_err(|_| JournalError::Closed)?;
         receiver.recv().map_err(|_| JournalError::Closed)?
+    }
+
+    /// `write_snapshot` for async callers: waits for the writer without blocking a thread.
+    pub async fn write_snapshot_async(&self, seq: u64, state: Vec<u8>) -> Result<(), JournalError> {
+        let (reply, receiver) = oneshot::channel();
+        self.sender()?.send(Request::Snapshot { seq, state, reply }).map_err(|_| JournalError::Closed)?;
+        receiver.await.map_err(|_| JournalError::Closed)?
     }
 
     /// The newest snapshot, verified against its checksum and against the record it follows.

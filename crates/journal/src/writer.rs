@@ -8,11 +8,20 @@ use std::sync::mpsc::Receiver;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
 use crate::record::{self, HASH_LEN};
-use crate::{Appended, Claim, IDEMPOTENCY, IdempotencyEntry, JournalError, RECORDS, SNAPSHOTS};
+use crate::{Appended, Claim, HISTORY, HistoryOp, IDEMPOTENCY, IdempotencyEntry, JournalError, RECORDS, SNAPSHOTS};
 
 pub(crate) enum Request {
-    Append { payloads: Vec<Vec<u8>>, claim: Option<Claim>, reply: oneshot::Sender<Result<Appended, JournalError>> },
-    Snapshot { seq: u64, state: Vec<u8>, reply: oneshot::Sender<Result<(), JournalError>> },
+    Append {
+        payloads: Vec<Vec<u8>>,
+        claim: Option<Claim>,
+        history: Vec<HistoryOp>,
+        reply: oneshot::Sender<Result<Appended, JournalError>>,
+    },
+    Snapshot {
+        seq: u64,
+        state: Vec<u8>,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
 }
 
 impl Request {
@@ -31,7 +40,19 @@ impl Request {
     }
 }
 
-type AppendRequest = (Vec<Vec<u8>>, Option<Claim>, oneshot::Sender<Result<Appended, JournalError>>);
+struct AppendRequest {
+    payloads: Vec<Vec<u8>>,
+    claim: Option<Claim>,
+    history: Vec<HistoryOp>,
+    reply: oneshot::Sender<Result<Appended, JournalError>>,
+}
+
+/// What one request of a group asks the write transaction to do.
+struct Write<'a> {
+    payloads: &'a [Vec<u8>],
+    claim: Option<&'a Claim>,
+    history: &'a [HistoryOp],
+}
 
 pub(crate) struct Writer {
     pub(crate) db: Arc<Database>,
@@ -93,7 +114,9 @@ impl Writer {
             let appends: Vec<AppendRequest> = group
                 .into_iter()
                 .map(|request| match request {
-                    Request::Append { payloads, claim, reply } => (payloads, claim, reply),
+                    Request::Append { payloads, claim, history, reply } => {
+                        AppendRequest { payloads, claim, history, reply }
+                    }
                     Request::Snapshot { .. } => unreachable!("snapshots are carried, not grouped"),
                 })
                 .collect();
@@ -117,19 +140,23 @@ impl Writer {
 
     fn commit_group(&mut self, appends: Vec<AppendRequest>) {
         let (seq_before, hash_before) = (self.seq, self.hash);
-        let requests: Vec<(&[Vec<u8>], Option<&Claim>)> =
-            appends.iter().map(|(p, c, _)| (p.as_slice(), c.as_ref())).collect();
-        match self.guarded(|w| w.write_group(&requests)) {
+        let requests: Vec<Write<'_>> = appends
+            .iter()
+            .map(|a| Write { payloads: &a.payloads, claim: a.claim.as_ref(), history: &a.history })
+            .collect();
+        let result = self.guarded(|w| w.write_group(&requests));
+        drop(requests);
+        match result {
             Ok(outcomes) => {
                 self.durable_tip.store(self.seq, Ordering::Release);
-                for ((_, _, reply), outcome) in appends.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for (append, outcome) in appends.into_iter().zip(outcomes) {
+                    let _ = append.reply.send(Ok(outcome));
                 }
             }
             Err(error) => {
                 (self.seq, self.hash) = (seq_before, hash_before);
-                for (_, _, reply) in appends {
-                    let _ = reply.send(Err(error.clone()));
+                for append in appends {
+                    let _ = append.reply.send(Err(error.clone()));
                 }
             }
         }
@@ -137,7 +164,7 @@ impl Writer {
 
     /// Writes one group as one frame in one durable transaction; claims already taken are
     /// answered with the original entry and add no records.
-    fn write_group(&mut self, requests: &[(&[Vec<u8>], Option<&Claim>)]) -> Result<Vec<Appended>, JournalError> {
+    fn write_group(&mut self, requests: &[Write<'_>]) -> Result<Vec<Appended>, JournalError> {
         self.injected_failure()?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -147,7 +174,8 @@ impl Writer {
         let mut frame: Vec<&[u8]> = Vec::new();
         {
             let mut claims = txn.open_table(IDEMPOTENCY)?;
-            for (payloads, claim) in requests {
+            let mut history = txn.open_table(HISTORY)?;
+            for Write { payloads, claim, history: ops } in requests {
                 if let Some(claim) = claim {
                     let key = (claim.merchant.as_str(), claim.key.as_str());
                     let existing = claims.get(key)?.map(|v| decode_claim(v.value())).transpose()?;
@@ -156,6 +184,18 @@ impl Writer {
                         continue;
                     }
                     claims.insert(key, encode_claim(claim).as_slice())?;
+                }
+                for op in *ops {
+                    match op {
+                        HistoryOp::Put { key, value } => {
+                            history.insert(key.as_slice(), value.as_slice())?;
+                        }
+                        HistoryOp::Add { key, amount } => {
+                            let current = history.get(key.as_slice())?.map_or(0, |v| decode_counter(v.value()));
+                            let sum = current.saturating_add(*amount).to_le_bytes();
+                            history.insert(key.as_slice(), sum.as_slice())?;
+                        }
+                    }
                 }
                 let count = payloads.len() as u64;
                 outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
@@ -231,6 +271,10 @@ fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<It
         rest = tail;
         Some(chunk)
     })
+}
+
+pub(crate) fn decode_counter(value: &[u8]) -> u128 {
+    value.try_into().map(u128::from_le_bytes).unwrap_or(0)
 }
 
 fn encode_claim(claim: &Claim) -> Vec<u8> {

@@ -111,6 +111,27 @@ impl Ledger {
         result
     }
 
+    /// Forgets resolved pending transfers (and the posts or voids that resolved them): their
+    /// effect stays in the balances, but the ledger no longer holds their records, so its size
+    /// follows what is open. A transfer that is still pending is kept. A forgotten id is no
+    /// longer recognised as a duplicate: only forget ids that are never reused.
+    pub fn forget_resolved(&mut self, pending: &[TransferId]) {
+        for id in pending {
+            let resolver = match self.pending.get(id).map(|e| e.status) {
+                Some(PendingStatus::Posted { by, .. } | PendingStatus::Voided { by }) => by,
+                _ => continue,
+            };
+            self.pending.remove(id);
+            self.transfers.remove(id);
+            self.transfers.remove(&resolver);
+        }
+    }
+
+    /// Transfers the ledger holds (for tests and memory accounting).
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.len()
+    }
+
     /// Applies a chain of transfers all or nothing: if one fails, those before it are undone.
     pub fn apply_linked(&mut self, transfers: &[Transfer]) -> Result<Vec<Applied>, LinkedError> {
         let mut undos = Vec::with_capacity(transfers.len());

@@ -48,6 +48,24 @@ pub struct BatchRecord {
     /// How many payments the batch has; `payments` holds them all once its commit is applied.
     pub count: u32,
     pub payments: Vec<PaymentId>,
+    /// Payments of the batch not yet settled or failed; at 0 the batch leaves the book.
+    pub open: u32,
+}
+
+/// What left the book with the last events: finished payments (settled or failed),
+/// settlements (final, dead or released) and batches whose payments all finished. The caller
+/// moves them to its history store in the same commit as those events, then takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    pub payments: Vec<PaymentRecord>,
+    pub settlements: Vec<SettlementRecord>,
+    pub batches: Vec<(BatchId, BatchRecord)>,
+}
+
+impl Retired {
+    pub fn is_empty(&self) -> bool {
+        self.payments.is_empty() && self.settlements.is_empty() && self.batches.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,9 +98,10 @@ pub enum BookError {
     BatchShape { batch: BatchId, reason: &'static str },
 }
 
-/// Payments, settlements and batches, as the journal says they are, with two indexes kept in
-/// step by `apply` so that work follows what is open, not history: the open settlements
-/// (planned, signed, broadcast or confirmed) and the count of payments per state.
+/// The open payments, settlements and batches, as the journal says they are. Finished ones
+/// leave the book (see `Retired`), so its size follows active work, not history; the count of
+/// payments per state covers history too. `open` indexes the settlements still to be acted on
+/// (planned, signed, broadcast or confirmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     pub payments: BTreeMap<PaymentId, PaymentRecord>,
@@ -90,6 +109,9 @@ pub struct Book {
     pub batches: BTreeMap<BatchId, BatchRecord>,
     open: BTreeSet<SettlementId>,
     counts: BTreeMap<PaymentState, u64>,
+    /// Not state: what the last events retired, until the caller takes it.
+    #[serde(skip)]
+    retired: Retired,
 }
 
 impl Book {
@@ -190,7 +212,17 @@ impl Book {
         &self.open
     }
 
-    /// How many payments are in `state`.
+    /// What left the book since the last `take_retired`.
+    pub fn retired(&self) -> &Retired {
+        &self.retired
+    }
+
+    /// Takes what left the book since the last call.
+    pub fn take_retired(&mut self) -> Retired {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// How many payments are in `state` (finished ones included).
     pub fn count(&self, state: PaymentState) -> u64 {
         self.counts.get(&state).copied().unwrap_or(0)
     }
@@ -244,7 +276,7 @@ impl Book {
         if count == 0 {
             return Err(BookError::BatchShape { batch, reason: "a batch has at least one payment" });
         }
-        let record = BatchRecord { merchant, count, payments: Vec::new() };
+        let record = BatchRecord { merchant, count, payments: Vec::new(), open: 0 };
         self.check_new_payments(batch, &record, payments)?;
         self.batches.insert(batch, record);
         self.insert_payments(batch, payments);
@@ -284,6 +316,7 @@ impl Book {
         }
         let record = self.batches.get_mut(&batch).expect("checked by the caller");
         record.payments.extend(payments.iter().map(|p| p.id));
+        record.open += u32::try_from(payments.len()).expect("within the batch's count");
     }
 
     /// Checks every payment can take the arrow, then moves them all.
@@ -296,8 +329,27 @@ impl Book {
             let record = self.payments.get_mut(id).expect("checked above");
             let from = std::mem::replace(&mut record.state, to);
             self.count_move(Some(from), to);
+            if to.is_terminal() {
+                self.retire_payment(*id);
+            }
         }
         Ok(())
+    }
+
+    /// A finished payment leaves the book, and its batch with its last open payment.
+    fn retire_payment(&mut self, id: PaymentId) {
+        let record = self.payments.remove(&id).expect("a payment being moved exists");
+        let batch = record.payment.batch;
+        self.retired.payments.push(record);
+        let open = {
+            let entry = self.batches.get_mut(&batch).expect("a payment's batch is open while it is");
+            entry.open -= 1;
+            entry.open
+        };
+        if open == 0 {
+            let entry = self.batches.remove(&batch).expect("checked above");
+            self.retired.batches.push((batch, entry));
+        }
     }
 
     fn plan(&mut self, settlement: &Settlement) -> Result<(), BookError> {
@@ -348,17 +400,23 @@ impl Book {
         // chain's final outcomes (settled, rolled back) apply to it like to any other.
         let watching = matches!(payments_to, PaymentState::Broadcast | PaymentState::Confirmed);
         let held = PaymentState::Held { in_flight: true };
+        // A payment no longer in the book finished on its own (failed while planned, say): the
+        // settlement's arrows leave it alone.
         let movable: Vec<PaymentId> = ids
             .into_iter()
             .filter(|p| {
-                let state = self.payments[p].state;
-                state != payments_to && !(watching && state == held)
+                self.payments.get(p).is_some_and(|record| {
+                    let state = record.state;
+                    state != payments_to && !(watching && state == held)
+                })
             })
             .collect();
         self.move_payments(&movable, payments_to)?;
         self.record_mut(id)?.state = to;
         if matches!(to, SettlementState::Released | SettlementState::Final | SettlementState::Dead) {
             self.open.remove(&id);
+            let record = self.settlements.remove(&id).expect("checked above");
+            self.retired.settlements.push(record);
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ pub mod settlement;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetError};
-pub use book::{Book, BookError, PaymentRecord, SettlementRecord, SettlementState};
+pub use book::{BatchRecord, Book, BookError, PaymentRecord, Retired, SettlementRecord, SettlementState};
 pub use event::{Event, Resolution};
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};

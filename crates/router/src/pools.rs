@@ -240,8 +240,14 @@ impl Pools {
             chain.push(Transfer { id: fee_id, op });
         }
         self.ledger.apply_linked(&chain)?;
-        self.reservations.get_mut(&settlement).expect("checked above").open = false;
+        self.close(settlement);
         Ok(())
+    }
+
+    /// A resolved reservation leaves memory: settlement ids are never reused.
+    fn close(&mut self, settlement: SettlementId) {
+        let reservation = self.reservations.remove(&settlement).expect("an open reservation");
+        self.ledger.forget_resolved(&[reservation.amount, reservation.fee]);
     }
 
     /// Rollback: voids both reservations; the money is back in the pool.
@@ -253,7 +259,7 @@ impl Pools {
             chain.push(Transfer { id: transfer_id(settlement, "void-fee"), op: Op::Void { pending: reservation.fee } });
         }
         self.ledger.apply_linked(&chain)?;
-        self.reservations.get_mut(&settlement).expect("checked above").open = false;
+        self.close(settlement);
         Ok(())
     }
 

@@ -278,3 +278,38 @@ fn an_injected_commit_failure_poisons_until_reopen_and_loses_only_the_unacknowle
     assert_eq!(journal.verify().unwrap(), 2);
     assert_eq!(journal.append(payload(3)).unwrap(), 3);
 }
+
+/// History writes commit with their records: together, or not at all (a taken claim, a failed
+/// commit); counters add up; scans follow key order from a cursor.
+#[test]
+fn history_writes_commit_with_their_records_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open(&dir.path().join("journal.redb"));
+    let put = |k: &str, v: &str| HistoryOp::Put { key: k.as_bytes().to_vec(), value: v.as_bytes().to_vec() };
+    let add = |k: &str, amount: u128| HistoryOp::Add { key: k.as_bytes().to_vec(), amount };
+    let claim = |batch| Claim { merchant: "m".into(), key: "k".into(), batch, body_hash: [0; 32] };
+    let append = |n, claim, history| Append { payloads: vec![payload(n)], claim, history };
+    journal.submit_append(append(1, Some(claim(1)), vec![put("p/1", "one"), add("d/x", 5)])).unwrap().wait().unwrap();
+    journal
+        .submit_append(append(2, None, vec![put("p/2", "two"), add("d/x", 7), add("d/y", 1)]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let duplicate = journal.submit_append(append(3, Some(claim(9)), vec![put("p/3", "three")])).unwrap().wait();
+    assert!(matches!(duplicate, Ok(Appended::Duplicate(_))));
+    assert_eq!(journal.history(b"p/3").unwrap(), None, "a taken claim writes no history");
+    journal.fail_after(0);
+    assert!(journal.submit_append(append(4, None, vec![put("p/4", "four")])).unwrap().wait().is_err());
+    assert_eq!(journal.history(b"p/4").unwrap(), None, "a failed commit writes no history");
+
+    assert_eq!(journal.history(b"p/1").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(journal.history_counter(b"d/x").unwrap(), 12);
+    assert_eq!(journal.history_counter(b"d/none").unwrap(), 0);
+    let many = journal.history_many(&[b"p/2".to_vec(), b"p/9".to_vec()]).unwrap();
+    assert_eq!(many, vec![Some(b"two".to_vec()), None]);
+    let first = journal.history_scan(b"p/", None, 1).unwrap();
+    assert_eq!(first, vec![(b"p/1".to_vec(), b"one".to_vec())]);
+    let rest = journal.history_scan(b"p/", Some(b"p/1"), 10).unwrap();
+    assert_eq!(rest, vec![(b"p/2".to_vec(), b"two".to_vec())]);
+    assert!(journal.history_scan(b"p/", Some(b"p/2"), 10).unwrap().is_empty());
+}

@@ -74,8 +74,12 @@ fn run(events: &[Event]) -> Book {
     book
 }
 
+/// A payment's state, in the book or among what it retired (finished payments leave it).
 fn state(book: &Book, id: u128) -> PaymentState {
-    book.payment(PaymentId(id)).unwrap().state
+    match book.payment(PaymentId(id)) {
+        Ok(record) => record.state,
+        Err(_) => book.retired().payments.iter().find(|r| r.payment.id == PaymentId(id)).expect("known payment").state,
+    }
 }
 
 /// Applies `event` expecting an error containing `reason`, and checks nothing changed.
@@ -104,7 +108,10 @@ fn happy_path_to_settled() {
     ]);
     assert_eq!(state(&book, 1), PaymentState::Settled);
     assert_eq!(state(&book, 2), PaymentState::Settled);
-    assert_eq!(book.settlement(SettlementId(10)).unwrap().state, SettlementState::Final);
+    assert!(book.settlement(SettlementId(10)).is_err(), "a final settlement leaves the book");
+    assert_eq!(book.retired().settlements[0].state, SettlementState::Final);
+    assert!(book.payments.is_empty() && book.batches.is_empty(), "finished work leaves the book");
+    assert_eq!(book.retired().batches.len(), 1);
 }
 
 #[test]
@@ -354,7 +361,7 @@ fn counts_and_open_settlements_follow_the_events() {
         book.apply(event).unwrap();
         // The counts always equal a full count of the payments' states.
         let mut full = BTreeMap::new();
-        for record in book.payments.values() {
+        for record in book.payments.values().chain(&book.retired().payments) {
             *full.entry(record.state).or_insert(0u64) += 1;
         }
         assert_eq!(*book.counts(), full, "after {event:?}");

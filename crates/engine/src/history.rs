@@ -1,0 +1,130 @@
+//! The history store: finished payments, settlements and batches leave memory and are kept in
+//! the journal's history table, written in the same commit as the events that finished them.
+//! Keys are a one-byte kind and big-endian ids, so scans run in id order:
+//!
+//! - `p` payment id → the payment's last record (postcard)
+//! - `s` settlement id → the settlement's last record
+//! - `b` batch id → the batch (merchant, count, payment ids)
+//! - `r` merchant, reference length, reference, payment id → nothing (lookup by reference)
+//! - `d` rail, asset, destination → total settled to it (a counter, for reconciliation)
+
+use journal::HistoryOp;
+use model::*;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Engine, EngineError};
+
+pub(crate) const PAYMENT: u8 = b'p';
+pub(crate) const SETTLEMENT: u8 = b's';
+pub(crate) const BATCH: u8 = b'b';
+pub(crate) const REFERENCE: u8 = b'r';
+pub(crate) const DESTINATION: u8 = b'd';
+
+pub(crate) fn key(kind: u8, id: u128) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(kind);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn reference_prefix(merchant: MerchantId, reference: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 8 + 2 + reference.len() + 16);
+    key.push(REFERENCE);
+    key.extend_from_slice(&merchant.0.to_be_bytes());
+    key.extend_from_slice(&u16::try_from(reference.len()).unwrap_or(u16::MAX).to_be_bytes());
+    key.extend_from_slice(reference.as_bytes());
+    key
+}
+
+pub(crate) fn destination_key(rail: RailId, asset: Asset, destination: &Address) -> Vec<u8> {
+    let mut key = vec![DESTINATION];
+    for part in [rail.as_str(), asset.symbol(), &destination.to_string()] {
+        key.push(u8::try_from(part.len()).unwrap_or(u8::MAX));
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+fn put(key: Vec<u8>, value: &impl Serialize) -> HistoryOp {
+    HistoryOp::Put { key, value: postcard::to_stdvec(value).expect("records serialize") }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| EngineError::Config(format!("history store: a record does not decode: {e}")))
+}
+
+/// The history writes for what left the book: records, the reference index, and per
+/// destination the amount a final settlement paid it.
+pub(crate) fn ops(retired: &Retired) -> Vec<HistoryOp> {
+    let mut ops = Vec::new();
+    for record in &retired.payments {
+        let id = record.payment.id;
+        ops.push(put(key(PAYMENT, id.0), record));
+        let mut reference = reference_prefix(record.payment.merchant, &record.payment.reference);
+        reference.extend_from_slice(&id.0.to_be_bytes());
+        ops.push(HistoryOp::Put { key: reference, value: Vec::new() });
+    }
+    for record in &retired.settlements {
+        ops.push(put(key(SETTLEMENT, record.settlement.id.0), record));
+        if record.state == SettlementState::Final {
+            let s = &record.settlement;
+            for leg in &s.legs {
+                let key = destination_key(s.rail, s.asset, &leg.destination);
+                ops.push(HistoryOp::Add { key, amount: leg.amount.units() });
+            }
+        }
+    }
+    for (id, record) in &retired.batches {
+        ops.push(put(key(BATCH, id.0), record));
+    }
+    ops
+}
+
+impl Engine {
+    /// A payment, open (from memory) or finished (from the history store).
+    pub fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, EngineError> {
+        if let Some(record) = self.state.book.payments.get(&id) {
+            return Ok(Some(record.clone()));
+        }
+        self.journal.history(&key(PAYMENT, id.0))?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    /// A settlement, open or finished.
+    pub fn settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, EngineError> {
+        if let Some(record) = self.state.book.settlements.get(&id) {
+            return Ok(Some(record.clone()));
+        }
+        self.journal.history(&key(SETTLEMENT, id.0))?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    /// A batch, open or finished.
+    pub fn batch(&self, id: BatchId) -> Result<Option<BatchRecord>, EngineError> {
+        if let Some(record) = self.state.book.batches.get(&id) {
+            return Ok(Some(record.clone()));
+        }
+        self.journal.history(&key(BATCH, id.0))?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    /// The payments a merchant gave `reference` (open ones and finished ones), by id.
+    pub fn payments_by_reference(&self, merchant: MerchantId, reference: &str) -> Result<Vec<PaymentId>, EngineError> {
+        let mut ids: Vec<PaymentId> = self
+            .state
+            .book
+            .payments
+            .values()
+            .filter(|r| r.payment.merchant == merchant && r.payment.reference == reference)
+            .map(|r| r.payment.id)
+            .collect();
+        let prefix = reference_prefix(merchant, reference);
+        for (key, _) in self.journal.history_scan(&prefix, None, 10_000)? {
+            let id = key[prefix.len()..]
+                .try_into()
+                .map(u128::from_be_bytes)
+                .map_err(|_| EngineError::Config("history store: a reference key has the wrong length".into()))?;
+            ids.push(PaymentId(id));
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}

@@ -1,0 +1,114 @@
+//! Finished work leaves memory for the history store, written in the same commit; it stays
+//! queryable by payment, batch, merchant reference and settlement, across restarts; snapshots
+//! bound what a restart replays; reconciliation runs over the history in bounded windows.
+
+use std::collections::BTreeSet;
+
+use engine::*;
+use model::*;
+
+use super::{BLOCK_MS, T0, World, config, fund, run_until_done, submit_all};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_payments_leave_memory_and_stay_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut cfg = config();
+    cfg.snapshot_every_records = 500;
+    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let intakes = submit_all(&mut engine, 2_000, T0).await;
+    let now = run_until_done(&mut engine, &world, T0, 1_000).await;
+    engine.tick(now.saturating_add_ms(BLOCK_MS)).await.unwrap();
+    super::check_paid_exactly_once(&engine, &world, 2_000);
+
+    let state = engine.state();
+    assert!(state.book.payments.is_empty(), "settled payments left memory");
+    assert!(state.book.settlements.is_empty() && state.book.batches.is_empty());
+    assert_eq!(state.pools.open_reservations(), 0);
+    assert_eq!(state.pools.ledger().transfer_count(), 6, "only the six funding transfers are kept");
+
+    let check = |engine: &Engine| {
+        let mut settlements = BTreeSet::new();
+        for (n, intake) in intakes.iter().enumerate() {
+            let Intake::Accepted { batch, payments } = intake else { panic!("accepted") };
+            let record = engine.batch(*batch).unwrap().expect("the batch is in the history store");
+            assert_eq!(&record.payments, payments);
+            for (i, id) in payments.iter().enumerate() {
+                let payment = engine.payment(*id).unwrap().expect("the payment is in the history store");
+                assert_eq!(payment.state, PaymentState::Settled);
+                let reference = format!("inv-{}", n * 500 + i);
+                assert_eq!(payment.payment.reference, reference);
+                assert_eq!(engine.payments_by_reference(payment.payment.merchant, &reference).unwrap(), vec![*id]);
+                settlements.insert(payment.settlement.expect("settled through a settlement"));
+            }
+        }
+        for id in settlements {
+            let record = engine.settlement(id).unwrap().expect("the settlement is in the history store");
+            assert_eq!(record.state, SettlementState::Final);
+        }
+        assert!(engine.payment(PaymentId(12345)).unwrap().is_none());
+        assert!(engine.payments_by_reference(MerchantId(1), "no-such-reference").unwrap().is_empty());
+    };
+    check(&engine);
+    let hash = engine.state().state_hash();
+    let tip = engine.journal().tip();
+    drop(engine);
+
+    let engine = Engine::open(&path, cfg, world.rails(), now).await.unwrap();
+    assert_eq!(engine.state().state_hash(), hash, "snapshot plus tail gives the same state");
+    let snapshot = engine.journal().latest_snapshot().unwrap().expect("snapshots were written");
+    assert!(
+        tip - snapshot.seq < 500 + 200,
+        "a restart replays at most about one interval: {} of {tip}",
+        tip - snapshot.seq
+    );
+    check(&engine);
+    // The same batches again are recognised from the history store.
+    let mut engine = engine;
+    let again = submit_all(&mut engine, 2_000, now).await;
+    for (before, after) in intakes.iter().zip(&again) {
+        let (Intake::Accepted { batch, payments }, Intake::Duplicate { batch: b, payments: p }) = (before, after)
+        else {
+            panic!("expected a duplicate, got {after:?}");
+        };
+        assert_eq!((batch, payments), (b, p));
+    }
+}
+
+/// A run checks at most `reconcile_settlements_max` settlements; successive runs roll over
+/// the whole history, so a reorg past finality is found wherever it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_is_bounded_per_run_and_rolls_over_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.reconcile_settlements_max = 4;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 1_000, T0).await;
+    run_until_done(&mut engine, &world, T0, 1_000).await;
+    let settlements = engine.journal().history_scan(b"s", None, usize::MAX).unwrap().len();
+    assert!(settlements > 8, "{settlements} settlements");
+    let mut checked = 0;
+    let mut runs = 0;
+    while checked < 2 * settlements {
+        let report = engine.reconcile().await.unwrap();
+        assert!(report.settlements_checked <= 4, "{report:?}");
+        assert!(report.differences.is_empty(), "{:?}", report.differences);
+        checked += report.settlements_checked;
+        runs += 1;
+    }
+    assert!(runs >= settlements / 2);
+    world.sandboxes[0].inject(rails::sandbox::Fault::Reorg { depth: 50 });
+    let mut found = false;
+    for _ in 0..settlements {
+        let report = engine.reconcile().await.unwrap();
+        if report.differences.iter().any(|d| matches!(d, Difference::FinalNotOnChain { .. })) {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the rolling window reaches the reorged settlements");
+}
