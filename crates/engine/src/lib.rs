@@ -16,7 +16,6 @@
 //! The stages live in their own modules: `intake`, `routing` (failover, route, plan),
 //! `settling` (sign and broadcast), `watching`, `recovery`, `operator`, `reconcile`.
 
-pub mod config;
 mod history;
 mod intake;
 mod operator;

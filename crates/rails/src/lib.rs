@@ -8,6 +8,7 @@
 //! never retry, sleep or keep a settlement's state — the engine does. An operation an adapter
 //! does not support returns [`RailError::Unsupported`], never a silent no-op.
 
+#[cfg(feature = "evm")]
 pub mod evm;
 pub mod sandbox;
 

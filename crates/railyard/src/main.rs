@@ -35,6 +35,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG picks the level (default: warnings, and railyard's own info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,engine=info,railyard=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let loaded = match serve::load_config(&cli.config) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -63,7 +67,11 @@ fn main() -> std::process::ExitCode {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("railyard: {error:#}");
-                    std::process::ExitCode::FAILURE
+                    // A configuration problem found only when acting on it (a missing key
+                    // variable, limits that contradict each other) is still bad configuration.
+                    let config = error.downcast_ref::<config::ConfigError>().is_some()
+                        || matches!(error.downcast_ref::<engine::EngineError>(), Some(engine::EngineError::Config(_)));
+                    std::process::ExitCode::from(if config { 64 } else { 1 })
                 }
             }
         }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use engine::config::{Loaded, build_rails, load, parse};
+use config::{Loaded, build_rails, load, parse};
 use engine::{Draft, Engine, Intake};
 use model::{Amount, Asset, MerchantId, Name, Network, Timestamp};
 

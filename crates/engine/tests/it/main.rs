@@ -1,7 +1,6 @@
 //! The engine end to end on sandbox rails: intake to settled for 10,000 payments, a rail outage
 //! with failover, a restart mid-run, and bad input that changes nothing.
 
-mod config;
 mod faults;
 mod history;
 

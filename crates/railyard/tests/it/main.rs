@@ -48,6 +48,19 @@ fn bad_configuration_exits_64_naming_the_key() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{key}: {stderr}");
     }
+    // The devnet's EVM rails read their hot key from RAILYARD_DEVNET_KEY: missing, it is bad
+    // configuration too, named.
+    let no_key = railyard(data.path())
+        .env_remove("RAILYARD_DEVNET_KEY")
+        .env_remove("RAILYARD__RAILS__2__BLOCK_TIME_MS")
+        .env_remove("RAILYARD__RAILS__1__BLOCK_TIME_MS")
+        .env_remove("RAILYARD__RAILS__0__BLOCK_TIME_MS")
+        .args(["--config", "config/devnet.toml", "serve"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&no_key.stderr);
+    assert_eq!(no_key.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("config rails[0].key_env"), "{stderr}");
     let missing = railyard(data.path()).args(["--config", "config/nope.toml", "check-config"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config/nope.toml"));

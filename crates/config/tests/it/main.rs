@@ -1,11 +1,11 @@
 //! The configuration files: the shipped ones load, overrides apply, and every bad key is named.
 
-use engine::config::{RailSpec, load, parse};
+use config::{RailSpec, load, parse};
 
 const DEFAULT: &str = include_str!("../../../../config/default.toml");
 const DEVNET: &str = include_str!("../../../../config/devnet.toml");
 
-fn check(text: &str, overrides: &[(&str, &str)]) -> Result<engine::config::Loaded, String> {
+fn check(text: &str, overrides: &[(&str, &str)]) -> Result<config::Loaded, String> {
     let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let file = parse(text, &overrides).map_err(|e| e.to_string())?;
     load(&file).map_err(|e| e.to_string())
@@ -30,10 +30,15 @@ fn environment_overrides_apply() {
             ("RAILYARD__QUEUE__CAPACITY", "500000"),
             ("RAILYARD__RAILS__1__BLOCK_TIME_MS", "500"),
             ("RAILYARD__DATA_DIR", "/tmp/ry"),
+            ("RAILYARD__POOLS__0__FUND", "50000"),
+            ("RAILYARD__POOLS__1__MIN", "0.25"),
             ("OTHER", "x"),
         ],
     )
     .unwrap();
+    // Amounts take plain values: the type of what they replace decides.
+    assert_eq!(loaded.funding[0].2, model::Asset::USDC.parse_amount("50000").unwrap());
+    assert_eq!(loaded.engine.state.pools[1].min, model::Asset::ETH.parse_amount("0.25").unwrap());
     assert_eq!(loaded.engine.queue.capacity, 500_000);
     let RailSpec::Sandbox(rail) = &loaded.rails[1] else { panic!() };
     assert_eq!(rail.block_time_ms, 500);

@@ -18,7 +18,7 @@ use rails::sandbox::{SandboxConfig, SandboxRail};
 use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
 use serde::Deserialize;
 
-use crate::{EngineConfig, StateConfig};
+use engine::{EngineConfig, StateConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,15 +133,28 @@ pub fn parse(text: &str, overrides: &[(String, String)]) -> Result<File, ConfigE
     serde_path_to_error::deserialize(value).map_err(|e| error(e.path().to_string(), e.inner().to_string()))
 }
 
-fn apply_override(value: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
+/// The override's value: a quoted value is a string; a value replacing a string stays a
+/// string (so amounts, which the file writes as strings for exactness, take plain numbers:
+/// `RAILYARD__POOLS__0__FUND=50000`); anything else is read as TOML when it parses, else as a
+/// string.
+fn override_value(raw: &str, replaces: Option<&toml::Value>) -> toml::Value {
     let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
-    let new = parsed.unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    match (parsed, replaces) {
+        (Some(value @ toml::Value::String(_)), _) => value,
+        (_, Some(toml::Value::String(_))) => toml::Value::String(raw.to_owned()),
+        (Some(value), _) => value,
+        (None, _) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn apply_override(value: &mut toml::Value, path: &[String], raw: &str) -> Result<(), String> {
     let mut at = value;
     for (i, segment) in path.iter().enumerate() {
         let last = i + 1 == path.len();
         at = match at {
             toml::Value::Table(table) => {
                 if last {
+                    let new = override_value(raw, table.get(segment));
                     table.insert(segment.clone(), new);
                     return Ok(());
                 }
@@ -151,7 +164,7 @@ fn apply_override(value: &mut toml::Value, path: &[String], raw: &str) -> Result
                 let index: usize = segment.parse().map_err(|_| "an array needs a numeric index".to_owned())?;
                 let item = items.get_mut(index).ok_or_else(|| "index out of range".to_owned())?;
                 if last {
-                    *item = new;
+                    *item = override_value(raw, Some(item));
                     return Ok(());
                 }
                 item
