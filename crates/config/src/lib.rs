@@ -320,6 +320,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         },
         rail_timeout: Duration::from_secs(10),
         snapshot_every_records: 100_000,
+        settlements_per_tick_max: 4,
         reconcile_settlements_max: 1_000,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;

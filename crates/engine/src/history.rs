@@ -38,11 +38,12 @@ fn reference_prefix(merchant: MerchantId, reference: &str) -> Vec<u8> {
 
 pub(crate) fn destination_key(rail: RailId, asset: Asset, destination: &Address) -> Vec<u8> {
     let mut key = vec![DESTINATION];
-    for part in [rail.as_str(), asset.symbol(), &destination.to_string()] {
+    for part in [rail.as_str(), asset.symbol()] {
         key.push(u8::try_from(part.len()).unwrap_or(u8::MAX));
         key.extend_from_slice(part.as_bytes());
     }
-    key
+    // The address's own encoding (its bytes, not its checksummed text: no hashing per leg).
+    postcard::to_extend(destination, key).expect("addresses serialize")
 }
 
 fn put(key: Vec<u8>, value: &impl Serialize) -> HistoryOp {

@@ -88,13 +88,15 @@ impl Engine {
         if drafts.is_empty() || drafts.len() > self.config.batch_payments_max {
             return Err(IntakeError::BatchSize { count: drafts.len(), max: self.config.batch_payments_max });
         }
-        let ids: Vec<PaymentId> = (0..drafts.len() as u64)
-            .map(|i| PaymentId(derived(&[b"payment", &batch.0.to_le_bytes(), &i.to_le_bytes()])))
-            .collect();
-        let payments = self.validate(batch, merchant, &ids, drafts)?;
         // Whatever an earlier round left staged goes first, on its own: the batch and its
         // claim must be one append.
         self.commit().await?;
+        // Payment ids follow intake order: the sequence number the batch's first record will
+        // get, then the row. Unique (no two batches start at one record), and the history
+        // store, keyed by id, is then written nearly in order.
+        let first_record = u128::from(self.journal.tip() + 1);
+        let ids: Vec<PaymentId> = (0..drafts.len() as u128).map(|row| PaymentId(first_record << 32 | row)).collect();
+        let payments = self.validate(batch, merchant, &ids, drafts)?;
         let events = self.batch_events(batch, merchant, key, body_hash, payments, now);
         self.stage(events)?;
         let claim = Claim { merchant: merchant.0.to_string(), key: key.to_owned(), batch: batch.0, body_hash };

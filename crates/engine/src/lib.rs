@@ -61,6 +61,8 @@ pub struct EngineConfig {
     /// A snapshot of the state is written after this many journal records (0: never), so a
     /// restart replays at most that many.
     pub snapshot_every_records: u64,
+    /// Most settlements a rail plans in one tick (each of up to its `batch_size_max` payments).
+    pub settlements_per_tick_max: usize,
     /// Most settlements one reconciliation run checks: the ones finished since the last run
     /// first, then a rolling window over the history store.
     pub reconcile_settlements_max: usize,
@@ -75,6 +77,9 @@ impl EngineConfig {
     /// payment in a record, the whole batch in one append).
     pub fn validate(&self) -> Result<(), EngineError> {
         let journal = &self.journal;
+        if self.settlements_per_tick_max == 0 {
+            return Err(EngineError::Config("settlements_per_tick_max must be at least 1".into()));
+        }
         if self.batch_payments_max == 0 {
             return Err(EngineError::Config("batch_payments_max must be at least 1".into()));
         }
@@ -121,6 +126,21 @@ struct Watching {
     rebroadcasts: u32,
     seen_in_block: Option<[u8; 32]>,
     held: bool,
+}
+
+/// Entries per in-memory structure (see `Engine::footprint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub payments: usize,
+    pub settlements: usize,
+    pub batches: usize,
+    pub unrouted: usize,
+    pub queued: usize,
+    pub batching: usize,
+    pub watching: usize,
+    pub outbox: usize,
+    pub reservations: usize,
+    pub ledger_transfers: usize,
 }
 
 /// Something that leaves the process, run only after the commit that records it.
@@ -465,6 +485,24 @@ impl Engine {
             .iter()
             .map(|(state, n)| (state.to_string(), usize::try_from(*n).unwrap_or(usize::MAX)))
             .collect()
+    }
+
+    /// How much the engine holds in memory, structure by structure: all of it must follow
+    /// active work, none of it history.
+    pub fn footprint(&self) -> Footprint {
+        let book = &self.state.book;
+        Footprint {
+            payments: book.payments.len(),
+            settlements: book.settlements.len(),
+            batches: book.batches.len(),
+            unrouted: self.unrouted.len(),
+            queued: self.queue.len(),
+            batching: self.batcher.waiting(),
+            watching: self.watching.len(),
+            outbox: self.state.outbox.len(),
+            reservations: self.state.pools.open_reservations(),
+            ledger_transfers: self.state.pools.ledger().transfer_count(),
+        }
     }
 
     /// Payments moved to another rail by failover since the engine started.

@@ -121,7 +121,8 @@ impl Engine {
         if matches!(breaker.state(now), router::BreakerState::Open { .. }) || self.state.paused.contains(&caps.rail) {
             return Ok(());
         }
-        let dequeued = self.queue.dequeue(caps.rail, caps.batch_size_max, now, |_| true);
+        let most = caps.batch_size_max.saturating_mul(self.config.settlements_per_tick_max);
+        let dequeued = self.queue.dequeue(caps.rail, most, now, |_| true);
         for item in &dequeued.payments {
             // A payment that finished meanwhile has left the book: nothing to batch.
             let Some(record) = self.state.book.payments.get(&item.id) else { continue };

@@ -7,7 +7,7 @@ use model::*;
 use rails::{Batch, Payout, Rail};
 use router::Outcome;
 
-use crate::{Effect, Engine, EngineError, derived, timed};
+use crate::{Effect, Engine, EngineError, timed};
 
 impl Engine {
     pub(crate) fn batch_of(&self, asset: Asset, ids: &[PaymentId]) -> Batch {
@@ -42,11 +42,9 @@ impl Engine {
             }
         };
         self.settlements_made += 1;
-        let id = SettlementId(derived(&[
-            b"settlement",
-            &self.journal.tip().to_le_bytes(),
-            &self.settlements_made.to_le_bytes(),
-        ]));
+        // Unique and increasing: the journal's tip (a settlement planned before a restart was
+        // committed, so the tip has moved past it since) and a counter of this process.
+        let id = SettlementId(u128::from(self.journal.tip()) << 64 | u128::from(self.settlements_made));
         let legs = batch
             .payouts
             .iter()

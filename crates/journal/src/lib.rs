@@ -52,6 +52,9 @@ pub struct Config {
     pub snapshots_kept: usize,
     /// Records read per read transaction while replaying or verifying.
     pub read_chunk: usize,
+    /// Bytes of the file redb keeps cached in memory. redb's own default (1 GiB) would let
+    /// resident memory grow with the journal and history for as long as the service runs.
+    pub cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             record_bytes_max: 1 << 20,
             snapshots_kept: 3,
             read_chunk: 4096,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -133,6 +137,14 @@ pub enum HistoryOp {
     /// Adds `amount` to the little-endian u128 counter at `key` (absent counts as 0; a sum past
     /// u128::MAX saturates, which a caller adding money amounts never reaches).
     Add { key: Vec<u8>, amount: u128 },
+}
+
+impl HistoryOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            HistoryOp::Put { key, .. } | HistoryOp::Add { key, .. } => key,
+        }
+    }
 }
 
 /// A history store entry: key and value.
@@ -247,7 +259,7 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens (or creates) the journal at `path` and checks its last record.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Journal, JournalError> {
-        let db = Arc::new(Database::create(path.as_ref())?);
+        let db = Arc::new(redb::Builder::new().set_cache_size(config.cache_bytes).create(path.as_ref())?);
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(SNAPSHOTS)?;

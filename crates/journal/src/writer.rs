@@ -174,7 +174,9 @@ impl Writer {
         let mut frame: Vec<&[u8]> = Vec::new();
         {
             let mut claims = txn.open_table(IDEMPOTENCY)?;
-            let mut history = txn.open_table(HISTORY)?;
+            // History writes of the whole group, applied in key order below (stable, so writes
+            // to one key keep their order): neighbouring keys share B-tree pages.
+            let mut group_ops: Vec<&HistoryOp> = Vec::new();
             for Write { payloads, claim, history: ops } in requests {
                 if let Some(claim) = claim {
                     let key = (claim.merchant.as_str(), claim.key.as_str());
@@ -185,22 +187,25 @@ impl Writer {
                     }
                     claims.insert(key, encode_claim(claim).as_slice())?;
                 }
-                for op in *ops {
-                    match op {
-                        HistoryOp::Put { key, value } => {
-                            history.insert(key.as_slice(), value.as_slice())?;
-                        }
-                        HistoryOp::Add { key, amount } => {
-                            let current = history.get(key.as_slice())?.map_or(0, |v| decode_counter(v.value()));
-                            let sum = current.saturating_add(*amount).to_le_bytes();
-                            history.insert(key.as_slice(), sum.as_slice())?;
-                        }
-                    }
-                }
+                group_ops.extend(ops.iter());
                 let count = payloads.len() as u64;
                 outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
                 next += count;
                 frame.extend(payloads.iter().map(Vec::as_slice));
+            }
+            group_ops.sort_by(|a, b| a.key().cmp(b.key()));
+            let mut history = txn.open_table(HISTORY)?;
+            for op in group_ops {
+                match op {
+                    HistoryOp::Put { key, value } => {
+                        history.insert(key.as_slice(), value.as_slice())?;
+                    }
+                    HistoryOp::Add { key, amount } => {
+                        let current = history.get(key.as_slice())?.map_or(0, |v| decode_counter(v.value()));
+                        let sum = current.saturating_add(*amount).to_le_bytes();
+                        history.insert(key.as_slice(), sum.as_slice())?;
+                    }
+                }
             }
         }
         let mut hash = self.hash;

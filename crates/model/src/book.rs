@@ -296,11 +296,12 @@ impl Book {
         if record.payments.len() + payments.len() > record.count as usize {
             return Err(BookError::BatchShape { batch, reason: "more payments than the batch's count" });
         }
-        for (i, payment) in payments.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for payment in payments {
             if payment.batch != batch || payment.merchant != record.merchant {
                 return Err(BookError::BatchShape { batch, reason: "a payment names another batch or merchant" });
             }
-            if self.payments.contains_key(&payment.id) || payments[..i].iter().any(|p| p.id == payment.id) {
+            if self.payments.contains_key(&payment.id) || !seen.insert(payment.id) {
                 return Err(BookError::DuplicatePayment(payment.id));
             }
         }
@@ -357,13 +358,14 @@ impl Book {
             return Err(BookError::DuplicateSettlement(settlement.id));
         }
         let ids: Vec<PaymentId> = settlement.legs.iter().map(|leg| leg.payment).collect();
-        for (i, leg) in settlement.legs.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for leg in &settlement.legs {
             let payment = &self.payment(leg.payment)?.payment;
             let matches = payment.amount == leg.amount
                 && payment.destination == leg.destination
                 && payment.asset == settlement.asset
                 && payment.networks.contains(&settlement.network)
-                && !ids[..i].contains(&leg.payment);
+                && seen.insert(leg.payment);
             if !matches {
                 return Err(BookError::LegMismatch { settlement: settlement.id, payment: leg.payment });
             }

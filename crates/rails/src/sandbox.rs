@@ -79,6 +79,9 @@ struct Chain {
     revert_next: bool,
     fee_multiplier: u64,
     hash_counter: u64,
+    /// Pruned mode: transaction bodies older than this many blocks are forgotten and balances
+    /// are not kept (see `SandboxRail::prune`).
+    keep_blocks: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,7 @@ impl SandboxRail {
             revert_next: false,
             fee_multiplier: 1,
             hash_counter: 0,
+            keep_blocks: None,
         };
         SandboxRail { config, chain: Mutex::new(chain) }
     }
@@ -124,6 +128,16 @@ impl SandboxRail {
         chain.now_ms = chain.now_ms.max(now.0);
     }
 
+    /// Turns the chain into a pruned node, as long runs need: transaction bodies older than
+    /// `keep_blocks` blocks are forgotten (inclusions, spent nonces and block hashes stay, so
+    /// observing and replacing work as before) and no balances are kept (`balance_of` is then
+    /// unsupported). Memory stays flat however many payouts the chain carries.
+    pub fn prune(&self, keep_blocks: usize) {
+        let mut chain = self.chain();
+        chain.keep_blocks = Some(keep_blocks.max(1));
+        chain.balances.clear();
+    }
+
     pub fn inject(&self, fault: Fault) {
         let mut chain = self.chain();
         match fault {
@@ -141,9 +155,14 @@ impl SandboxRail {
                 let keep = chain.blocks.len().saturating_sub(depth);
                 let removed: Vec<Block> = chain.blocks.drain(keep..).collect();
                 for txid in removed.iter().flat_map(|b| &b.txs) {
-                    let tx = chain.known[txid].clone();
+                    // A pruned body cannot go back to the mempool: the transaction is dropped
+                    // (its sender still has the bytes).
+                    let Some(tx) = chain.known.get(txid).cloned() else {
+                        chain.included.remove(txid);
+                        continue;
+                    };
                     let reverted = chain.included.remove(txid).is_some_and(|(_, reverted)| reverted);
-                    if !reverted {
+                    if !reverted && chain.keep_blocks.is_none() {
                         for (destination, amount) in &tx.payouts {
                             let balance =
                                 chain.balances.get_mut(&(destination.clone(), tx.asset)).expect("paid before");
@@ -168,6 +187,11 @@ impl SandboxRail {
     /// are still on it).
     pub fn balance_of(&self, destination: &str, asset: Asset) -> Amount {
         self.chain().balances.get(&(destination.to_owned(), asset)).copied().unwrap_or(Amount::ZERO)
+    }
+
+    /// Transaction bodies the chain holds (bounded in pruned mode).
+    pub fn bodies_kept(&self) -> usize {
+        self.chain().known.len()
     }
 
     pub fn head(&self) -> u64 {
@@ -203,7 +227,7 @@ impl SandboxRail {
                 let reverted = std::mem::take(&mut chain.revert_next);
                 chain.spent.insert(tx.nonce, txid);
                 chain.included.insert(txid, (index, reverted));
-                if !reverted {
+                if !reverted && chain.keep_blocks.is_none() {
                     for (destination, amount) in &tx.payouts {
                         let balance = chain.balances.entry((destination.clone(), tx.asset)).or_default();
                         *balance = balance.checked_add(*amount).expect("sandbox balances stay far below u128");
@@ -213,6 +237,14 @@ impl SandboxRail {
             }
         }
         chain.blocks.push(Block { hash, txs });
+        if let Some(keep) = chain.keep_blocks
+            && let Some(old) = chain.blocks.len().checked_sub(keep + 1)
+        {
+            let forgotten = std::mem::take(&mut chain.blocks[old].txs);
+            for txid in forgotten {
+                chain.known.remove(&txid);
+            }
+        }
     }
 
     fn sign(&self, tx: &SandboxTx) -> SignedTx {
@@ -355,7 +387,15 @@ impl Rail for SandboxRail {
     }
 
     async fn balance_of(&self, destination: &model::Address, asset: Asset) -> Result<Amount, RailError> {
-        available(&self.chain())?;
+        let chain = self.chain();
+        available(&chain)?;
+        if chain.keep_blocks.is_some() {
+            return Err(RailError::Unsupported {
+                rail: self.config.capabilities.rail,
+                operation: "balance_of on a pruned sandbox",
+            });
+        }
+        drop(chain);
         Ok(SandboxRail::balance_of(self, &destination.to_string(), asset))
     }
 

@@ -96,13 +96,43 @@ fn derived_id(parts: &[&[u8]]) -> u128 {
     u128::from_le_bytes(bytes)
 }
 
+/// An account's id: a hash of a fixed byte encoding of its owner (a kind byte, then the id)
+/// and its asset, so ids never depend on how a type prints itself.
 fn account_id(owner: Owner, asset: Asset) -> AccountId {
-    let owner = postcard_free(&owner);
-    AccountId(derived_id(&[b"account", owner.as_bytes(), asset.symbol().as_bytes()]))
-}
-
-fn postcard_free(owner: &Owner) -> String {
-    format!("{owner:?}")
+    let mut encoded = [0u8; 1 + 16];
+    let rail_name = match owner {
+        Owner::Pool(rail) | Owner::InFlight(rail) | Owner::Fees(rail) => Some(rail),
+        _ => None,
+    };
+    let name = rail_name.as_ref().map_or("", |r| r.as_str());
+    let id = match owner {
+        Owner::Merchant(merchant) => {
+            encoded[0] = 1;
+            u128::from(merchant.0)
+        }
+        Owner::Pool(_) => {
+            encoded[0] = 2;
+            0
+        }
+        Owner::InFlight(_) => {
+            encoded[0] = 3;
+            0
+        }
+        Owner::Fees(_) => {
+            encoded[0] = 4;
+            0
+        }
+        Owner::PaidOut => {
+            encoded[0] = 5;
+            0
+        }
+        Owner::Treasury => {
+            encoded[0] = 6;
+            0
+        }
+    };
+    encoded[1..].copy_from_slice(&id.to_le_bytes());
+    AccountId(derived_id(&[b"account", &encoded, name.as_bytes(), asset.symbol().as_bytes()]))
 }
 
 fn transfer_id(settlement: SettlementId, what: &str) -> TransferId {

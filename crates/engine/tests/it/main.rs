@@ -119,6 +119,7 @@ pub(crate) fn config() -> EngineConfig {
         },
         rail_timeout: std::time::Duration::from_secs(5),
         snapshot_every_records: 100_000,
+        settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
     }
 }

@@ -204,3 +204,28 @@ async fn the_same_seed_and_calls_give_the_same_chain() {
     assert_eq!(run(7).await, run(7).await);
     assert_ne!(run(7).await, run(8).await, "the seed matters");
 }
+
+/// A pruned chain forgets old transaction bodies and keeps no balances, yet observing,
+/// re-broadcasting and replacing work as on an archive chain.
+#[tokio::test]
+async fn a_pruned_chain_stays_small_and_still_observes() {
+    let rail = rail(1);
+    rail.prune(3);
+    let mut txs = Vec::new();
+    for i in 0..20u64 {
+        let tx = signed(&rail, &batch(&[10_000 + u128::from(i)])).await;
+        rail.broadcast(&tx).await.unwrap();
+        rail.advance_to(Timestamp((i + 1) * BLOCK_MS));
+        txs.push(tx);
+    }
+    assert!(rail.bodies_kept() <= 4, "{} bodies kept", rail.bodies_kept());
+    let observed = rail.observe(&watch(&[&txs[0]], None)).await.unwrap();
+    assert!(matches!(observed, Observation::Confirmed { depth: 20, .. }), "{observed:?}");
+    // The same bytes again: the nonce is spent, nothing is paid twice.
+    rail.broadcast(&txs[0]).await.unwrap();
+    rail.advance_to(Timestamp(25 * BLOCK_MS));
+    assert!(matches!(rail.observe(&watch(&[&txs[0]], None)).await.unwrap(), Observation::Confirmed { depth: 25, .. }));
+    let destination = Address::parse(DESTINATIONS[0], Network::Bitcoin(BitcoinNetwork::Regtest)).unwrap();
+    let error = Rail::balance_of(&rail, &destination, Asset::BTC).await.unwrap_err();
+    assert!(matches!(error, RailError::Unsupported { .. }), "{error}");
+}

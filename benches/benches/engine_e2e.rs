@@ -1,0 +1,384 @@
+//! The engine end to end at scale: 1,000,000 payments from 1,000 merchants in 4 classes, ETH
+//! and USDC, over three sandbox rails, on virtual time (a tick is one block), from intake to
+//! settled, with the real redb journal on disk. Merchants submit batches of 1,000 every tick
+//! while earlier ones settle, as a steady service would see them; a webhook sender is played by
+//! acknowledging the outbox every tick. The sandbox chains run pruned (old transaction bodies
+//! forgotten, no balances), so the memory measured is the engine's.
+//!
+//! Printed: resident bytes per active payment (a backlog accepted, nothing ticking); a run of
+//! 100,000 and a run of 1,000,000 on fresh journals, each with payments/s, journal commits and
+//! bytes per payment and resident memory at points of the run, and the ratio of the two rates
+//! (the cost of a payment must not grow with history); the idle tick with all of history
+//! behind it; reopen time; and — the baseline, measured in the same run — the journal alone
+//! appending the same records in the same number of commits: the engine's rate as a share.
+//!
+//! Run: `cargo bench -p benches --bench engine_e2e` (`RAILYARD_BENCH_PAYMENTS` to change the
+//! scale, default 1,000,000).
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{Draft, Engine, EngineConfig, StateConfig};
+use model::*;
+use queue::QueueConfig;
+use rails::Rail;
+use rails::sandbox::{SandboxConfig, SandboxRail};
+use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
+
+const BLOCK_MS: u64 = 1_000;
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const CHAINS: [(&str, u64); 3] = [("base", 8453), ("optimism", 10), ("arbitrum", 42161)];
+const MERCHANTS: u64 = 1_000;
+const BATCH: u64 = 1_000;
+const BATCHES_PER_TICK: u64 = 10;
+const CLASSES: [&str; 4] = ["urgent", "payroll", "standard", "bulk"];
+
+fn name(text: &str) -> Name {
+    Name::new(text).unwrap()
+}
+
+fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
+    let capabilities = Capabilities {
+        rail: name(rail),
+        network: Network::Evm(ChainId(chain)),
+        fee_asset: Asset::ETH,
+        assets: vec![Asset::ETH, Asset::USDC],
+        amount_min: Amount::new(1),
+        amount_max: Amount::new(10u128.pow(24)),
+        batch_size_max: 500,
+        confirmations_final: 2,
+        can_replace: true,
+        finality_expected_ms: 2 * BLOCK_MS,
+    };
+    let config = SandboxConfig {
+        capabilities,
+        seed,
+        block_time_ms: BLOCK_MS,
+        fee: Amount::new(1_000),
+        fee_cap: Amount::new(100_000),
+    };
+    let rail = SandboxRail::new(config, T0);
+    // The simulated chains would otherwise hold every payout and balance in this process:
+    // pruned, what grows is the engine's, not the chains'.
+    rail.prune(64);
+    Arc::new(rail)
+}
+
+fn config() -> EngineConfig {
+    let rails: Vec<RailId> = CHAINS.iter().map(|(r, _)| name(r)).collect();
+    let pools = rails
+        .iter()
+        .flat_map(|r| {
+            [Asset::USDC, Asset::ETH].map(|asset| PoolConfig {
+                rail: *r,
+                asset,
+                min: Amount::ZERO,
+                target: Amount::new(10u128.pow(20)),
+                max: Amount::new(10u128.pow(30)),
+            })
+        })
+        .collect();
+    let state = StateConfig {
+        pools,
+        fee_assets: rails.iter().map(|r| (*r, Asset::ETH)).collect(),
+        urgent: vec![name("urgent")],
+    };
+    let mut queue = QueueConfig::example();
+    queue.capacity = 2_000_000;
+    queue.capacity_per_merchant = 100_000;
+    queue.merchant_limit = queue::Limit { per_second: 1_000_000, burst: 1_000_000 };
+    queue.rail_limit = queue::Limit { per_second: 1_000_000, burst: 1_000_000 };
+    EngineConfig {
+        state,
+        queue,
+        weights: Weights::default(),
+        rules: vec![],
+        breaker: BreakerConfig {
+            failures_to_open: 3,
+            open_ms: 5_000,
+            half_open_probes: 1,
+            successes_to_close: 2,
+            window: 32,
+        },
+        anomaly: AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 5 },
+        journal: journal::Config {
+            cache_bytes: std::env::var("RAILYARD_BENCH_CACHE_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(64)
+                << 20,
+            ..journal::Config::default()
+        },
+        batch_payments_max: 10_000,
+        reconcile_interval_ms: 0,
+        batching: router::BatchPolicy {
+            windows_ms: BTreeMap::new(),
+            window_default_ms: BLOCK_MS,
+            immediate: vec![name("urgent")],
+        },
+        rail_timeout: Duration::from_secs(5),
+        snapshot_every_records: 200_000,
+        settlements_per_tick_max: 16,
+        reconcile_settlements_max: 1_000,
+    }
+}
+
+fn drafts(batch: u64) -> Vec<Draft> {
+    let networks: Vec<Network> = CHAINS.iter().map(|(_, c)| Network::Evm(ChainId(*c))).collect();
+    (batch * BATCH..(batch + 1) * BATCH)
+        .map(|i| {
+            let hash = blake3::hash(&i.to_le_bytes());
+            let hex: String = hash.as_bytes()[..20].iter().map(|b| format!("{b:02x}")).collect();
+            Draft {
+                reference: format!("inv-{i}"),
+                amount: Amount::new(1_000 + u128::from(i % 997)),
+                asset: if i % 5 == 0 { Asset::ETH } else { Asset::USDC },
+                destination: format!("0x{hex}"),
+                networks: networks.clone(),
+                class: name(CLASSES[(i % 4) as usize]),
+                deadline: None,
+            }
+        })
+        .collect()
+}
+
+/// Resident anonymous memory (the process's own: heap and stacks; file pages the kernel caches
+/// for the journal are not counted).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0)
+    };
+    if std::env::var("RAILYARD_BENCH_RSS_DETAIL").is_ok() {
+        eprintln!(
+            "RssAnon {} kB RssFile {} kB RssShmem {} kB",
+            field("RssAnon:"),
+            field("RssFile:"),
+            field("RssShmem:")
+        );
+    }
+    field("RssAnon:") * 1024
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+struct Run {
+    engine: Engine,
+    sandboxes: Vec<Arc<SandboxRail>>,
+    now: Timestamp,
+    submitted: u64,
+}
+
+impl Run {
+    async fn tick(&mut self) {
+        self.now = self.now.saturating_add_ms(BLOCK_MS);
+        for s in &self.sandboxes {
+            s.advance_to(self.now);
+        }
+        self.engine.tick(self.now).await.unwrap();
+        let delivered: Vec<u128> = self.engine.state().outbox.keys().copied().collect();
+        if !delivered.is_empty() {
+            self.engine.acknowledge(&delivered, self.now).await.unwrap();
+        }
+    }
+
+    async fn submit(&mut self, batches: u64) {
+        for _ in 0..batches {
+            let b = self.submitted / BATCH;
+            let merchant = MerchantId(b % MERCHANTS + 1);
+            self.engine.submit(merchant, &format!("batch-{b}"), &drafts(b), self.now).await.unwrap();
+            self.submitted += BATCH;
+        }
+    }
+
+    fn settled(&self) -> u64 {
+        self.engine.state().book.count(PaymentState::Settled)
+    }
+}
+
+fn rails_of(sandboxes: &[Arc<SandboxRail>]) -> Vec<Arc<dyn Rail>> {
+    sandboxes.iter().map(|s| Arc::clone(s) as Arc<dyn Rail>).collect()
+}
+
+async fn open(path: &std::path::Path, sandboxes: &[Arc<SandboxRail>], now: Timestamp) -> Engine {
+    Engine::open(path, config(), rails_of(sandboxes), now).await.unwrap()
+}
+
+async fn fund(engine: &mut Engine) {
+    for (i, (rail, _)) in CHAINS.iter().enumerate() {
+        for (j, asset) in [Asset::USDC, Asset::ETH].into_iter().enumerate() {
+            engine.fund_pool(name(rail), asset, Amount::new(10u128.pow(28)), (i * 10 + j) as u128, T0).await.unwrap();
+        }
+    }
+}
+
+/// The journal alone: `records` records of `bytes` payload bytes in all, in `commits` appends.
+fn journal_alone(dir: &std::path::Path, records: u64, bytes: u64, commits: u64) -> Duration {
+    let journal = journal::Journal::open(dir.join("baseline.redb"), journal::Config::default()).unwrap();
+    let per_commit = (records / commits.max(1)).max(1);
+    let size = (bytes / records.max(1)).max(1) as usize;
+    let started = Instant::now();
+    let mut left = records;
+    while left > 0 {
+        let n = per_commit.min(left);
+        let payloads: Vec<Vec<u8>> = (0..n).map(|i| vec![(i % 251) as u8; size]).collect();
+        journal.append_batch(payloads).unwrap();
+        left -= n;
+    }
+    started.elapsed()
+}
+
+/// What one steady run measured.
+struct Measured {
+    total: u64,
+    elapsed: Duration,
+    ticks: u64,
+    commits: u64,
+    records: u64,
+    bytes: u64,
+    /// (settled so far, wall time, resident bytes) at points of the run.
+    marks: Vec<(u64, Duration, u64)>,
+}
+
+/// Opens a fresh journal in `dir`, then merchants submit `total` payments, ten batches of
+/// 1,000 a tick, until every one is settled.
+async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
+    let sandboxes: Vec<Arc<SandboxRail>> =
+        CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
+    let mut engine = open(&dir.join("journal.redb"), &sandboxes, T0).await;
+    fund(&mut engine).await;
+    let mut run = Run { engine, sandboxes, now: T0, submitted: 0 };
+    let points: Vec<u64> = [total / 100, total / 10, total / 2, total - total / 10, total].into_iter().collect();
+    let mut marks = Vec::new();
+    let commits_before = run.engine.commits();
+    let tip_before = run.engine.journal().tip();
+    let started = Instant::now();
+    let mut ticks = 0u64;
+    while run.settled() < total {
+        if run.submitted < total {
+            run.submit(BATCHES_PER_TICK.min((total - run.submitted) / BATCH)).await;
+        }
+        run.tick().await;
+        ticks += 1;
+        let settled = run.settled();
+        while marks.len() < points.len() && settled >= points[marks.len()] {
+            marks.push((points[marks.len()], started.elapsed(), rss_bytes()));
+        }
+        assert!(ticks < total, "the run does not finish");
+    }
+    let elapsed = started.elapsed();
+    let commits = run.engine.commits() - commits_before;
+    let records = run.engine.journal().tip() - tip_before;
+    let mut bytes = 0u64;
+    let mut next = tip_before + 1;
+    loop {
+        let chunk = run.engine.journal().read_range(next, 100_000).unwrap();
+        let Some(last) = chunk.last() else { break };
+        next = last.seq + 1;
+        bytes += chunk.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+    }
+    (run, Measured { total, elapsed, ticks, commits, records, bytes, marks })
+}
+
+fn rate(payments: u64, time: Duration) -> f64 {
+    payments as f64 / time.as_secs_f64()
+}
+
+fn report(m: &Measured) {
+    println!(
+        "  {:>8} payments: {:>8.0} payments/s intake to settled ({:.1} s, {} ticks); {:.4} commits and {:.0} journal bytes per payment",
+        m.total,
+        rate(m.total, m.elapsed),
+        m.elapsed.as_secs_f64(),
+        m.ticks,
+        m.commits as f64 / m.total as f64,
+        m.bytes as f64 / m.total as f64
+    );
+    for (settled, at, rss) in &m.marks {
+        println!("      at {settled:>8} settled: t = {:>6.1} s, resident {:>6.1} MiB", at.as_secs_f64(), mib(*rss));
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let total: u64 = std::env::var("RAILYARD_BENCH_PAYMENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let total = (total / BATCH).max(10) * BATCH;
+    let small = total / 10;
+    println!(
+        "engine_e2e: {MERCHANTS} merchants, 4 classes, ETH+USDC, 3 sandbox rails, batches of {BATCH}, virtual time"
+    );
+
+    // Active payments first, in a fresh process: a backlog accepted and queued, nothing ticking.
+    let backlog_dir = tempfile::tempdir().unwrap();
+    let sandboxes: Vec<Arc<SandboxRail>> =
+        CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
+    let mut engine = open(&backlog_dir.path().join("journal.redb"), &sandboxes, T0).await;
+    fund(&mut engine).await;
+    let mut backlog_run = Run { engine, sandboxes, now: T0, submitted: 0 };
+    let backlog = (total / 5).clamp(BATCH, 200_000);
+    let before = rss_bytes();
+    backlog_run.submit(backlog / BATCH).await;
+    let per_active = rss_bytes().saturating_sub(before) / backlog;
+    println!("  resident bytes per active (accepted, queued) payment, {backlog} of them: {per_active}");
+    drop(backlog_run);
+    drop(backlog_dir);
+
+    let small_dir = tempfile::tempdir().unwrap();
+    let (small_run, small_measured) = steady_run(small_dir.path(), small).await;
+    drop(small_run);
+    drop(small_dir);
+    report(&small_measured);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut run, m) = steady_run(dir.path(), total).await;
+    report(&m);
+    println!(
+        "  rate at {total} / rate at {small}: {:.2} (1.00: the cost of a payment does not grow with history)",
+        rate(total, m.elapsed) / rate(small, small_measured.elapsed)
+    );
+    let at = |fraction: u64| m.marks.iter().find(|(s, _, _)| *s == fraction).map_or(0, |(_, _, rss)| *rss);
+    println!(
+        "  resident at {} settled / at {} settled: {:.2}",
+        total,
+        total / 100,
+        at(total) as f64 / at(total / 100).max(1) as f64
+    );
+
+    println!("  engine footprint after the run: {:?}", run.engine.footprint());
+
+    // Idle: nothing to do, all of history behind it.
+    let idle_ticks = 1_000u32;
+    let idle_started = Instant::now();
+    for _ in 0..idle_ticks {
+        run.tick().await;
+    }
+    let idle = idle_started.elapsed().as_secs_f64() * 1e6 / f64::from(idle_ticks);
+    println!("  idle tick with {total} payments in history: {idle:.1} µs");
+
+    let Run { engine, sandboxes, now, .. } = run;
+    drop(engine);
+    let reopen_started = Instant::now();
+    let engine = open(&dir.path().join("journal.redb"), &sandboxes, now).await;
+    println!("  reopen with {total} payments in history: {:.3} s", reopen_started.elapsed().as_secs_f64());
+    drop(engine);
+
+    let alone = journal_alone(dir.path(), m.records, m.bytes, m.commits);
+    println!(
+        "  baseline, the journal alone appending the same {} records ({} bytes) in {} commits: {:.2} s, {:.0} payments/s",
+        m.records,
+        m.bytes,
+        m.commits,
+        alone.as_secs_f64(),
+        rate(total, alone)
+    );
+    println!("  engine rate / journal-alone rate: {:.2}", alone.as_secs_f64() / m.elapsed.as_secs_f64());
+}
