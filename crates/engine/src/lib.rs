@@ -22,6 +22,7 @@ mod operator;
 mod reconcile;
 mod recovery;
 mod routing;
+pub mod service;
 mod settling;
 pub mod state;
 mod watching;
@@ -175,6 +176,13 @@ pub struct Engine {
     /// Where the rolling reconciliation window over the history store continues.
     reconcile_cursor: Option<Vec<u8>>,
     last_snapshot_seq: u64,
+    /// Whether a read model is attached (`service::channel`): then the payments and batches
+    /// each event touches are noted for the next publication.
+    track_changes: bool,
+    touched: BTreeSet<PaymentId>,
+    touched_batches: BTreeSet<BatchId>,
+    /// When the read model's queue depths were last refreshed.
+    depths_at: Timestamp,
     /// A reconciliation the timer started, running beside the engine.
     reconciling: Option<tokio::task::JoinHandle<Result<Reconciliation, EngineError>>>,
     stopped: Option<String>,
@@ -257,6 +265,10 @@ impl Engine {
             reconcile_cursor: None,
             last_snapshot_seq: recovered.snapshot_seq.unwrap_or(0),
             reconciling: None,
+            track_changes: false,
+            touched: BTreeSet::new(),
+            touched_batches: BTreeSet::new(),
+            depths_at: Timestamp(0),
             stopped: None,
             settlements_made: 0,
             moved_by_failover: 0,
@@ -311,6 +323,7 @@ impl Engine {
         let events = self.with_notifications(events);
         for event in events {
             let queued = self.queued_by(&event);
+            self.note_touched(&event);
             if let Err(error) = self.state.apply(&event) {
                 return Err(self.stop(format!("state refused {event:?}: {error}")));
             }
@@ -326,6 +339,7 @@ impl Engine {
         self.running()?;
         let queued = self.queued_by(&event);
         self.state.apply(&event).map_err(|error| EngineError::Refused(error.to_string()))?;
+        self.note_touched(&event);
         self.after_apply(event, queued);
         Ok(())
     }
@@ -345,6 +359,54 @@ impl Engine {
                 .unwrap_or_default(),
             _ => Vec::new(),
         }
+    }
+
+    /// Notes the payments and batches an event changes (read before it applies: settlements
+    /// and payments it finishes leave the book), for the read model.
+    fn note_touched(&mut self, event: &Event) {
+        if !self.track_changes {
+            return;
+        }
+        let book = &self.state.book;
+        let mut payments: Vec<PaymentId> = Vec::new();
+        match event {
+            Event::BatchAccepted { batch, payments: new, .. }
+            | Event::PaymentsAccepted { batch, payments: new, .. } => {
+                payments.extend(new.iter().map(|p| p.id));
+                self.touched_batches.insert(*batch);
+            }
+            Event::PaymentQueued { payment, .. }
+            | Event::PaymentHeld { payment, .. }
+            | Event::PaymentFailed { payment, .. }
+            | Event::PaymentReissued { payment, .. }
+            | Event::PaymentResolved { payment, .. } => payments.push(*payment),
+            Event::SettlementPlanned { settlement, .. } => payments.extend(settlement.legs.iter().map(|l| l.payment)),
+            Event::SettlementReleased { settlement, .. }
+            | Event::SettlementSigned { settlement, .. }
+            | Event::SettlementBroadcast { settlement, .. }
+            | Event::SettlementReplaced { settlement, .. }
+            | Event::SettlementCancelling { settlement, .. }
+            | Event::SettlementConfirmed { settlement, .. }
+            | Event::SettlementReorged { settlement, .. }
+            | Event::SettlementFinal { settlement, .. }
+            | Event::SettlementDead { settlement, .. } => {
+                if let Some(record) = book.settlements.get(settlement) {
+                    payments.extend(record.settlement.legs.iter().map(|l| l.payment));
+                }
+            }
+            _ => {}
+        }
+        for id in payments {
+            if let Some(record) = book.payments.get(&id) {
+                self.touched_batches.insert(record.payment.batch);
+            }
+            self.touched.insert(id);
+        }
+    }
+
+    /// When the engine next has something due without a command: the batcher's next window.
+    pub fn next_wake(&self, _now: Timestamp) -> Option<Timestamp> {
+        self.batcher.next_due()
     }
 
     /// After an event applied: its queued payments go to routing, what it finished goes to the

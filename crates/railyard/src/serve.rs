@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use config::{Loaded, build_rails, load, parse};
+use engine::service::{self, EngineHandle, ServiceConfig};
 use engine::{Draft, Engine, Intake};
 use model::{Amount, Asset, MerchantId, Name, Network, Timestamp};
 
@@ -56,41 +57,67 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
             engine.fund_pool(*rail, *asset, *amount, transfer, now()).await?;
         }
     }
+    // From here on one task owns the engine; this function talks to it through its handle.
+    let (handle, inbox) = service::channel(&mut engine, 1024);
+    let sandboxes = built.sandboxes.clone();
+    let config = ServiceConfig {
+        tick: loaded.tick,
+        now: Box::new(now),
+        before_tick: Box::new(move |at| {
+            for sandbox in &sandboxes {
+                sandbox.advance_to(at);
+            }
+        }),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service::run(engine, inbox, config, async move {
+        let _ = stopped.await;
+    }));
+    let outcome = drive(&handle, &networks, demo_payments, exit_when_settled, &journal, loaded.tick).await;
+    let _ = stop.send(());
+    task.await.context("the engine task failed")?;
+    outcome
+}
+
+/// Submits the demo batch, then prints the payments by state every 5 seconds until Ctrl-C, or
+/// until everything is settled when asked to stop then.
+async fn drive(
+    handle: &EngineHandle,
+    networks: &[Network],
+    demo_payments: u64,
+    exit_when_settled: bool,
+    journal: &Path,
+    tick: Duration,
+) -> anyhow::Result<()> {
     if demo_payments > 0 {
         let key = format!("demo-{demo_payments}");
-        match engine.submit(MerchantId(1), &key, &demo(demo_payments, &networks), now()).await? {
+        match handle.submit(MerchantId(1), key, demo(demo_payments, networks)).await?? {
             Intake::Accepted { payments, .. } => println!("accepted {} demo payments", payments.len()),
             Intake::Duplicate { payments, .. } => println!("demo batch already accepted ({} payments)", payments.len()),
         }
     }
-    println!("railyard serving: journal {}, {} rails, tick {:?}", journal.display(), networks.len(), loaded.tick);
+    println!("railyard serving: journal {}, {} rails, tick {tick:?}", journal.display(), networks.len());
     let started = Instant::now();
     let mut last_status = Instant::now();
-    let mut ticker = tokio::time::interval(loaded.tick);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep(tick) => {}
             _ = tokio::signal::ctrl_c() => {
                 println!("railyard: interrupted; the journal holds everything, start again to resume");
                 return Ok(());
             }
         }
-        let at = now();
-        for sandbox in &built.sandboxes {
-            sandbox.advance_to(at);
+        let (counts, tip, quiet, stopped) =
+            handle.read(|m| (m.counts_by_name(), m.tip, m.is_quiet() && m.tip > 0, m.stopped.clone()));
+        if let Some(reason) = stopped {
+            anyhow::bail!("the engine stopped: {reason}");
         }
-        engine.tick(at).await?;
-        let all_done = engine.state().book.is_quiet();
-        if last_status.elapsed() >= Duration::from_secs(5) || (exit_when_settled && all_done) {
+        let done = exit_when_settled && quiet;
+        if last_status.elapsed() >= Duration::from_secs(5) || done {
             last_status = Instant::now();
-            println!(
-                "[{:>5.0?}] payments {:?} journal {} records",
-                started.elapsed(),
-                engine.count_by_state(),
-                engine.journal().tip()
-            );
+            println!("[{:>5.0?}] payments {counts:?} journal {tip} records", started.elapsed());
         }
-        if exit_when_settled && all_done {
+        if done {
             return Ok(());
         }
     }

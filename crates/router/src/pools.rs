@@ -189,6 +189,11 @@ impl Pools {
         Ok(())
     }
 
+    /// The configured pools, by (rail, asset).
+    pub fn configured(&self) -> impl Iterator<Item = (RailId, Asset)> + '_ {
+        self.configs.keys().copied()
+    }
+
     /// Whether `rail` has a pool of `asset` (configured, or the rail's fee asset).
     pub fn has_pool(&self, rail: RailId, asset: Asset) -> bool {
         self.ledger.account(account_id(Owner::Pool(rail), asset)).is_some()

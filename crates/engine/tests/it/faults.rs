@@ -13,16 +13,24 @@ use rails::{Batch, FeeQuote, Health, Rail, RailError, Watch};
 
 use super::{BLOCK_MS, T0, World, config, drafts, fund, name, run_until_done, submit_all};
 
-/// A rail that counts every call that could reach a node, then does what the sandbox does.
+/// A rail that counts every call that could reach a node, then does what the sandbox does —
+/// or, while `hang` is set, never answers observe and broadcast (a node that hangs).
 #[derive(Debug)]
-struct Counting {
-    inner: Arc<SandboxRail>,
-    calls: Arc<AtomicU64>,
+pub(crate) struct Counting {
+    pub(crate) inner: Arc<SandboxRail>,
+    pub(crate) calls: Arc<AtomicU64>,
+    pub(crate) hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Counting {
     fn count(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn maybe_hang(&self) {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -41,10 +49,12 @@ impl Rail for Counting {
     }
     async fn broadcast(&self, tx: &SignedTx) -> Result<(), RailError> {
         self.count();
+        self.maybe_hang().await;
         self.inner.broadcast(tx).await
     }
     async fn observe(&self, watch: &Watch) -> Result<Observation, RailError> {
         self.count();
+        self.maybe_hang().await;
         self.inner.observe(watch).await
     }
     async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
@@ -68,14 +78,23 @@ impl Rail for Counting {
     }
 }
 
-fn counting(world: &World) -> (Vec<Arc<dyn Rail>>, Arc<AtomicU64>) {
+/// One hang switch per rail.
+pub(crate) type Hangs = Vec<Arc<std::sync::atomic::AtomicBool>>;
+
+/// The world's rails wrapped: one call counter for all, one hang switch per rail.
+pub(crate) fn counting(world: &World) -> (Vec<Arc<dyn Rail>>, Arc<AtomicU64>, Hangs) {
     let calls = Arc::new(AtomicU64::new(0));
+    let hangs: Hangs = world.sandboxes.iter().map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false))).collect();
     let rails = world
         .sandboxes
         .iter()
-        .map(|s| Arc::new(Counting { inner: Arc::clone(s), calls: Arc::clone(&calls) }) as Arc<dyn Rail>)
+        .zip(&hangs)
+        .map(|(s, hang)| {
+            Arc::new(Counting { inner: Arc::clone(s), calls: Arc::clone(&calls), hang: Arc::clone(hang) })
+                as Arc<dyn Rail>
+        })
         .collect();
-    (rails, calls)
+    (rails, calls, hangs)
 }
 
 /// The journal fails on a commit in the middle of the run. The engine stops there: every later
@@ -88,7 +107,7 @@ async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.redb");
         let world = World::new();
-        let (rails, calls) = counting(&world);
+        let (rails, calls, _) = counting(&world);
         let mut engine = Engine::open(&path, config(), rails, T0).await.unwrap();
         fund(&mut engine, T0).await;
         submit_all(&mut engine, 1_000, T0).await;
@@ -236,4 +255,50 @@ async fn a_tick_makes_at_most_one_commit() {
         commits as f64 / 2_000.0
     );
     super::check_paid_exactly_once(&engine, &world, 2_000);
+}
+
+/// A node that hangs delays no other rail: observations run concurrently, each under the rail
+/// timeout, so in the very round where one rail's node never answers, the other rails' open
+/// settlements are observed and move on, and the hanging rail's breaker records a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_node_delays_no_other_rail() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let (rails, _, hangs) = counting(&world);
+    let mut cfg = config();
+    cfg.rail_timeout = std::time::Duration::from_millis(200);
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    // Half the payments may go only to base, half only to optimism.
+    for (i, chain) in [8453u64, 10].into_iter().enumerate() {
+        let mut batch = drafts(i as u64 * 750, 750);
+        batch.iter_mut().for_each(|d| d.networks = vec![Network::Evm(ChainId(chain))]);
+        engine.submit(MerchantId(1), &format!("k{i}"), &batch, T0).await.unwrap();
+    }
+    let mut now = T0;
+    for _ in 0..2 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    let on_rail = |engine: &Engine, rail: &str| {
+        engine.state().book.settlements.values().filter(|s| s.settlement.rail == name(rail)).count()
+    };
+    assert!(on_rail(&engine, "base") > 0 && on_rail(&engine, "optimism") > 0, "settlements open on both");
+    let settled_before = engine.state().book.count(PaymentState::Settled);
+    // base's node hangs from now on; the others keep going in the same rounds.
+    hangs[0].store(true, Ordering::SeqCst);
+    let mut rounds = 0;
+    while on_rail(&engine, "optimism") > 0 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+        rounds += 1;
+        assert!(rounds < 30, "the other rails finish their open settlements");
+    }
+    assert!(engine.state().book.count(PaymentState::Settled) > settled_before);
+    assert!(on_rail(&engine, "base") > 0, "base's settlements wait for its node, still watched");
+    hangs[0].store(false, Ordering::SeqCst);
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    super::check_paid_exactly_once(&engine, &world, 1_500);
 }

@@ -3,6 +3,7 @@
 
 mod faults;
 mod history;
+mod service;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

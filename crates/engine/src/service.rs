@@ -1,0 +1,415 @@
+//! The engine as a service: one task owns the `Engine`; everything else talks to it through a
+//! cloneable `EngineHandle` over a bounded channel of `Command`s, each with its own reply. A full
+//! channel answers `Busy` at once (the API turns that into 429/503 with Retry-After); a stopped
+//! or finished engine answers `Unavailable`.
+//!
+//! Queries that need no decision never wait for a tick: they read the `ReadModel` the task
+//! publishes after every round (open payments and batches, counts, rails, pools, queue depths)
+//! and, for finished work, the history store through the journal. The read model is updated
+//! with what the round touched, so publishing costs what changed, not what exists; finished
+//! work is committed to the history store before it leaves the read model, so a reader always
+//! finds a payment in one or the other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use journal::Journal;
+use model::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
+use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
+
+/// Why a command did not reach the engine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the engine is busy: {0} commands are waiting; retry shortly")]
+    Busy(usize),
+    #[error("the engine is not running")]
+    Unavailable,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// Everything the engine task can be asked to do. Closed: a new capability is a new variant.
+#[derive(Debug)]
+pub enum Command {
+    Submit {
+        merchant: MerchantId,
+        key: String,
+        drafts: Vec<Draft>,
+        reply: Reply<Result<Intake, IntakeError>>,
+    },
+    FundPool {
+        rail: RailId,
+        asset: Asset,
+        amount: Amount,
+        transfer: u128,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    Pause {
+        rail: RailId,
+        operator: String,
+        reason: String,
+        reply: Reply<Result<(), OperatorError>>,
+    },
+    Resume {
+        rail: RailId,
+        operator: String,
+        reason: String,
+        reply: Reply<Result<(), OperatorError>>,
+    },
+    Drain {
+        rail: RailId,
+        dry_run: bool,
+        operator: String,
+        reason: String,
+        reply: Reply<Result<queue::DrainReport, OperatorError>>,
+    },
+    Resolve {
+        payment: PaymentId,
+        resolution: Resolution,
+        operator: String,
+        reason: String,
+        reply: Reply<Result<(), OperatorError>>,
+    },
+    Reconcile {
+        reply: Reply<Result<Reconciliation, EngineError>>,
+    },
+    Acknowledge {
+        ids: Vec<u128>,
+        reply: Reply<Result<(), EngineError>>,
+    },
+}
+
+/// A rail as the read model shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RailView {
+    pub rail: RailId,
+    pub network: Network,
+    pub paused: bool,
+    pub breaker: router::BreakerState,
+    pub success_permille: u32,
+    /// Payments queued for it (refreshed at most once a second).
+    pub queued: usize,
+}
+
+/// A pool as the read model shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolView {
+    pub rail: RailId,
+    pub asset: Asset,
+    pub available: Amount,
+}
+
+/// What queries read without waiting for the engine: published after every round.
+#[derive(Clone, Debug, Default)]
+pub struct ReadModel {
+    /// The time of the round that published it.
+    pub as_of: Timestamp,
+    /// The journal's tip when it was published.
+    pub tip: u64,
+    /// Why the engine stopped, if it did.
+    pub stopped: Option<String>,
+    pub counts: BTreeMap<PaymentState, u64>,
+    pub payments: HashMap<PaymentId, PaymentRecord>,
+    pub batches: HashMap<BatchId, BatchRecord>,
+    pub rails: Vec<RailView>,
+    pub pools: Vec<PoolView>,
+    pub outbox: usize,
+    pub last_reconciliation: Option<Reconciliation>,
+}
+
+impl ReadModel {
+    /// Whether every payment is settled, failed or held: nothing left without an operator.
+    pub fn is_quiet(&self) -> bool {
+        self.counts
+            .iter()
+            .all(|(state, n)| *n == 0 || state.is_terminal() || matches!(state, PaymentState::Held { .. }))
+    }
+
+    /// Payments per state, by the state's name.
+    pub fn counts_by_name(&self) -> BTreeMap<String, u64> {
+        self.counts.iter().map(|(state, n)| (state.to_string(), *n)).collect()
+    }
+}
+
+/// A cloneable handle to the engine task.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    read: Arc<RwLock<ReadModel>>,
+    journal: Journal,
+}
+
+/// The receiving end, for `run`.
+#[derive(Debug)]
+pub struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    read: Arc<RwLock<ReadModel>>,
+}
+
+/// How the service drives the engine.
+pub struct ServiceConfig {
+    /// The longest the task waits between rounds (it wakes earlier when the batcher or a command
+    /// needs it).
+    pub tick: Duration,
+    /// The clock: the real one in production, a simulated one in tests.
+    pub now: Box<dyn Fn() -> Timestamp + Send>,
+    /// Runs before every round with its time (sandbox chains advance their blocks here).
+    pub before_tick: Box<dyn FnMut(Timestamp) + Send>,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig").field("tick", &self.tick).finish_non_exhaustive()
+    }
+}
+
+/// A handle and its inbox, with room for `capacity` waiting commands.
+pub fn channel(engine: &mut Engine, capacity: usize) -> (EngineHandle, Inbox) {
+    engine.track_changes = true;
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
+    let read = Arc::new(RwLock::new(ReadModel::default()));
+    let handle = EngineHandle { commands: sender, read: Arc::clone(&read), journal: engine.journal().clone() };
+    (handle, Inbox { commands: receiver, read })
+}
+
+macro_rules! ask {
+    ($handle:expr, $variant:ident { $($field:ident),* }) => {{
+        let (reply, answer) = oneshot::channel();
+        $handle.send(Command::$variant { $($field,)* reply })?;
+        answer.await.map_err(|_| ServiceError::Unavailable)
+    }};
+}
+
+impl EngineHandle {
+    fn send(&self, command: Command) -> Result<(), ServiceError> {
+        self.commands.try_send(command).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ServiceError::Busy(self.commands.max_capacity()),
+            mpsc::error::TrySendError::Closed(_) => ServiceError::Unavailable,
+        })
+    }
+
+    pub async fn submit(
+        &self,
+        merchant: MerchantId,
+        key: String,
+        drafts: Vec<Draft>,
+    ) -> Result<Result<Intake, IntakeError>, ServiceError> {
+        ask!(self, Submit { merchant, key, drafts })
+    }
+
+    pub async fn fund_pool(
+        &self,
+        rail: RailId,
+        asset: Asset,
+        amount: Amount,
+        transfer: u128,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, FundPool { rail, asset, amount, transfer })
+    }
+
+    pub async fn pause(
+        &self,
+        rail: RailId,
+        operator: String,
+        reason: String,
+    ) -> Result<Result<(), OperatorError>, ServiceError> {
+        ask!(self, Pause { rail, operator, reason })
+    }
+
+    pub async fn resume(
+        &self,
+        rail: RailId,
+        operator: String,
+        reason: String,
+    ) -> Result<Result<(), OperatorError>, ServiceError> {
+        ask!(self, Resume { rail, operator, reason })
+    }
+
+    pub async fn drain(
+        &self,
+        rail: RailId,
+        dry_run: bool,
+        operator: String,
+        reason: String,
+    ) -> Result<Result<queue::DrainReport, OperatorError>, ServiceError> {
+        ask!(self, Drain { rail, dry_run, operator, reason })
+    }
+
+    pub async fn resolve(
+        &self,
+        payment: PaymentId,
+        resolution: Resolution,
+        operator: String,
+        reason: String,
+    ) -> Result<Result<(), OperatorError>, ServiceError> {
+        ask!(self, Resolve { payment, resolution, operator, reason })
+    }
+
+    pub async fn reconcile(&self) -> Result<Result<Reconciliation, EngineError>, ServiceError> {
+        ask!(self, Reconcile {})
+    }
+
+    pub async fn acknowledge(&self, ids: Vec<u128>) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, Acknowledge { ids })
+    }
+
+    /// Reads the latest published read model.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+        f(&self.read.read().expect("read model lock"))
+    }
+
+    /// A payment, open (read model) or finished (history store); never waits for the engine.
+    pub fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, EngineError> {
+        if let Some(record) = self.read(|m| m.payments.get(&id).cloned()) {
+            return Ok(Some(record));
+        }
+        self.journal.history(&history::key(PAYMENT, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
+    }
+
+    /// A batch, open or finished; never waits for the engine.
+    pub fn batch(&self, id: BatchId) -> Result<Option<BatchRecord>, EngineError> {
+        if let Some(record) = self.read(|m| m.batches.get(&id).cloned()) {
+            return Ok(Some(record));
+        }
+        self.journal.history(&history::key(BATCH, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
+    }
+
+    /// A finished settlement from the history store.
+    pub fn finished_settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, EngineError> {
+        self.journal.history(&history::key(SETTLEMENT, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
+    }
+}
+
+/// Runs the engine until `shutdown` resolves or every handle is gone: rounds on the clock,
+/// commands as they come, the read model published after each. A stopped engine keeps
+/// answering (every command gets `Stopped`) and runs no more rounds.
+pub async fn run(
+    mut engine: Engine,
+    mut inbox: Inbox,
+    mut config: ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Engine {
+    let now = (config.now)();
+    engine.publish(&inbox.read, now, true);
+    tokio::pin!(shutdown);
+    let mut next_round = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            command = inbox.commands.recv() => {
+                let Some(command) = command else { break };
+                engine.handle(command, (config.now)()).await;
+                engine.publish(&inbox.read, (config.now)(), false);
+            }
+            () = tokio::time::sleep_until(next_round) => {
+                let now = (config.now)();
+                if engine.stopped().is_none() {
+                    (config.before_tick)(now);
+                    if let Err(error) = engine.tick(now).await {
+                        tracing::error!(%error, "round failed");
+                    }
+                }
+                engine.publish(&inbox.read, now, true);
+                let wait = engine
+                    .next_wake(now)
+                    .map_or(config.tick, |at| Duration::from_millis(at.saturating_since(now)).min(config.tick));
+                next_round = tokio::time::Instant::now() + wait.max(Duration::from_millis(1));
+            }
+        }
+    }
+    engine
+}
+
+impl Engine {
+    async fn handle(&mut self, command: Command, now: Timestamp) {
+        // A receiver that went away no longer wants the answer: dropping it is right.
+        match command {
+            Command::Submit { merchant, key, drafts, reply } => {
+                let _ = reply.send(self.submit(merchant, &key, &drafts, now).await);
+            }
+            Command::FundPool { rail, asset, amount, transfer, reply } => {
+                let _ = reply.send(self.fund_pool(rail, asset, amount, transfer, now).await);
+            }
+            Command::Pause { rail, operator, reason, reply } => {
+                let _ = reply.send(self.pause(rail, &operator, &reason, now).await);
+            }
+            Command::Resume { rail, operator, reason, reply } => {
+                let _ = reply.send(self.resume_rail(rail, &operator, &reason, now).await);
+            }
+            Command::Drain { rail, dry_run, operator, reason, reply } => {
+                let _ = reply.send(self.drain(rail, dry_run, &operator, &reason, now).await);
+            }
+            Command::Resolve { payment, resolution, operator, reason, reply } => {
+                let _ = reply.send(self.resolve(payment, resolution, &operator, &reason, now).await);
+            }
+            Command::Reconcile { reply } => {
+                let _ = reply.send(self.reconcile().await);
+            }
+            Command::Acknowledge { ids, reply } => {
+                let _ = reply.send(self.acknowledge(&ids, now).await);
+            }
+        }
+    }
+
+    /// Updates the read model with what changed since the last publication.
+    pub(crate) fn publish(&mut self, read: &RwLock<ReadModel>, now: Timestamp, round: bool) {
+        let touched = std::mem::take(&mut self.touched);
+        let touched_batches = std::mem::take(&mut self.touched_batches);
+        let refresh_depths = round && now.saturating_since(self.depths_at) >= 1_000;
+        if refresh_depths {
+            self.depths_at = now;
+        }
+        let depths = refresh_depths.then(|| self.queue.depths(now));
+        let mut model = read.write().expect("read model lock");
+        for id in touched {
+            match self.state.book.payments.get(&id) {
+                Some(record) => model.payments.insert(id, record.clone()),
+                None => model.payments.remove(&id),
+            };
+        }
+        for id in touched_batches {
+            match self.state.book.batches.get(&id) {
+                Some(record) => model.batches.insert(id, record.clone()),
+                None => model.batches.remove(&id),
+            };
+        }
+        model.as_of = now;
+        model.tip = self.journal.tip();
+        model.stopped = self.stopped.clone();
+        model.counts = self.state.book.counts().clone();
+        model.outbox = self.state.outbox.len();
+        model.last_reconciliation = self.last_reconciliation.clone();
+        let previous: BTreeMap<RailId, usize> = model.rails.iter().map(|r| (r.rail, r.queued)).collect();
+        model.rails = self
+            .rails
+            .iter()
+            .map(|rail| {
+                let caps = rail.capabilities();
+                let breaker = &self.breakers[&caps.rail];
+                let queued = match &depths {
+                    Some(depths) => depths.rails.get(&caps.rail).map_or(0, |d| d.queued),
+                    None => previous.get(&caps.rail).copied().unwrap_or(0),
+                };
+                RailView {
+                    rail: caps.rail,
+                    network: caps.network,
+                    paused: self.state.paused.contains(&caps.rail),
+                    breaker: breaker.state(now),
+                    success_permille: breaker.success_permille(),
+                    queued,
+                }
+            })
+            .collect();
+        model.pools = self
+            .state
+            .pools
+            .configured()
+            .map(|(rail, asset)| PoolView { rail, asset, available: self.state.pools.available(rail, asset) })
+            .collect();
+    }
+}

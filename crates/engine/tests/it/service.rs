@@ -1,0 +1,147 @@
+//! The engine as a service: one task owns it, commands come through a bounded channel, a full
+//! channel answers busy, queries read the published read model and the history store and never
+//! wait for a round.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use engine::service::{self, ServiceConfig, ServiceError};
+use engine::*;
+use model::*;
+
+use super::faults::counting;
+use super::{BLOCK_MS, T0, World, config, drafts, fund, name};
+
+/// Virtual time: the service's clock is tokio's (paused in these tests, so it jumps to the
+/// next timer whenever every task waits), and each round advances the sandbox chains to it.
+fn service_config(world: &World) -> ServiceConfig {
+    let start = tokio::time::Instant::now();
+    let sandboxes = world.sandboxes.clone();
+    ServiceConfig {
+        tick: Duration::from_millis(BLOCK_MS),
+        now: Box::new(move || T0.saturating_add_ms(u64::try_from(start.elapsed().as_millis()).unwrap())),
+        before_tick: Box::new(move |at| {
+            for sandbox in &sandboxes {
+                sandbox.advance_to(at);
+            }
+        }),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_and_queries_through_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 16);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world), async move {
+        let _ = stopped.await;
+    }));
+
+    let mut batches = Vec::new();
+    for b in 0..4u64 {
+        let intake = handle.submit(MerchantId(1), format!("b{b}"), drafts(b * 250, 250)).await.unwrap().unwrap();
+        let Intake::Accepted { batch, payments } = intake else { panic!("accepted") };
+        batches.push((batch, payments));
+    }
+    // Accepted work is visible at once, without waiting for a round.
+    let (batch, payments) = &batches[0];
+    assert_eq!(handle.batch(*batch).unwrap().unwrap().payments, *payments);
+    assert!(handle.payment(payments[0]).unwrap().is_some());
+    let dry = handle.drain(name("base"), true, "op".into(), "preview".into()).await.unwrap().unwrap();
+    assert!(dry.op.is_none());
+    let refused = handle.pause(name("mars"), "op".into(), "x".into()).await.unwrap();
+    assert!(matches!(refused, Err(OperatorError::UnknownRail(_))));
+    assert!(matches!(
+        handle.fund_pool(name("base"), Asset::USDC, Amount::ZERO, 77).await.unwrap(),
+        Err(EngineError::Refused(_))
+    ));
+
+    while !handle.read(|m| m.is_quiet()) {
+        tokio::time::sleep(Duration::from_millis(BLOCK_MS)).await;
+    }
+    assert_eq!(handle.read(|m| m.counts.get(&PaymentState::Settled).copied()), Some(1_000));
+    assert!(handle.read(|m| m.payments.is_empty() && m.batches.is_empty()), "finished work left the read model");
+    for (batch, payments) in &batches {
+        assert_eq!(handle.batch(*batch).unwrap().unwrap().payments, *payments, "from the history store");
+        for id in payments {
+            let record = handle.payment(*id).unwrap().expect("from the history store");
+            assert_eq!(record.state, PaymentState::Settled);
+            let settlement = handle.finished_settlement(record.settlement.unwrap()).unwrap().unwrap();
+            assert_eq!(settlement.state, SettlementState::Final);
+        }
+    }
+    let rails = handle.read(|m| m.rails.clone());
+    assert_eq!(rails.len(), 3);
+    assert!(rails.iter().all(|r| !r.paused && r.breaker == router::BreakerState::Closed));
+    let report = handle.reconcile().await.unwrap().unwrap();
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    assert_eq!(handle.read(|m| m.outbox), 1_000, "a notice per settled payment awaits delivery");
+
+    stop.send(()).unwrap();
+    let engine = task.await.unwrap();
+    assert_eq!(engine.state().book.count(PaymentState::Settled), 1_000);
+    // The task is gone: the handle says so instead of waiting.
+    let gone = handle.pause(name("base"), "op".into(), "x".into()).await;
+    assert_eq!(gone.unwrap_err(), ServiceError::Unavailable);
+}
+
+/// A full channel answers busy at once; nothing waits for room.
+#[tokio::test(start_paused = true)]
+async fn a_full_channel_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let (handle, inbox) = service::channel(&mut engine, 1);
+    // Nobody runs the engine: the first command takes the only slot and waits there.
+    let first = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.pause(name("base"), "op".into(), "x".into()).await }
+    });
+    tokio::task::yield_now().await;
+    let second = handle.pause(name("base"), "op".into(), "y".into()).await;
+    assert_eq!(second.unwrap_err(), ServiceError::Busy(1));
+    drop(inbox);
+    assert_eq!(first.await.unwrap().unwrap_err(), ServiceError::Unavailable, "a dropped command is unavailable");
+}
+
+/// While a round is stuck on a node that does not answer, queries are still answered from the
+/// read model and the history store; a command waits for the round.
+#[tokio::test(start_paused = true)]
+async fn queries_do_not_wait_for_a_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let (rails, _, hangs) = counting(&world);
+    let mut cfg = config();
+    cfg.rail_timeout = Duration::from_secs(3_600);
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 16);
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world), std::future::pending()));
+    let intake = handle.submit(MerchantId(1), "k".into(), drafts(0, 300)).await.unwrap().unwrap();
+    let Intake::Accepted { payments, .. } = intake else { panic!("accepted") };
+    // Let a few rounds sign and broadcast, then every node hangs: the next round is stuck in
+    // its observations for an hour.
+    while handle.read(|m| m.counts.get(&PaymentState::Broadcast).copied().unwrap_or(0)) == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hangs.iter().for_each(|h| h.store(true, Ordering::SeqCst));
+    tokio::time::sleep(Duration::from_millis(3 * BLOCK_MS)).await;
+    let pause = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.pause(name("base"), "op".into(), "incident".into()).await }
+    });
+    tokio::task::yield_now().await;
+    for id in &payments {
+        assert!(handle.payment(*id).unwrap().is_some(), "answered while the round is stuck");
+    }
+    assert_eq!(handle.read(|m| m.counts.values().sum::<u64>()), 300);
+    assert!(!pause.is_finished(), "a command waits for the round");
+    hangs.iter().for_each(|h| h.store(false, Ordering::SeqCst));
+    // The stuck round ends at its timeout; then the command is served.
+    pause.await.unwrap().unwrap().unwrap();
+    assert!(handle.read(|m| m.rails.iter().any(|r| r.rail == name("base") && r.paused)));
+    task.abort();
+}
