@@ -435,7 +435,14 @@ pub async fn build_rails(specs: &[RailSpec], now: Timestamp) -> Result<BuiltRail
             }
             RailSpec::Evm { config, key_env } => {
                 let key = SecretKey::from_env(key_env).map_err(|e| error(format!("rails[{i}].key_env"), e))?;
-                let rail = EvmRail::connect(config.clone(), &key).await.map_err(|e| error(format!("rails[{i}]"), e))?;
+                let rail = EvmRail::new(config.clone(), &key).map_err(|e| error(format!("rails[{i}]"), e))?;
+                // A node on another chain is bad configuration; a node that does not answer is
+                // an outage: the rail starts unavailable (its breaker open) and the rest serve.
+                match rail.ensure_connected().await {
+                    Ok(()) => {}
+                    Err(e @ rails::RailError::Config(_)) => return Err(error(format!("rails[{i}]"), e)),
+                    Err(e) => tracing::warn!(rail = %config.rail, error = %e, "node unreachable at start"),
+                }
                 rails.push(Arc::new(rail));
             }
         }

@@ -117,6 +117,10 @@ pub enum EngineError {
     Refused(String),
     #[error("the engine stopped and does nothing more until it is reopened from the journal: {0}")]
     Stopped(String),
+    /// A money invariant does not hold in the state the journal gives: a bug, or a journal from
+    /// a build that had one. The engine refuses to act on it.
+    #[error("a money invariant does not hold: {0}")]
+    Invariant(String),
 }
 
 /// What the engine remembers about a settlement it watches (not journaled: rebuilt from the
@@ -183,6 +187,12 @@ pub struct Engine {
     touched_batches: BTreeSet<BatchId>,
     /// When the read model's queue depths were last refreshed.
     depths_at: Timestamp,
+    /// Differences reconciliation found, in all runs since the engine opened.
+    differences_found: u64,
+    /// Settlements whose last check found a difference (bounded; a clean later check clears).
+    flagged: BTreeMap<SettlementId, Difference>,
+    /// Changes whenever `flagged` does (the read model copies it only then).
+    flagged_version: u64,
     /// A reconciliation the timer started, running beside the engine.
     reconciling: Option<tokio::task::JoinHandle<Result<Reconciliation, EngineError>>>,
     stopped: Option<String>,
@@ -238,6 +248,8 @@ impl Engine {
         let breakers = rails.iter().map(|r| (r.capabilities().rail, Breaker::new(config.breaker))).collect();
         let batcher = router::Batcher::new(config.batching.clone());
         let state = recovered.state.0;
+        // Checked in release builds too: never act on a ledger that does not balance.
+        state.pools.ledger().verify().map_err(|e| EngineError::Invariant(format!("after recovery: {e}")))?;
         tracing::info!(
             tip = recovered.seq,
             snapshot = ?recovered.snapshot_seq,
@@ -265,6 +277,9 @@ impl Engine {
             reconcile_cursor: None,
             last_snapshot_seq: recovered.snapshot_seq.unwrap_or(0),
             reconciling: None,
+            differences_found: 0,
+            flagged: BTreeMap::new(),
+            flagged_version: 0,
             track_changes: false,
             touched: BTreeSet::new(),
             touched_batches: BTreeSet::new(),
@@ -522,6 +537,12 @@ impl Engine {
             self.plan(&rail, now).await?;
         }
         self.commit_and_act(now).await?;
+        // The ledger holds only open reservations, so checking it every round is cheap; a
+        // failure is a bug, and the engine stops before it acts on a ledger that does not
+        // balance.
+        if let Err(error) = self.state.pools.ledger().verify() {
+            return Err(self.stop(format!("ledger invariant broken: {error}")));
+        }
         self.reconcile_on_timer(now)
     }
 
@@ -565,6 +586,11 @@ impl Engine {
             reservations: self.state.pools.open_reservations(),
             ledger_transfers: self.state.pools.ledger().transfer_count(),
         }
+    }
+
+    /// A rail's breaker at `now`, if the rail is configured.
+    pub fn breaker(&self, rail: RailId, now: Timestamp) -> Option<router::BreakerState> {
+        self.breakers.get(&rail).map(|b| b.state(now))
     }
 
     /// Payments moved to another rail by failover since the engine started.

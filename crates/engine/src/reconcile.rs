@@ -45,6 +45,8 @@ pub enum Difference {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciliation {
     pub settlements_checked: usize,
+    /// Settlements checked that agree with their chain.
+    pub clean: Vec<SettlementId>,
     pub destinations_checked: usize,
     pub differences: Vec<Difference>,
 }
@@ -56,7 +58,7 @@ impl Engine {
         self.commit().await?;
         let records = self.reconcile_records()?;
         let report = check(self.rails.clone(), self.journal.clone(), records, self.config.rail_timeout).await?;
-        log(&report);
+        self.note(&report);
         Ok(report)
     }
 
@@ -65,7 +67,7 @@ impl Engine {
         if let Some(task) = self.reconciling.take_if(|task| task.is_finished()) {
             match futures::FutureExt::now_or_never(task) {
                 Some(Ok(Ok(report))) => {
-                    log(&report);
+                    self.note(&report);
                     self.last_reconciliation = Some(report);
                 }
                 Some(Ok(Err(error))) => tracing::warn!(%error, "reconciliation failed"),
@@ -111,10 +113,44 @@ impl Engine {
     }
 }
 
-fn log(report: &Reconciliation) {
-    for difference in &report.differences {
-        tracing::warn!(?difference, "reconciliation difference");
+/// Flagged settlements kept at most (the oldest go first).
+const FLAGGED_MAX: usize = 10_000;
+
+impl Engine {
+    /// Logs, counts and flags a run's differences on the settlements (and so the payments)
+    /// they concern; a settlement checked clean loses its flag.
+    fn note(&mut self, report: &Reconciliation) {
+        self.flagged_version += 1;
+        for id in &report.clean {
+            self.flagged.remove(id);
+        }
+        for difference in &report.differences {
+            tracing::warn!(?difference, "reconciliation difference");
+            self.differences_found += 1;
+            if let Difference::FinalNotOnChain { settlement, .. } | Difference::DeadButPaid { settlement, .. } =
+                difference
+            {
+                if self.flagged.len() >= FLAGGED_MAX {
+                    self.flagged.pop_first();
+                }
+                self.flagged.insert(*settlement, difference.clone());
+            }
+        }
+        log(report);
     }
+
+    /// What the last check of `settlement` found wrong with it, if anything.
+    pub fn flagged(&self, settlement: SettlementId) -> Option<&Difference> {
+        self.flagged.get(&settlement)
+    }
+
+    /// Differences found since the engine opened.
+    pub fn differences_found(&self) -> u64 {
+        self.differences_found
+    }
+}
+
+fn log(report: &Reconciliation) {
     tracing::info!(
         settlements = report.settlements_checked,
         destinations = report.destinations_checked,
@@ -157,8 +193,12 @@ async fn check(
         let confirmed_paying = matches!(&observed, Observation::Confirmed { txid, .. } if paying(txid));
         let final_depth = u64::from(rail.capabilities().confirmations_final);
         let deep = matches!(&observed, Observation::Confirmed { depth, .. } if *depth >= final_depth);
+        let agrees = if is_final { confirmed_paying && deep } else { !confirmed_paying };
+        if agrees {
+            report.clean.push(settlement.id);
+        }
         if is_final {
-            if !(confirmed_paying && deep) {
+            if !agrees {
                 report.differences.push(Difference::FinalNotOnChain { settlement: settlement.id, observed });
             }
             for leg in &settlement.legs {

@@ -10,6 +10,7 @@ impl Engine {
     /// reused), re-broadcasts what was signed but maybe never sent (the same bytes), and
     /// releases settlements that were planned but never signed (their payments queue again).
     pub(crate) async fn resume(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        self.probe_rails(now).await;
         let open: Vec<SettlementId> = self.state.book.open_settlements().iter().copied().collect();
         // Spends of settlements that are no longer open are spent on chain or provably dead;
         // a rail learns them from its own chain. Open ones may not be on chain yet.
@@ -41,5 +42,28 @@ impl Engine {
             self.stage(released)?;
         }
         self.commit_and_act(now).await
+    }
+}
+
+impl Engine {
+    /// Asks every rail's node whether it is up (concurrently, under the rail timeout). A rail
+    /// whose node is down starts with its breaker open, so nothing is planned on it until it
+    /// answers probes again; the other rails serve meanwhile.
+    async fn probe_rails(&mut self, now: Timestamp) {
+        let timeout = self.config.rail_timeout;
+        let probes = self.rails.iter().map(|rail| async move {
+            match tokio::time::timeout(timeout, rail.health()).await {
+                Ok(rails::Health::Up { .. }) => true,
+                Ok(rails::Health::Down) | Err(_) => false,
+            }
+        });
+        let up = futures::future::join_all(probes).await;
+        for (rail, up) in self.rails.clone().iter().zip(up) {
+            if !up {
+                let id = rail.capabilities().rail;
+                tracing::warn!(rail = %id, "node down at start: the rail starts with its breaker open");
+                self.breakers.get_mut(&id).expect("a breaker per rail").trip(now);
+            }
+        }
     }
 }

@@ -119,6 +119,11 @@ pub struct ReadModel {
     pub pools: Vec<PoolView>,
     pub outbox: usize,
     pub last_reconciliation: Option<Reconciliation>,
+    /// Reconciliation differences found since the engine opened.
+    pub differences_found: u64,
+    /// Settlements whose last check found a difference, and what it was.
+    pub flagged: BTreeMap<SettlementId, crate::Difference>,
+    flagged_version: u64,
 }
 
 impl ReadModel {
@@ -278,6 +283,14 @@ impl EngineHandle {
         self.journal.history(&history::key(BATCH, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
     }
 
+    /// What reconciliation last found wrong with a payment's settlement: a settled payment
+    /// whose transaction left the chain reads "settled" in the history, and this says why it
+    /// is not to be trusted.
+    pub fn difference_of(&self, id: PaymentId) -> Result<Option<crate::Difference>, EngineError> {
+        let Some(settlement) = self.payment(id)?.and_then(|p| p.settlement) else { return Ok(None) };
+        Ok(self.read(|m| m.flagged.get(&settlement).cloned()))
+    }
+
     /// A finished settlement from the history store.
     pub fn finished_settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, EngineError> {
         self.journal.history(&history::key(SETTLEMENT, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
@@ -384,6 +397,11 @@ impl Engine {
         model.counts = self.state.book.counts().clone();
         model.outbox = self.state.outbox.len();
         model.last_reconciliation = self.last_reconciliation.clone();
+        model.differences_found = self.differences_found;
+        if model.flagged_version != self.flagged_version {
+            model.flagged_version = self.flagged_version;
+            model.flagged = self.flagged.clone();
+        }
         let previous: BTreeMap<RailId, usize> = model.rails.iter().map(|r| (r.rail, r.queued)).collect();
         model.rails = self
             .rails

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use alloy::consensus::{SignableTransaction, Transaction as _, TxEip1559, TxEnvelope};
@@ -165,6 +166,8 @@ pub struct EvmRail {
     signer: PrivateKeySigner,
     provider: RootProvider,
     next_nonce: Mutex<u64>,
+    /// Whether the chain id was checked and the pending nonce read (see `ensure_connected`).
+    connected: AtomicBool,
 }
 
 impl fmt::Debug for EvmRail {
@@ -184,6 +187,15 @@ impl EvmRail {
     /// Connects, checks the node's chain id against the configuration, and reads the sender's
     /// pending nonce (from then on railyard hands nonces out itself).
     pub async fn connect(config: EvmConfig, key: &SecretKey) -> Result<EvmRail, RailError> {
+        let rail = EvmRail::new(config, key)?;
+        rail.ensure_connected().await?;
+        Ok(rail)
+    }
+
+    /// The rail without talking to its node yet: it connects on first use (see
+    /// `ensure_connected`), so a node that is down when railyard starts makes that rail
+    /// unavailable, not the whole service.
+    pub fn new(config: EvmConfig, key: &SecretKey) -> Result<EvmRail, RailError> {
         let url =
             config.rpc_url.parse().map_err(|e| RailError::Config(format!("rpc_url {:?}: {e}", config.rpc_url)))?;
         let provider = RootProvider::new_http(url);
@@ -202,17 +214,34 @@ impl EvmRail {
             can_replace: true,
             finality_expected_ms: config.finality_expected_ms,
         };
-        let rail = EvmRail { config, capabilities, signer, provider, next_nonce: Mutex::new(0) };
-        let chain_id = rail.timed(rail.provider.get_chain_id()).await?;
-        if chain_id != rail.config.chain_id {
+        Ok(EvmRail {
+            config,
+            capabilities,
+            signer,
+            provider,
+            next_nonce: Mutex::new(0),
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    /// Checks the node's chain id and learns the sender's pending nonce, once. A node on
+    /// another chain is a configuration error; one that does not answer is unavailable (tried
+    /// again on the next call).
+    pub async fn ensure_connected(&self) -> Result<(), RailError> {
+        if self.connected.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let chain_id = self.timed(self.provider.get_chain_id()).await?;
+        if chain_id != self.config.chain_id {
             return Err(RailError::Config(format!(
                 "rail {} expects chain id {} but the node is on {chain_id}",
-                rail.config.rail, rail.config.chain_id
+                self.config.rail, self.config.chain_id
             )));
         }
-        let nonce = rail.timed(rail.provider.get_transaction_count(rail.signer.address()).pending()).await?;
-        *rail.next_nonce.lock().expect("nonce lock") = nonce;
-        Ok(rail)
+        let nonce = self.timed(self.provider.get_transaction_count(self.signer.address()).pending()).await?;
+        self.ensure_next_nonce_at_least(nonce);
+        self.connected.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn timed<T, E: fmt::Display>(
@@ -430,6 +459,7 @@ impl Rail for EvmRail {
 
     async fn quote(&self, batch: &Batch) -> Result<FeeQuote, RailError> {
         check_batch(&self.capabilities, batch)?;
+        self.ensure_connected().await?;
         let (to, value, input) = self.call_for(batch)?;
         let request = TransactionRequest::default().from(self.signer.address()).to(to).value(value).input(input.into());
         let estimate = self.timed(self.provider.estimate_gas(request)).await?;
@@ -439,6 +469,8 @@ impl Rail for EvmRail {
 
     async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         check_batch(&self.capabilities, batch)?;
+        // A nonce is handed out only once the chain's own is known.
+        self.ensure_connected().await?;
         let (to, value, input) = self.call_for(batch)?;
         self.sign(self.take_nonce(), to, value, input, fee)
     }
@@ -549,6 +581,9 @@ impl Rail for EvmRail {
     }
 
     async fn health(&self) -> Health {
+        if self.ensure_connected().await.is_err() {
+            return Health::Down;
+        }
         match self.timed(self.provider.get_block_number()).await {
             Ok(head) => Health::Up { head },
             Err(_) => Health::Down,

@@ -107,8 +107,8 @@ async fn drive(
                 return Ok(());
             }
         }
-        let (counts, tip, quiet, stopped) =
-            handle.read(|m| (m.counts_by_name(), m.tip, m.is_quiet() && m.tip > 0, m.stopped.clone()));
+        let (counts, tip, quiet, stopped, differences) = handle
+            .read(|m| (m.counts_by_name(), m.tip, m.is_quiet() && m.tip > 0, m.stopped.clone(), m.differences_found));
         if let Some(reason) = stopped {
             anyhow::bail!("the engine stopped: {reason}");
         }
@@ -116,6 +116,9 @@ async fn drive(
         if last_status.elapsed() >= Duration::from_secs(5) || done {
             last_status = Instant::now();
             println!("[{:>5.0?}] payments {counts:?} journal {tip} records", started.elapsed());
+            if differences > 0 {
+                println!("        reconciliation found {differences} difference(s): see the log");
+            }
         }
         if done {
             return Ok(());

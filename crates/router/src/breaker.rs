@@ -63,6 +63,15 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker now, whatever its history: the rail is known to be down (its node did
+    /// not answer when railyard started). After the cool-down it probes like any open breaker.
+    pub fn trip(&mut self, now: Timestamp) {
+        self.state = BreakerState::Open { until: now.saturating_add_ms(self.config.open_ms) };
+        self.consecutive_failures = self.config.failures_to_open;
+        self.probes_in_flight = 0;
+        self.probe_successes = 0;
+    }
+
     /// The state at `now` (an open breaker whose cool-down ended is half-open).
     pub fn state(&self, now: Timestamp) -> BreakerState {
         match self.state {

@@ -302,3 +302,30 @@ async fn a_hanging_node_delays_no_other_rail() {
     run_until_done(&mut engine, &world, now, 1_000).await;
     super::check_paid_exactly_once(&engine, &world, 1_500);
 }
+
+/// A rail whose node is down when the engine opens starts with its breaker open: the engine
+/// opens, the other rails carry the payments, and once the node answers again the rail is
+/// probed back into service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rail_down_at_start_starts_with_its_breaker_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    world.sandboxes[0].inject(rails::sandbox::Fault::Outage);
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    assert!(matches!(engine.breaker(name("base"), T0), Some(router::BreakerState::Open { .. })));
+    assert_eq!(engine.breaker(name("optimism"), T0), Some(router::BreakerState::Closed));
+    fund(&mut engine, T0).await;
+    submit_all(&mut engine, 1_000, T0).await;
+    let mut now = T0;
+    for _ in 0..3 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    let on_base = engine.state().book.settlements.values().filter(|s| s.settlement.rail == name("base")).count();
+    assert_eq!(on_base, 0, "nothing is planned on a rail whose node is down");
+    assert!(!engine.state().book.settlements.is_empty(), "the other rails serve");
+    world.sandboxes[0].inject(rails::sandbox::Fault::Restore);
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    super::check_paid_exactly_once(&engine, &world, 1_000);
+}

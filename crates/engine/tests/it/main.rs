@@ -495,4 +495,15 @@ async fn reconciliation_finds_a_reorg_past_finality_and_nothing_else() {
         report.differences.iter().any(|d| matches!(d, Difference::Shortfall { rail, .. } if *rail == name("base")))
     );
     assert!(report.differences.iter().all(|d| !matches!(d, Difference::DeadButPaid { .. })));
+    // The difference is counted and shown on the settlement (and so its payments).
+    assert!(engine.differences_found() >= 1);
+    let reorged = report
+        .differences
+        .iter()
+        .find_map(|d| match d {
+            Difference::FinalNotOnChain { settlement, .. } => Some(*settlement),
+            _ => None,
+        })
+        .unwrap();
+    assert!(matches!(engine.flagged(reorged), Some(Difference::FinalNotOnChain { .. })));
 }

@@ -423,3 +423,32 @@ fn the_stablecoin_registry_is_read_per_network_and_validated() {
         "unknown keys are refused"
     );
 }
+
+/// A node that is down when the rail is made leaves the rail unavailable, not unbuildable; a
+/// node on another chain is a configuration error; a node that answers is used as by connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rail_made_while_its_node_is_down_is_unavailable_until_it_answers() {
+    let chain = chain(31_337).await;
+    let key = SecretKey::from_hex(HOT_KEY).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut down = config(&chain.anvil, 31_337, [1; 20], chain.token);
+    down.rpc_url = format!("http://127.0.0.1:{port}");
+    down.request_timeout = Duration::from_millis(500);
+    let rail = EvmRail::new(down, &key).unwrap();
+    assert_eq!(rail.health().await, rails::Health::Down);
+    let payout = Batch {
+        asset: Asset::ETH,
+        payouts: vec![Payout {
+            payment: PaymentId(1),
+            destination: model::Address::Evm(recipient(1)),
+            amount: Amount::new(1_000),
+        }],
+    };
+    assert!(matches!(rail.quote(&payout).await, Err(RailError::Unavailable(_))));
+
+    let wrong = EvmRail::new(config(&chain.anvil, 99, [1; 20], chain.token), &key).unwrap();
+    assert!(matches!(wrong.ensure_connected().await, Err(RailError::Config(_))));
+
+    let lazy = EvmRail::new(config(&chain.anvil, 31_337, [1; 20], chain.token), &key).unwrap();
+    assert!(matches!(lazy.health().await, rails::Health::Up { .. }), "it connects on first use");
+}
