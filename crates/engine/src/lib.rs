@@ -131,6 +131,8 @@ struct Watching {
     rebroadcasts: u32,
     seen_in_block: Option<[u8; 32]>,
     held: bool,
+    /// The rail's last quote for a replacement was above its fee cap.
+    fee_above_cap: bool,
 }
 
 /// Entries per in-memory structure (see `Engine::footprint`).
@@ -187,6 +189,8 @@ pub struct Engine {
     touched_batches: BTreeSet<BatchId>,
     /// When the read model's queue depths were last refreshed.
     depths_at: Timestamp,
+    /// When queued payments were last checked against their class's age limit.
+    stale_checked_at: Timestamp,
     /// Differences reconciliation found, in all runs since the engine opened.
     differences_found: u64,
     /// Settlements whose last check found a difference (bounded; a clean later check clears).
@@ -284,6 +288,7 @@ impl Engine {
             touched: BTreeSet::new(),
             touched_batches: BTreeSet::new(),
             depths_at: Timestamp(0),
+            stale_checked_at: Timestamp(0),
             stopped: None,
             settlements_made: 0,
             moved_by_failover: 0,
@@ -503,6 +508,17 @@ impl Engine {
     fn with_notifications(&self, events: Vec<Event>) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len());
         for event in events {
+            if let Event::PaymentHeld { payment, at, .. } = &event {
+                // A hold is news for the merchant too; it can happen more than once, so its
+                // notice is told apart by when.
+                let held = self.state.book.payments.get(payment).map(|r| r.state.is_in_flight());
+                let state = PaymentState::Held { in_flight: held.unwrap_or(false) };
+                let id = derived(&[b"notice-held", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
+                let (payment, at) = (*payment, *at);
+                out.push(event);
+                out.push(Event::Notification { id, payment, state, at });
+                continue;
+            }
             let terminal: Vec<(PaymentId, PaymentState)> = match &event {
                 Event::SettlementFinal { settlement, .. } => self.state.book.settlements[settlement]
                     .settlement
@@ -531,6 +547,7 @@ impl Engine {
     pub async fn tick(&mut self, now: Timestamp) -> Result<(), EngineError> {
         self.running()?;
         self.watch_all(now).await?;
+        self.hold_stale(now)?;
         self.failover(now);
         self.route(now);
         for rail in self.rails.clone() {

@@ -68,6 +68,34 @@ impl Engine {
         }
     }
 
+    /// Payments queued longer than their class's age limit are held, with the reason and a
+    /// notice to the merchant; an operator retries or fails them. Checked at most once a second.
+    pub(crate) fn hold_stale(&mut self, now: Timestamp) -> Result<(), crate::EngineError> {
+        if now.saturating_since(self.stale_checked_at) < 1_000 {
+            return Ok(());
+        }
+        self.stale_checked_at = now;
+        let stale = self.queue.stale(now);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PaymentId> = stale.iter().map(|p| p.id).collect();
+        self.queue.remove(&ids);
+        let mut events = Vec::with_capacity(stale.len());
+        for item in stale {
+            let age_max = self.config.queue.classes.iter().find(|c| c.name == item.class).and_then(|c| c.age_max_ms);
+            let reason = format!(
+                "queued longer than class {}'s age limit of {} ms on rail {}; retry or fail it",
+                item.class,
+                age_max.unwrap_or(0),
+                item.rail
+            );
+            events.push(Event::PaymentHeld { payment: item.id, reason, at: now });
+        }
+        tracing::warn!(held = events.len(), "payments past their class's age limit held");
+        self.stage(events)
+    }
+
     /// Unrouted payments get a rail and join its queue; those no rail takes now stay unrouted.
     pub(crate) fn route(&mut self, now: Timestamp) {
         if self.unrouted.is_empty() {
@@ -117,11 +145,18 @@ impl Engine {
     /// Dequeues what `rail` may take now into the batcher and settles what the batcher flushes.
     pub(crate) async fn plan(&mut self, rail: &Arc<dyn Rail>, now: Timestamp) -> Result<(), crate::EngineError> {
         let caps = rail.capabilities().clone();
-        let breaker = self.breakers.get_mut(&caps.rail).expect("a breaker per rail");
-        if matches!(breaker.state(now), router::BreakerState::Open { .. }) || self.state.paused.contains(&caps.rail) {
+        if self.state.paused.contains(&caps.rail) {
             return Ok(());
         }
-        let most = caps.batch_size_max.saturating_mul(self.config.settlements_per_tick_max);
+        // A half-open breaker admits a bounded number of probes: one settlement at a time
+        // until its outcomes close the breaker again (or open it).
+        let breaker = self.breakers.get_mut(&caps.rail).expect("a breaker per rail");
+        let probing = matches!(breaker.state(now), router::BreakerState::HalfOpen);
+        if !breaker.admit(now) {
+            return Ok(());
+        }
+        let settlements = if probing { 1 } else { self.config.settlements_per_tick_max };
+        let most = caps.batch_size_max.saturating_mul(settlements);
         let dequeued = self.queue.dequeue(caps.rail, most, now, |_| true);
         for item in &dequeued.payments {
             // A payment that finished meanwhile has left the book: nothing to batch.
@@ -129,7 +164,14 @@ impl Engine {
             let asset = record.payment.asset;
             self.batcher.add(caps.rail, asset, caps.batch_size_max, item.id, item.class, now);
         }
+        let mut planned = 0;
         for flush in self.batcher.flush_rail(caps.rail, now) {
+            if probing && planned > 0 {
+                // One probe at a time: the rest go back to routing.
+                self.unrouted.extend(flush.payments);
+                continue;
+            }
+            planned += 1;
             // A payment may have left Queued meanwhile (an operator failed it): keep the rest.
             let ids: Vec<PaymentId> = flush
                 .payments

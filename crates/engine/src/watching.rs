@@ -80,8 +80,7 @@ impl Engine {
             rebroadcasts: info.rebroadcasts,
             cancelling: !cancels.is_empty(),
             cancels,
-            fee_above_cap: false,
-            delivered_mismatch: false,
+            fee_above_cap: info.fee_above_cap,
         };
         let action = router::assess(&watch, &self.config.anomaly, now);
         self.act(rail, id, action, now).await
@@ -160,7 +159,12 @@ impl Engine {
         let payments: Vec<PaymentId> = record.settlement.legs.iter().map(|l| l.payment).collect();
         let batch = self.batch_of(record.settlement.asset, &payments);
         let timeout = self.config.rail_timeout;
-        let built = match timed(timeout, rail.quote(&batch)).await {
+        let quoted = timed(timeout, rail.quote(&batch)).await;
+        // What the rail quotes now is the anomaly rules' input: above the cap, a stuck
+        // settlement is held for the operator instead of bumped again and again.
+        let fee_above_cap = matches!(quoted, Err(rails::RailError::FeeAboveCap { .. }));
+        self.watching.get_mut(&id).expect("watched").fee_above_cap = fee_above_cap;
+        let built = match quoted {
             Ok(quote) if cancel => timed(timeout, rail.cancel(&previous, &quote)).await,
             Ok(quote) => timed(timeout, rail.bump(&batch, &previous, &quote)).await,
             Err(error) => Err(error),

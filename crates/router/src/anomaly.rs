@@ -1,8 +1,7 @@
 //! Anomaly rules: from what the chain says of a settlement, what to do next. Each rule is a
 //! decision the engine carries out (and journals); nothing here acts.
 //!
-//! The order matters and is the policy: a wrong amount delivered is held for the operator
-//! before anything else (it cannot be reversed on chain); finality comes from depth; death
+//! The order matters and is the policy: finality comes from depth; death
 //! needs a final proof (rule 3); a drop is answered with the same bytes first; a stuck
 //! settlement is bumped within a budget, then cancelled.
 
@@ -39,10 +38,8 @@ pub struct SettlementWatch {
     pub cancelling: bool,
     /// The txids of its cancels (confirmed cancels pay nobody).
     pub cancels: Vec<[u8; 32]>,
-    /// The rail's current quote exceeds the fee cap.
+    /// The rail's last quote for a replacement exceeded its fee cap.
     pub fee_above_cap: bool,
-    /// Reconciliation found a destination credited with a different amount.
-    pub delivered_mismatch: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,9 +65,6 @@ pub enum Action {
 }
 
 pub fn assess(watch: &SettlementWatch, policy: &AnomalyPolicy, now: Timestamp) -> Action {
-    if watch.delivered_mismatch {
-        return Action::Hold { reason: "a destination received a different amount than settled".into() };
-    }
     let final_depth = |depth: u64| depth >= watch.confirmations_final;
     match &watch.observation {
         Observation::Confirmed { txid, depth, .. } if final_depth(*depth) => {

@@ -4,7 +4,6 @@
 //!
 //! - [`route`]: eligibility and scoring of rails per payment, with rule overrides and reasons.
 //! - [`breaker`]: a circuit breaker per rail.
-//! - [`failover`]: moving a failed rail's queued payments.
 //! - [`batching`]: when a (rail, asset) batch becomes a settlement.
 //! - [`anomaly`]: what to do about a settlement from what the chain says.
 //! - [`pools`]: buffer pools as ledger accounts; reservations as pending transfers.
@@ -12,13 +11,11 @@
 pub mod anomaly;
 pub mod batching;
 pub mod breaker;
-pub mod failover;
 pub mod pools;
 pub mod route;
 
 pub use anomaly::{Action, AnomalyPolicy, SettlementWatch, assess};
 pub use batching::{BatchPolicy, Batcher, Flush, FlushReason};
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Outcome};
-pub use failover::{FailoverPlan, plan_failover};
 pub use pools::{AlertKind, PoolAlert, PoolConfig, PoolError, Pools, Reserve};
 pub use route::{Decision, Ineligible, RailState, RailVerdict, Router, Rule, RuleError, Score, Verdict, Weights};

@@ -329,3 +329,93 @@ async fn a_rail_down_at_start_starts_with_its_breaker_open() {
     run_until_done(&mut engine, &world, now, 1_000).await;
     super::check_paid_exactly_once(&engine, &world, 1_000);
 }
+
+/// A payment queued past its class's age limit is held with that reason and a notice, leaves
+/// the queue, and is settled once an operator retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_past_their_class_age_limit_are_held_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    // Urgent payments may wait 5 minutes in the queue; rails take one payment a second.
+    cfg.queue.rail_limit = queue::Limit { per_second: 1, burst: 1 };
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    // All urgent, all for base only: base takes one a second, so half of them wait past 5
+    // minutes.
+    let mut batch = drafts(0, 600);
+    batch.iter_mut().for_each(|d| {
+        d.networks = vec![Network::BASE];
+        d.class = name("urgent");
+    });
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let mut now = T0;
+    for _ in 0..302 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    let held: Vec<PaymentId> = payments
+        .iter()
+        .copied()
+        .filter(|p| {
+            engine.state().book.payments.get(p).is_some_and(|r| r.state == PaymentState::Held { in_flight: false })
+        })
+        .collect();
+    assert!(!held.is_empty(), "{:?}", engine.count_by_state());
+    assert!(held.len() >= 200, "{} held", held.len());
+    let notices: Vec<_> = engine.state().outbox.values().filter(|n| held.contains(&n.payment)).collect();
+    assert_eq!(notices.len(), held.len(), "each hold is notified");
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    let reason = records.iter().find_map(|r| match Event::decode(&r.payload).unwrap() {
+        Event::PaymentHeld { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(reason.unwrap().contains("age limit of 300000 ms"));
+
+    let mut cfg = config();
+    cfg.queue.rail_limit = queue::Limit { per_second: 10_000, burst: 10_000 };
+    drop(engine);
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), now).await.unwrap();
+    for id in &held {
+        engine.resolve(*id, Resolution::Retry, "op", "capacity restored", now).await.unwrap();
+    }
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    assert_eq!(engine.state().book.count(PaymentState::Settled), 600);
+}
+
+/// A half-open breaker admits one probe settlement at a time, not the rail's full appetite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_rail_is_probed_with_one_settlement() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.settlements_per_tick_max = 8;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    // Only base may carry these.
+    let mut batch = drafts(0, 2_000);
+    batch.iter_mut().for_each(|d| d.networks = vec![Network::BASE]);
+    world.sandboxes[0].inject(rails::sandbox::Fault::Outage);
+    engine.submit(MerchantId(1), "k", &batch[..1_000], T0).await.unwrap();
+    let mut now = T0;
+    while !matches!(engine.breaker(name("base"), now), Some(router::BreakerState::Open { .. })) {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    world.sandboxes[0].inject(rails::sandbox::Fault::Restore);
+    // Past the cool-down the breaker is half-open: the next round plans one settlement.
+    now = now.saturating_add_ms(5_000);
+    world.advance(now);
+    assert_eq!(engine.breaker(name("base"), now), Some(router::BreakerState::HalfOpen));
+    let before = engine.state().book.settlements.len();
+    engine.tick(now).await.unwrap();
+    let planned = engine.state().book.settlements.len() - before;
+    assert_eq!(planned, 1, "one probe settlement while half-open");
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    assert_eq!(engine.breaker(name("base"), now), Some(router::BreakerState::Closed));
+    assert_eq!(engine.state().book.count(PaymentState::Settled), 1_000);
+}

@@ -244,7 +244,6 @@ fn watching(observation: Observation) -> SettlementWatch {
         cancelling: false,
         cancels: vec![],
         fee_above_cap: false,
-        delivered_mismatch: false,
     }
 }
 
@@ -288,14 +287,6 @@ fn anomaly_rules_table() {
             SettlementWatch { fee_above_cap: true, ..watching(Observation::Pending) },
             late,
             Action::Hold { reason: "stuck, and the fee to unstick it is above the cap".into() },
-        ),
-        (
-            SettlementWatch {
-                delivered_mismatch: true,
-                ..watching(Observation::Confirmed { txid: a, block: b, depth: 9 })
-            },
-            T0,
-            Action::Hold { reason: "a destination received a different amount than settled".into() },
         ),
     ];
     for (i, (watch, now, expected)) in cases.into_iter().enumerate() {
@@ -361,27 +352,4 @@ fn pools_reserve_post_void_and_guard_the_minimum() {
     assert!(matches!(pools.void(SettlementId(1)), Err(PoolError::NoReservation(_))));
     pools.ledger().verify().unwrap();
     assert_eq!(pools.open_reservations(), 0);
-}
-
-#[test]
-fn failover_moves_queued_payments_where_allowed_and_holds_the_rest() {
-    let base = caps("base", 8453, 4_000);
-    let op = caps("optimism", 10, 4_000);
-    let router = Router::new(Weights::default(), vec![]).unwrap();
-    let movable = payment(1, 1, 500, &[Network::BASE, Network::OPTIMISM]);
-    let stranded = payment(2, 1, 500, &[Network::BASE]);
-    let manual = payment(3, 2, 500, &[Network::BASE, Network::OPTIMISM]);
-    let deadline = T0.saturating_add_ms(3_600_000);
-    let queued = [(&movable, deadline), (&stranded, deadline), (&manual, deadline)];
-    let plan = plan_failover(
-        &router,
-        name("base"),
-        &queued,
-        &[state(&base, 1), state(&op, 9)],
-        &plenty,
-        &|p| p.merchant != MerchantId(2),
-        T0,
-    );
-    assert_eq!(plan.moves, [(PaymentId(1), name("optimism"))]);
-    assert_eq!(plan.held, [PaymentId(2), PaymentId(3)]);
 }

@@ -422,7 +422,6 @@ fn react(
         cancelling: live.cancelling,
         cancels: live.versions.iter().filter(|v| v.cancel).map(|v| v.txid).collect(),
         fee_above_cap: false,
-        delivered_mismatch: false,
     };
     match assess(&watch, policy, now) {
         Action::Wait => {}
