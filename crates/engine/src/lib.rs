@@ -24,6 +24,7 @@ mod recovery;
 mod routing;
 pub mod service;
 mod settling;
+mod staging;
 pub mod state;
 mod watching;
 
@@ -161,15 +162,11 @@ pub struct Engine {
     config: EngineConfig,
     journal: Journal,
     state: EngineState,
-    queue: Queue,
+    staging: staging::Staging,
     router: Router,
     rails: Vec<Arc<dyn Rail>>,
     breakers: BTreeMap<RailId, Breaker>,
     watching: BTreeMap<SettlementId, Watching>,
-    /// Payments Queued in the book that are in neither the queue nor the batcher: the only
-    /// ones routing looks at.
-    unrouted: BTreeSet<PaymentId>,
-    batcher: router::Batcher,
     /// Events applied to the state but not yet durable; the next commit appends them.
     staged: Vec<Event>,
     /// Effects of staged events, run after the commit.
@@ -261,19 +258,16 @@ impl Engine {
             open_payments = state.book.payments.len(),
             "engine state recovered"
         );
-        let unrouted =
-            state.book.payments.iter().filter(|(_, r)| r.state == PaymentState::Queued).map(|(id, _)| *id).collect();
+        let staging = staging::Staging::new(queue, batcher, &state.book);
         let mut engine = Engine {
             config,
             journal,
             state,
-            queue,
+            staging,
             router,
             rails,
             breakers,
             watching: BTreeMap::new(),
-            unrouted,
-            batcher,
             staged: Vec::new(),
             effects: Vec::new(),
             history: Vec::new(),
@@ -426,13 +420,13 @@ impl Engine {
 
     /// When the engine next has something due without a command: the batcher's next window.
     pub fn next_wake(&self, _now: Timestamp) -> Option<Timestamp> {
-        self.batcher.next_due()
+        self.staging.next_due()
     }
 
     /// After an event applied: its queued payments go to routing, what it finished goes to the
     /// history store with the same commit, and it is staged.
     fn after_apply(&mut self, event: Event, queued: Vec<PaymentId>) {
-        self.unrouted.extend(queued);
+        self.staging.waiting(queued);
         let retired = self.state.book.take_retired();
         if !retired.is_empty() {
             self.history.extend(history::ops(&retired));
@@ -595,14 +589,19 @@ impl Engine {
             payments: book.payments.len(),
             settlements: book.settlements.len(),
             batches: book.batches.len(),
-            unrouted: self.unrouted.len(),
-            queued: self.queue.len(),
-            batching: self.batcher.waiting(),
+            unrouted: self.staging.sizes().0,
+            queued: self.staging.sizes().1,
+            batching: self.staging.sizes().2,
             watching: self.watching.len(),
             outbox: self.state.outbox.len(),
             reservations: self.state.pools.open_reservations(),
             ledger_transfers: self.state.pools.ledger().transfer_count(),
         }
+    }
+
+    /// Checks that every waiting payment is staged in exactly one place (see `staging`).
+    pub fn check_staging(&self) -> Result<(), String> {
+        self.staging.check(&self.state.book)
     }
 
     /// A rail's breaker at `now`, if the rail is configured.

@@ -91,14 +91,10 @@ impl Engine {
         paused.insert(rail);
         let states = rail_states(&self.rails, &self.breakers, &paused, now);
         let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
-        let report = self.queue.drain(rail, now, dry_run, |item| {
+        let report = self.staging.drain(rail, dry_run, now, |item| {
             let payment = &book.payments[&item.id].payment;
             router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
         });
-        if !dry_run {
-            let waiting = self.batcher.take_rail(rail);
-            self.unrouted.extend(waiting);
-        }
         if !dry_run && !report.moves.is_empty() {
             let moved = u32::try_from(report.moves.len()).unwrap_or(u32::MAX);
             tracing::info!(rail = %rail, moved, operator, "operator drained a rail");

@@ -52,12 +52,10 @@ impl Engine {
             .map(|(rail, _)| *rail)
             .collect();
         for failed in open {
-            // Waiting in the batcher for that rail: back to routing.
-            let waiting = self.batcher.take_rail(failed);
-            self.unrouted.extend(waiting);
             let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
             let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
-            let report = self.queue.drain(failed, now, false, |item| {
+            // What waited in the batcher for that rail goes back to routing.
+            let report = self.staging.drain(failed, false, now, |item| {
                 let payment = &book.payments[&item.id].payment;
                 router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
             });
@@ -75,12 +73,10 @@ impl Engine {
             return Ok(());
         }
         self.stale_checked_at = now;
-        let stale = self.queue.stale(now);
+        let stale = self.staging.take_stale(now);
         if stale.is_empty() {
             return Ok(());
         }
-        let ids: Vec<PaymentId> = stale.iter().map(|p| p.id).collect();
-        self.queue.remove(&ids);
         let mut events = Vec::with_capacity(stale.len());
         for item in stale {
             let age_max = self.config.queue.classes.iter().find(|c| c.name == item.class).and_then(|c| c.age_max_ms);
@@ -98,14 +94,12 @@ impl Engine {
 
     /// Unrouted payments get a rail and join its queue; those no rail takes now stay unrouted.
     pub(crate) fn route(&mut self, now: Timestamp) {
-        if self.unrouted.is_empty() {
+        let unrouted = self.staging.unrouted(&self.state.book);
+        if unrouted.is_empty() {
             return;
         }
         let book = &self.state.book;
-        // Payments that left Queued meanwhile (planned by a flush, failed, held) drop out.
-        self.unrouted.retain(|id| book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued));
-        let deadlines: Vec<(&Payment, Timestamp)> = self
-            .unrouted
+        let deadlines: Vec<(&Payment, Timestamp)> = unrouted
             .iter()
             .map(|id| {
                 let payment = &book.payments[id].payment;
@@ -131,13 +125,8 @@ impl Engine {
         }
         for (rail, batch) in by_rail {
             // A full queue leaves them unrouted: they are routed again next round.
-            match self.queue.enqueue(&batch, now) {
-                Ok(_) => {
-                    for entry in &batch {
-                        self.unrouted.remove(&entry.id);
-                    }
-                }
-                Err(error) => tracing::debug!(rail = %rail, %error, "queue refused payments; retried next round"),
+            if let Err(error) = self.staging.enqueue(&batch, now) {
+                tracing::debug!(rail = %rail, %error, "queue refused payments; retried next round");
             }
         }
     }
@@ -157,18 +146,15 @@ impl Engine {
         }
         let settlements = if probing { 1 } else { self.config.settlements_per_tick_max };
         let most = caps.batch_size_max.saturating_mul(settlements);
-        let dequeued = self.queue.dequeue(caps.rail, most, now, |_| true);
-        for item in &dequeued.payments {
-            // A payment that finished meanwhile has left the book: nothing to batch.
-            let Some(record) = self.state.book.payments.get(&item.id) else { continue };
-            let asset = record.payment.asset;
-            self.batcher.add(caps.rail, asset, caps.batch_size_max, item.id, item.class, now);
-        }
+        let book = &self.state.book;
+        let asset_of =
+            |id: PaymentId| book.payments.get(&id).filter(|r| r.state == PaymentState::Queued).map(|r| r.payment.asset);
+        let flushes = self.staging.dequeue_and_flush(&caps, most, now, asset_of);
         let mut planned = 0;
-        for flush in self.batcher.flush_rail(caps.rail, now) {
+        for flush in flushes {
             if probing && planned > 0 {
                 // One probe at a time: the rest go back to routing.
-                self.unrouted.extend(flush.payments);
+                self.staging.waiting(flush.payments);
                 continue;
             }
             planned += 1;

@@ -377,7 +377,7 @@ impl Engine {
         if refresh_depths {
             self.depths_at = now;
         }
-        let depths = refresh_depths.then(|| self.queue.depths(now));
+        let depths = refresh_depths.then(|| self.staging.depths(now));
         let mut model = read.write().expect("read model lock");
         for id in touched {
             match self.state.book.payments.get(&id) {

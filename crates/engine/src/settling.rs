@@ -37,7 +37,7 @@ impl Engine {
             Err(error) => {
                 tracing::warn!(rail = %caps.rail, %error, payments = ids.len(), "quote failed; payments routed again");
                 self.breakers.get_mut(&caps.rail).expect("breaker").record(Outcome::Failure, now);
-                self.unrouted.extend(ids);
+                self.staging.waiting(ids);
                 return Ok(());
             }
         };
@@ -58,7 +58,7 @@ impl Engine {
             self.state.reserve_for(&settlement).map(|r| self.state.pools.can_reserve(&r).is_ok()).unwrap_or(false);
         if !fits {
             tracing::debug!(rail = %caps.rail, %asset, payments = ids.len(), "pool cannot reserve; payments routed again");
-            self.unrouted.extend(ids);
+            self.staging.waiting(ids);
             return Ok(());
         }
         self.stage(vec![Event::SettlementPlanned { settlement, at: now }])?;

@@ -139,6 +139,11 @@ impl Batcher {
         self.groups.values().flat_map(|g| g.waiting.iter().map(|w| w.due)).min()
     }
 
+    /// Every payment waiting, in no particular order.
+    pub fn payments(&self) -> impl Iterator<Item = PaymentId> + '_ {
+        self.groups.values().flat_map(|g| g.waiting.iter().map(|w| w.payment))
+    }
+
     pub fn waiting(&self) -> usize {
         self.groups.values().map(|g| g.waiting.len()).sum()
     }

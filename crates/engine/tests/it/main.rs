@@ -181,6 +181,8 @@ pub(crate) async fn run_until_done(
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
         engine.tick(now).await.unwrap();
+        // One place per waiting payment, after every round of every scenario that runs here.
+        engine.check_staging().unwrap();
         if engine.state().book.payments.values().all(|p| p.state.is_terminal()) {
             break;
         }
@@ -245,6 +247,7 @@ async fn a_rail_outage_fails_over_without_paying_twice() {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
         engine.tick(now).await.unwrap();
+        engine.check_staging().unwrap();
     }
     world.sandboxes[0].inject(Fault::Restore);
     assert!(engine.moved_by_failover() > 0, "queued payments moved off the dark rail");
@@ -401,6 +404,7 @@ async fn operators_pause_drain_and_resume_a_rail_with_a_dry_run_first() {
     assert!(dry.op.is_none());
     assert_eq!(engine.journal().tip(), tip, "a dry run journals nothing");
     let real = engine.drain(base, false, "alice", "move the backlog", T0).await.unwrap();
+    engine.check_staging().unwrap();
     assert_eq!(real.moves, dry.moves, "the dry run showed exactly what the drain did");
     assert!(!real.moves.is_empty() && real.moves.iter().all(|m| m.to != base), "the backlog moved off base");
 
