@@ -371,7 +371,13 @@ async fn main() {
     println!("  reopen with {total} payments in history: {:.3} s", reopen_started.elapsed().as_secs_f64());
     drop(engine);
 
+    let before_alone = rss_bytes();
     let alone = journal_alone(dir.path(), m.records, m.bytes, m.commits);
+    println!(
+        "  resident before / after the journal alone appended them: {:.1} / {:.1} MiB",
+        mib(before_alone),
+        mib(rss_bytes())
+    );
     println!(
         "  baseline, the journal alone appending the same {} records ({} bytes) in {} commits: {:.2} s, {:.0} payments/s",
         m.records,
