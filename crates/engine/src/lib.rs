@@ -16,6 +16,7 @@
 //! The stages live in their own modules: `intake`, `routing` (failover, route, plan),
 //! `settling` (sign and broadcast), `watching`, `recovery`, `operator`, `reconcile`.
 
+mod gate;
 mod history;
 mod intake;
 mod operator;
@@ -32,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use journal::{Append, Appended, Claim, HistoryOp, Journal};
+use journal::{HistoryOp, Journal};
 use model::*;
 use queue::{Queue, QueueConfig};
 use rails::Rail;
@@ -313,227 +314,9 @@ impl Engine {
         self.commits
     }
 
-    /// Every entry point starts here: a stopped engine does nothing more.
-    fn running(&self) -> Result<(), EngineError> {
-        match &self.stopped {
-            Some(reason) => Err(EngineError::Stopped(reason.clone())),
-            None => Ok(()),
-        }
-    }
-
-    fn stop(&mut self, reason: String) -> EngineError {
-        tracing::error!(%reason, "engine stopped");
-        self.staged.clear();
-        self.effects.clear();
-        self.history.clear();
-        self.stopped = Some(reason.clone());
-        EngineError::Stopped(reason)
-    }
-
-    /// Applies events the engine decided to its state and stages them for the next commit. A
-    /// refusal means the engine built an event its own state rejects: a bug, so it stops.
-    fn stage(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
-        self.running()?;
-        let events = self.with_notifications(events);
-        for event in events {
-            let queued = self.queued_by(&event);
-            self.note_touched(&event);
-            if let Err(error) = self.state.apply(&event) {
-                return Err(self.stop(format!("state refused {event:?}: {error}")));
-            }
-            self.after_apply(event, queued);
-        }
-        Ok(())
-    }
-
-    /// Stages one event that carries a caller's input (an operator or treasury command). The
-    /// state applies an event whole or not at all, so a refusal is the caller's error and
-    /// changes nothing.
-    fn stage_input(&mut self, event: Event) -> Result<(), EngineError> {
-        self.running()?;
-        let queued = self.queued_by(&event);
-        self.state.apply(&event).map_err(|error| EngineError::Refused(error.to_string()))?;
-        self.note_touched(&event);
-        self.after_apply(event, queued);
-        Ok(())
-    }
-
-    /// The payments an event puts back into Queued (read before it applies: a released
-    /// settlement leaves the book).
-    fn queued_by(&self, event: &Event) -> Vec<PaymentId> {
-        match event {
-            Event::PaymentQueued { payment, .. }
-            | Event::PaymentResolved { payment, resolution: Resolution::Retry, .. } => vec![*payment],
-            Event::SettlementReleased { settlement, .. } => self
-                .state
-                .book
-                .settlements
-                .get(settlement)
-                .map(|r| r.settlement.legs.iter().map(|l| l.payment).collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Notes the payments and batches an event changes (read before it applies: settlements
-    /// and payments it finishes leave the book), for the read model.
-    fn note_touched(&mut self, event: &Event) {
-        if !self.track_changes {
-            return;
-        }
-        let book = &self.state.book;
-        let mut payments: Vec<PaymentId> = Vec::new();
-        match event {
-            Event::BatchAccepted { batch, payments: new, .. }
-            | Event::PaymentsAccepted { batch, payments: new, .. } => {
-                payments.extend(new.iter().map(|p| p.id));
-                self.touched_batches.insert(*batch);
-            }
-            Event::PaymentQueued { payment, .. }
-            | Event::PaymentHeld { payment, .. }
-            | Event::PaymentFailed { payment, .. }
-            | Event::PaymentReissued { payment, .. }
-            | Event::PaymentResolved { payment, .. } => payments.push(*payment),
-            Event::SettlementPlanned { settlement, .. } => payments.extend(settlement.legs.iter().map(|l| l.payment)),
-            Event::SettlementReleased { settlement, .. }
-            | Event::SettlementSigned { settlement, .. }
-            | Event::SettlementBroadcast { settlement, .. }
-            | Event::SettlementReplaced { settlement, .. }
-            | Event::SettlementCancelling { settlement, .. }
-            | Event::SettlementConfirmed { settlement, .. }
-            | Event::SettlementReorged { settlement, .. }
-            | Event::SettlementFinal { settlement, .. }
-            | Event::SettlementDead { settlement, .. } => {
-                if let Some(record) = book.settlements.get(settlement) {
-                    payments.extend(record.settlement.legs.iter().map(|l| l.payment));
-                }
-            }
-            _ => {}
-        }
-        for id in payments {
-            if let Some(record) = book.payments.get(&id) {
-                self.touched_batches.insert(record.payment.batch);
-            }
-            self.touched.insert(id);
-        }
-    }
-
     /// When the engine next has something due without a command: the batcher's next window.
-    pub fn next_wake(&self, _now: Timestamp) -> Option<Timestamp> {
+    pub fn next_wake(&self) -> Option<Timestamp> {
         self.staging.next_due()
-    }
-
-    /// After an event applied: its queued payments go to routing, what it finished goes to the
-    /// history store with the same commit, and it is staged.
-    fn after_apply(&mut self, event: Event, queued: Vec<PaymentId>) {
-        self.staging.waiting(queued);
-        let retired = self.state.book.take_retired();
-        if !retired.is_empty() {
-            self.history.extend(history::ops(&retired));
-            for record in &retired.settlements {
-                self.watching.remove(&record.settlement.id);
-                if matches!(record.state, SettlementState::Final | SettlementState::Dead) {
-                    if self.reconcile_due.len() >= self.config.reconcile_settlements_max {
-                        self.reconcile_due.pop_front();
-                    }
-                    self.reconcile_due.push_back(record.settlement.id);
-                }
-            }
-        }
-        self.staged.push(event);
-    }
-
-    /// Appends everything staged in one durable commit. A failure stops the engine: the state
-    /// holds events the journal may not, so nothing may act on it.
-    async fn commit(&mut self) -> Result<(), EngineError> {
-        self.commit_claimed(None).await.map(|_| ())
-    }
-
-    async fn commit_claimed(&mut self, claim: Option<Claim>) -> Result<Option<Appended>, EngineError> {
-        self.running()?;
-        if self.staged.is_empty() {
-            return Ok(None);
-        }
-        let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
-        let history = std::mem::take(&mut self.history);
-        let outcome = match self.journal.submit_append(Append { payloads, claim, history }) {
-            Ok(ticket) => ticket.await,
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(appended) => {
-                self.staged.clear();
-                self.commits += 1;
-                self.maybe_snapshot().await?;
-                Ok(Some(appended))
-            }
-            Err(error) => Err(self.stop(format!("journal commit failed: {error}"))),
-        }
-    }
-
-    /// Right after a commit the state is exactly the journal's: a snapshot taken now lets a
-    /// restart skip everything before it. A snapshot that cannot be written is not fatal (the
-    /// journal is whole); it is logged and tried again after the next commit.
-    async fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
-        let every = self.config.snapshot_every_records;
-        let tip = self.journal.tip();
-        if every == 0 || tip < self.last_snapshot_seq.saturating_add(every) {
-            return Ok(());
-        }
-        let state = postcard::to_stdvec(&self.state).expect("state serializes");
-        match self.journal.write_snapshot_async(tip, state).await {
-            Ok(()) => {
-                tracing::info!(seq = tip, "snapshot written");
-                self.last_snapshot_seq = tip;
-            }
-            Err(error) => tracing::warn!(%error, "snapshot not written; tried again after the next commit"),
-        }
-        Ok(())
-    }
-
-    /// Commits what is staged, then runs its effects.
-    async fn commit_and_act(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        self.commit().await?;
-        self.run_effects(now).await
-    }
-
-    /// Adds a notification for every payment these events make terminal, to be journaled in
-    /// the same commit.
-    fn with_notifications(&self, events: Vec<Event>) -> Vec<Event> {
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            if let Event::PaymentHeld { payment, at, .. } = &event {
-                // A hold is news for the merchant too; it can happen more than once, so its
-                // notice is told apart by when.
-                let held = self.state.book.payments.get(payment).map(|r| r.state.is_in_flight());
-                let state = PaymentState::Held { in_flight: held.unwrap_or(false) };
-                let id = derived(&[b"notice-held", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
-                let (payment, at) = (*payment, *at);
-                out.push(event);
-                out.push(Event::Notification { id, payment, state, at });
-                continue;
-            }
-            let terminal: Vec<(PaymentId, PaymentState)> = match &event {
-                Event::SettlementFinal { settlement, .. } => self.state.book.settlements[settlement]
-                    .settlement
-                    .legs
-                    .iter()
-                    .map(|l| (l.payment, PaymentState::Settled))
-                    .collect(),
-                Event::PaymentFailed { payment, .. }
-                | Event::PaymentResolved { payment, resolution: Resolution::Fail, .. } => {
-                    vec![(*payment, PaymentState::Failed)]
-                }
-                _ => Vec::new(),
-            };
-            let at = event.at();
-            out.push(event);
-            for (payment, state) in terminal {
-                let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.to_string().as_bytes()]);
-                out.push(Event::Notification { id, payment, state, at });
-            }
-        }
-        out
     }
 
     /// One round of work at `now`: watch and react, fail over, route and plan; one commit;

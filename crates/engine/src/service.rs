@@ -329,7 +329,7 @@ pub async fn run(
                 }
                 engine.publish(&inbox.read, now, true);
                 let wait = engine
-                    .next_wake(now)
+                    .next_wake()
                     .map_or(config.tick, |at| Duration::from_millis(at.saturating_since(now)).min(config.tick));
                 next_round = tokio::time::Instant::now() + wait.max(Duration::from_millis(1));
             }

@@ -502,13 +502,13 @@ impl Queue {
             self.decrement_merchant(item.merchant);
             if take_cells {
                 let (merchant_limit, rail_limit) = (self.merchant_limit(item.merchant), self.rail_limit(*rail));
-                let _ = self.merchant_limits.take(item.merchant, merchant_limit, &self.clock);
-                let _ = self.rail_limits.take(*rail, rail_limit, &self.clock);
+                self.merchant_limits.retake(item.merchant, merchant_limit, &self.clock);
+                self.rail_limits.retake(*rail, rail_limit, &self.clock);
             }
         }
         if let (true, Some(merchant)) = (take_cells, charged) {
             let limit = self.merchant_limit(*merchant);
-            let _ = self.merchant_limits.take(*merchant, limit, &self.clock);
+            self.merchant_limits.retake(*merchant, limit, &self.clock);
         }
     }
 

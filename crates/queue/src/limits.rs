@@ -73,6 +73,13 @@ impl<K: Hash + Eq + Copy> Limiters<K> {
         })
     }
 
+    /// Takes the cell a live call took, when its journaled op is replayed. The live call
+    /// already judged whether the cell conformed (and recorded what it served); the replay
+    /// only has to leave the limiter in the same state, so the outcome decides nothing here.
+    pub(crate) fn retake(&mut self, key: K, limit: Limit, clock: &InjectedClock) {
+        let _live_verdict_stands = self.take(key, limit, clock);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.limiters.len()
     }
