@@ -1,19 +1,25 @@
 //! The engine end to end at scale: 1,000,000 payments from 1,000 merchants in 4 classes, ETH
 //! and USDC, over three sandbox rails, on virtual time (a tick is one block), from intake to
 //! settled, with the real redb journal on disk. Merchants submit batches of 1,000 every tick
-//! while earlier ones settle, as a steady service would see them; a webhook sender is played by
+//! while earlier ones settle, as a steady service would see them, and hold back while 30,000 of
+//! theirs are unsettled (backpressure: intake above what the chains settle per block would
+//! otherwise grow a backlog, and memory with it, for ever); a webhook sender is played by
 //! acknowledging the outbox every tick. The sandbox chains run pruned (old transaction bodies
 //! forgotten, no balances), so the memory measured is the engine's.
 //!
-//! Printed: resident bytes per active payment (a backlog accepted, nothing ticking); a run of
+//! Printed: resident bytes per active payment (a backlog accepted, nothing ticking, measured in
+//! a child process of its own so that its heap does not stay in the runs' numbers); a run of
 //! 100,000 and a run of 1,000,000 on fresh journals, each with payments/s, journal commits and
-//! bytes per payment and resident memory at points of the run, and the ratio of the two rates
+//! bytes per payment, where its wall time went (submits, ticks, acknowledgements, and of it the
+//! wait for durable commits; the merchants' own time building drafts is not counted) and
+//! resident memory at points of the run, and the ratio of the two rates
 //! (the cost of a payment must not grow with history); the idle tick with all of history
 //! behind it; reopen time; and — the baseline, measured in the same run — the journal alone
 //! appending the same records in the same number of commits: the engine's rate as a share.
 //!
 //! Run: `cargo bench -p benches --bench engine_e2e` (`RAILYARD_BENCH_PAYMENTS` to change the
-//! scale, default 1,000,000).
+//! scale, default 1,000,000; `RAILYARD_BENCH_CACHE_MIB` to change the journal's page cache from
+//! its default).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
@@ -33,6 +39,10 @@ const CHAINS: [(&str, u64); 3] = [("base", 8453), ("optimism", 10), ("arbitrum",
 const MERCHANTS: u64 = 1_000;
 const BATCH: u64 = 1_000;
 const BATCHES_PER_TICK: u64 = 10;
+/// Merchants hold back while this many of their payments are not yet settled, as clients of a
+/// service under load do (backpressure): the run measures a steady state, not a backlog that
+/// grows without bound because intake outpaces what the chains settle per block.
+const ACTIVE_MAX: u64 = 30_000;
 const CLASSES: [&str; 4] = ["urgent", "payroll", "standard", "bulk"];
 
 fn name(text: &str) -> Name {
@@ -62,7 +72,7 @@ fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
     let rail = SandboxRail::new(config, T0);
     // The simulated chains would otherwise hold every payout and balance in this process:
     // pruned, what grows is the engine's, not the chains'.
-    rail.prune(64);
+    rail.prune(8);
     Arc::new(rail)
 }
 
@@ -103,13 +113,9 @@ fn config() -> EngineConfig {
             window: 32,
         },
         anomaly: AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 5 },
-        journal: journal::Config {
-            cache_bytes: std::env::var("RAILYARD_BENCH_CACHE_MIB")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(64)
-                << 20,
-            ..journal::Config::default()
+        journal: match std::env::var("RAILYARD_BENCH_CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+            Some(mib) => journal::Config { cache_bytes: mib << 20, ..journal::Config::default() },
+            None => journal::Config::default(),
         },
         batch_payments_max: 10_000,
         reconcile_interval_ms: 0,
@@ -122,6 +128,7 @@ fn config() -> EngineConfig {
         snapshot_every_records: 200_000,
         settlements_per_tick_max: 16,
         reconcile_settlements_max: 1_000,
+        reconcile_balances: false,
     }
 }
 
@@ -176,6 +183,10 @@ struct Run {
     sandboxes: Vec<Arc<SandboxRail>>,
     now: Timestamp,
     submitted: u64,
+    /// Wall time in merchants' submits, in ticks, and in acknowledging the outbox.
+    spent: [Duration; 3],
+    /// Wall time the merchants took to build their drafts (taken out of the engine's time).
+    merchants: Duration,
 }
 
 impl Run {
@@ -184,18 +195,28 @@ impl Run {
         for s in &self.sandboxes {
             s.advance_to(self.now);
         }
+        let started = Instant::now();
         self.engine.tick(self.now).await.unwrap();
+        self.spent[1] += started.elapsed();
+        let started = Instant::now();
         let delivered: Vec<u128> = self.engine.state().outbox.keys().copied().collect();
         if !delivered.is_empty() {
             self.engine.acknowledge(&delivered, self.now).await.unwrap();
         }
+        self.spent[2] += started.elapsed();
     }
 
     async fn submit(&mut self, batches: u64) {
         for _ in 0..batches {
             let b = self.submitted / BATCH;
             let merchant = MerchantId(b % MERCHANTS + 1);
-            self.engine.submit(merchant, &format!("batch-{b}"), &drafts(b), self.now).await.unwrap();
+            // The merchants' side (building their drafts) is not the engine's time.
+            let made = Instant::now();
+            let drafts = drafts(b);
+            self.merchants += made.elapsed();
+            let started = Instant::now();
+            self.engine.submit(merchant, &format!("batch-{b}"), &drafts, self.now).await.unwrap();
+            self.spent[0] += started.elapsed();
             self.submitted += BATCH;
         }
     }
@@ -242,11 +263,16 @@ struct Measured {
     total: u64,
     elapsed: Duration,
     ticks: u64,
+    /// Most payments accepted and not yet settled at once.
+    active_peak: u64,
     commits: u64,
     records: u64,
     bytes: u64,
     /// (settled so far, wall time, resident bytes) at points of the run.
     marks: Vec<(u64, Duration, u64)>,
+    /// Wall time in submits, ticks and acknowledgements, and of it waiting for commits.
+    spent: [Duration; 3],
+    commit_wait: Duration,
 }
 
 /// Opens a fresh journal in `dir`, then merchants submit `total` payments, ten batches of
@@ -256,17 +282,24 @@ async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
         CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
     let mut engine = open(&dir.join("journal.redb"), &sandboxes, T0).await;
     fund(&mut engine).await;
-    let mut run = Run { engine, sandboxes, now: T0, submitted: 0 };
+    let mut run =
+        Run { engine, sandboxes, now: T0, submitted: 0, spent: [Duration::ZERO; 3], merchants: Duration::ZERO };
     let points: Vec<u64> = [total / 100, total / 10, total / 2, total - total / 10, total].into_iter().collect();
     let mut marks = Vec::new();
     let commits_before = run.engine.commits();
+    let wait_before = run.engine.commit_wait();
+    let merchants_before = run.merchants;
     let tip_before = run.engine.journal().tip();
     let started = Instant::now();
     let mut ticks = 0u64;
+    let mut active_peak = 0u64;
     while run.settled() < total {
-        if run.submitted < total {
-            run.submit(BATCHES_PER_TICK.min((total - run.submitted) / BATCH)).await;
+        let active = run.submitted - run.settled();
+        if run.submitted < total && active < ACTIVE_MAX {
+            let room = (ACTIVE_MAX - active).div_ceil(BATCH);
+            run.submit(BATCHES_PER_TICK.min(room).min((total - run.submitted) / BATCH)).await;
         }
+        active_peak = active_peak.max(run.submitted - run.settled());
         run.tick().await;
         ticks += 1;
         let settled = run.settled();
@@ -275,7 +308,7 @@ async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
         }
         assert!(ticks < total, "the run does not finish");
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed() - (run.merchants - merchants_before);
     let commits = run.engine.commits() - commits_before;
     let records = run.engine.journal().tip() - tip_before;
     let mut bytes = 0u64;
@@ -286,7 +319,8 @@ async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
         next = last.seq + 1;
         bytes += chunk.iter().map(|r| r.payload.len() as u64).sum::<u64>();
     }
-    (run, Measured { total, elapsed, ticks, commits, records, bytes, marks })
+    let (spent, commit_wait) = (run.spent, run.engine.commit_wait() - wait_before);
+    (run, Measured { total, elapsed, ticks, active_peak, commits, records, bytes, marks, spent, commit_wait })
 }
 
 fn rate(payments: u64, time: Duration) -> f64 {
@@ -295,42 +329,70 @@ fn rate(payments: u64, time: Duration) -> f64 {
 
 fn report(m: &Measured) {
     println!(
-        "  {:>8} payments: {:>8.0} payments/s intake to settled ({:.1} s, {} ticks); {:.4} commits and {:.0} journal bytes per payment",
+        "  {:>8} payments: {:>8.0} payments/s intake to settled ({:.1} s, {} ticks, at most {} active); {:.4} commits and {:.0} journal bytes per payment",
         m.total,
         rate(m.total, m.elapsed),
         m.elapsed.as_secs_f64(),
         m.ticks,
+        m.active_peak,
         m.commits as f64 / m.total as f64,
         m.bytes as f64 / m.total as f64
+    );
+    println!(
+        "      wall time: submits {:.2} s, ticks {:.2} s, acknowledgements {:.2} s; of it waiting for durable commits {:.2} s",
+        m.spent[0].as_secs_f64(),
+        m.spent[1].as_secs_f64(),
+        m.spent[2].as_secs_f64(),
+        m.commit_wait.as_secs_f64()
     );
     for (settled, at, rss) in &m.marks {
         println!("      at {settled:>8} settled: t = {:>6.1} s, resident {:>6.1} MiB", at.as_secs_f64(), mib(*rss));
     }
 }
 
+/// Set in the child process that measures the backlog.
+const PART: &str = "RAILYARD_BENCH_PART";
+
+/// Resident bytes per active payment: a backlog of `total / 5` (at most 200,000) accepted and
+/// queued, nothing ticking.
+async fn backlog(total: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sandboxes: Vec<Arc<SandboxRail>> =
+        CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
+    let mut engine = open(&dir.path().join("journal.redb"), &sandboxes, T0).await;
+    fund(&mut engine).await;
+    let mut run =
+        Run { engine, sandboxes, now: T0, submitted: 0, spent: [Duration::ZERO; 3], merchants: Duration::ZERO };
+    let backlog = (total / 5).clamp(BATCH, 200_000);
+    let before = rss_bytes();
+    run.submit(backlog / BATCH).await;
+    let per_active = rss_bytes().saturating_sub(before) / backlog;
+    println!("  resident bytes per active (accepted, queued) payment, {backlog} of them: {per_active}");
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let total: u64 = std::env::var("RAILYARD_BENCH_PAYMENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let total = (total / BATCH).max(10) * BATCH;
+    if std::env::var(PART).is_ok_and(|part| part == "backlog") {
+        backlog(total).await;
+        return;
+    }
     let small = total / 10;
     println!(
         "engine_e2e: {MERCHANTS} merchants, 4 classes, ETH+USDC, 3 sandbox rails, batches of {BATCH}, virtual time"
     );
 
-    // Active payments first, in a fresh process: a backlog accepted and queued, nothing ticking.
-    let backlog_dir = tempfile::tempdir().unwrap();
-    let sandboxes: Vec<Arc<SandboxRail>> =
-        CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
-    let mut engine = open(&backlog_dir.path().join("journal.redb"), &sandboxes, T0).await;
-    fund(&mut engine).await;
-    let mut backlog_run = Run { engine, sandboxes, now: T0, submitted: 0 };
-    let backlog = (total / 5).clamp(BATCH, 200_000);
-    let before = rss_bytes();
-    backlog_run.submit(backlog / BATCH).await;
-    let per_active = rss_bytes().saturating_sub(before) / backlog;
-    println!("  resident bytes per active (accepted, queued) payment, {backlog} of them: {per_active}");
-    drop(backlog_run);
-    drop(backlog_dir);
+    // Active payments first, in a fresh process of their own (so that neither run's heap high
+    // water skews the other): a backlog accepted and queued, nothing ticking.
+    let exe = std::env::current_exe().expect("the benchmark knows its own path");
+    let child = std::process::Command::new(exe)
+        .env(PART, "backlog")
+        .env("RAILYARD_BENCH_PAYMENTS", total.to_string())
+        .output()
+        .expect("the backlog measurement runs");
+    print!("{}", String::from_utf8_lossy(&child.stdout));
+    assert!(child.status.success(), "{}", String::from_utf8_lossy(&child.stderr));
 
     let small_dir = tempfile::tempdir().unwrap();
     let (small_run, small_measured) = steady_run(small_dir.path(), small).await;

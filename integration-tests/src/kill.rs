@@ -106,6 +106,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
         snapshot_every_records: 100_000,
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
+        reconcile_balances: false,
     }
 }
 

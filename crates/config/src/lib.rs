@@ -29,6 +29,10 @@ pub struct File {
     /// How often to reconcile with the chains (0: only on demand).
     #[serde(default)]
     pub reconcile_interval_ms: u64,
+    /// Whether reconciliation also checks destination balances against all that was settled
+    /// to them (only meaningful where destinations never spend; see `EngineConfig`).
+    #[serde(default)]
+    pub reconcile_balances: bool,
     pub classes: Vec<ClassFile>,
     pub urgent: Vec<String>,
     pub queue: QueueFile,
@@ -322,6 +326,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         snapshot_every_records: 100_000,
         settlements_per_tick_max: 4,
         reconcile_settlements_max: 1_000,
+        reconcile_balances: file.reconcile_balances,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })

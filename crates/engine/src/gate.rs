@@ -122,7 +122,7 @@ impl Engine {
         self.staging.waiting(queued);
         let retired = self.state.book.take_retired();
         if !retired.is_empty() {
-            self.history.extend(history::ops(&retired));
+            self.history.extend(history::ops(&retired, self.config.reconcile_balances));
             for record in &retired.settlements {
                 self.watching.remove(&record.settlement.id);
                 if matches!(record.state, SettlementState::Final | SettlementState::Dead) {
@@ -149,10 +149,12 @@ impl Engine {
         }
         let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
         let history = std::mem::take(&mut self.history);
+        let started = std::time::Instant::now();
         let outcome = match self.journal.submit_append(Append { payloads, claim, history }) {
             Ok(ticket) => ticket.await,
             Err(error) => Err(error),
         };
+        self.commit_wait += started.elapsed();
         match outcome {
             Ok(appended) => {
                 self.staged.clear();

@@ -6,7 +6,8 @@
 //! - `s` settlement id → the settlement's last record
 //! - `b` batch id → the batch (merchant, count, payment ids)
 //! - `r` merchant, reference length, reference, payment id → nothing (lookup by reference)
-//! - `d` rail, asset, destination → total settled to it (a counter, for reconciliation)
+//! - `d` rail, asset, destination → total settled to it (a counter, for reconciliation; only
+//!   with `EngineConfig::reconcile_balances`)
 
 use journal::HistoryOp;
 use model::*;
@@ -55,9 +56,9 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError
         .map_err(|e| EngineError::Config(format!("history store: a record does not decode: {e}")))
 }
 
-/// The history writes for what left the book: records, the reference index, and per
-/// destination the amount a final settlement paid it.
-pub(crate) fn ops(retired: &Retired) -> Vec<HistoryOp> {
+/// The history writes for what left the book: records, the reference index, and (when
+/// `destination_totals`) per destination the amount a final settlement paid it.
+pub(crate) fn ops(retired: &Retired, destination_totals: bool) -> Vec<HistoryOp> {
     let mut ops = Vec::new();
     for record in &retired.payments {
         let id = record.payment.id;
@@ -68,7 +69,7 @@ pub(crate) fn ops(retired: &Retired) -> Vec<HistoryOp> {
     }
     for record in &retired.settlements {
         ops.push(put(key(SETTLEMENT, record.settlement.id.0), record));
-        if record.state == SettlementState::Final {
+        if destination_totals && record.state == SettlementState::Final {
             let s = &record.settlement;
             for leg in &s.legs {
                 let key = destination_key(s.rail, s.asset, &leg.destination);

@@ -69,6 +69,13 @@ pub struct EngineConfig {
     /// Most settlements one reconciliation run checks: the ones finished since the last run
     /// first, then a rolling window over the history store.
     pub reconcile_settlements_max: usize,
+    /// Whether reconciliation also checks that every destination holds at least what railyard
+    /// settled to it over all history. That needs a running total per destination, written
+    /// with every final settlement (a random-key write per leg), and it only holds where
+    /// destinations never spend (custodial accounts, test chains): a recipient who moves the
+    /// money on reads as a shortfall. Off by default; each settlement's own transaction is
+    /// checked either way.
+    pub reconcile_balances: bool,
 }
 
 /// The most one payment can take in a journal record (a reference of 128 four-byte characters,
@@ -201,6 +208,8 @@ pub struct Engine {
     settlements_made: u64,
     moved_by_failover: u64,
     commits: u64,
+    /// Wall time spent waiting for journal commits to become durable.
+    commit_wait: Duration,
     next_reconcile: Timestamp,
     last_reconciliation: Option<Reconciliation>,
 }
@@ -288,6 +297,7 @@ impl Engine {
             settlements_made: 0,
             moved_by_failover: 0,
             commits: 0,
+            commit_wait: Duration::ZERO,
             next_reconcile: now,
             last_reconciliation: None,
         };
@@ -312,6 +322,12 @@ impl Engine {
     /// one per accepted command).
     pub fn commits(&self) -> u64 {
         self.commits
+    }
+
+    /// Wall time the engine has spent waiting for its commits to become durable (since it
+    /// opened): the share of a round the journal costs.
+    pub fn commit_wait(&self) -> Duration {
+        self.commit_wait
     }
 
     /// When the engine next has something due without a command: the batcher's next window.

@@ -54,6 +54,8 @@ pub struct Config {
     pub read_chunk: usize,
     /// Bytes of the file redb keeps cached in memory. redb's own default (1 GiB) would let
     /// resident memory grow with the journal and history for as long as the service runs.
+    /// The operating system's page cache sits behind it: at 1,000,000 payments the engine
+    /// benchmark ran as fast with 16 MiB as with 64 MiB.
     pub cache_bytes: usize,
 }
 
@@ -68,7 +70,7 @@ impl Default for Config {
             record_bytes_max: 1 << 20,
             snapshots_kept: 3,
             read_chunk: 4096,
-            cache_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
         }
     }
 }

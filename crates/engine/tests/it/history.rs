@@ -112,3 +112,25 @@ async fn reconciliation_is_bounded_per_run_and_rolls_over_history() {
     }
     assert!(found, "the rolling window reaches the reorged settlements");
 }
+
+/// Destination totals (a random-key write per leg) are kept only when the balance check is on;
+/// with it off, reconciliation still checks every settlement's own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_totals_are_written_only_for_the_balance_check() {
+    for balances in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let world = World::new();
+        let mut cfg = config();
+        cfg.reconcile_balances = balances;
+        let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+        fund(&mut engine, T0).await;
+        submit_all(&mut engine, 500, T0).await;
+        run_until_done(&mut engine, &world, T0, 500).await;
+        let totals = engine.journal().history_scan(b"d", None, 1_000).unwrap();
+        assert_eq!(totals.len(), if balances { 500 } else { 0 }, "balances {balances}");
+        let report = engine.reconcile().await.unwrap();
+        assert!(report.differences.is_empty(), "{:?}", report.differences);
+        assert!(report.settlements_checked > 0 && report.clean.len() == report.settlements_checked);
+        assert_eq!(report.destinations_checked, if balances { 500 } else { 0 });
+    }
+}

@@ -122,6 +122,7 @@ pub(crate) fn config() -> EngineConfig {
         snapshot_every_records: 100_000,
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
+        reconcile_balances: true,
     }
 }
 
