@@ -129,6 +129,7 @@ fn config() -> EngineConfig {
         settlements_per_tick_max: 16,
         reconcile_settlements_max: 1_000,
         reconcile_balances: false,
+        unroutable_hold_ms: 600_000,
     }
 }
 

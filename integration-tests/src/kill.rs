@@ -107,6 +107,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
         reconcile_balances: false,
+        unroutable_hold_ms: 600_000,
     }
 }
 

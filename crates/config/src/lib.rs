@@ -33,6 +33,9 @@ pub struct File {
     /// to them (only meaningful where destinations never spend; see `EngineConfig`).
     #[serde(default)]
     pub reconcile_balances: bool,
+    /// How long a payment no rail can take waits before it is held with the reasons.
+    #[serde(default = "unroutable_hold_default")]
+    pub unroutable_hold_ms: u64,
     pub classes: Vec<ClassFile>,
     pub urgent: Vec<String>,
     pub queue: QueueFile,
@@ -57,6 +60,10 @@ pub struct ClassFile {
     /// classes never wait).
     #[serde(default = "batch_window_default")]
     pub batch_window_ms: u64,
+}
+
+fn unroutable_hold_default() -> u64 {
+    600_000
 }
 
 fn batch_window_default() -> u64 {
@@ -327,6 +334,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         settlements_per_tick_max: 4,
         reconcile_settlements_max: 1_000,
         reconcile_balances: file.reconcile_balances,
+        unroutable_hold_ms: file.unroutable_hold_ms,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })

@@ -76,6 +76,9 @@ pub struct EngineConfig {
     /// money on reads as a shortfall. Off by default; each settlement's own transaction is
     /// checked either way.
     pub reconcile_balances: bool,
+    /// A payment no rail can take (every rail ineligible: pools short, breakers open, limits)
+    /// for this long is held with the reasons, and the merchant told.
+    pub unroutable_hold_ms: u64,
 }
 
 /// The most one payment can take in a journal record (a reference of 128 four-byte characters,
@@ -210,6 +213,11 @@ pub struct Engine {
     commits: u64,
     /// Wall time spent waiting for journal commits to become durable.
     commit_wait: Duration,
+    /// The state's hash as the journal rebuilt it at open, before recovery acted.
+    recovered_hash: [u8; 32],
+    /// Each rail's last fee quote (the most one settlement may cost): the router keeps that
+    /// much of the fee asset in the pool before it chooses the rail.
+    fee_quotes: BTreeMap<RailId, Amount>,
     next_reconcile: Timestamp,
     last_reconciliation: Option<Reconciliation>,
 }
@@ -269,6 +277,7 @@ impl Engine {
             "engine state recovered"
         );
         let staging = staging::Staging::new(queue, batcher, &state.book);
+        let recovered_hash = state.state_hash();
         let mut engine = Engine {
             config,
             journal,
@@ -298,6 +307,8 @@ impl Engine {
             moved_by_failover: 0,
             commits: 0,
             commit_wait: Duration::ZERO,
+            recovered_hash,
+            fee_quotes: BTreeMap::new(),
             next_reconcile: now,
             last_reconciliation: None,
         };
@@ -307,6 +318,19 @@ impl Engine {
 
     pub fn state(&self) -> &EngineState {
         &self.state
+    }
+
+    /// Events applied to the state but not yet journaled: the outcomes of the last round's
+    /// effects (a broadcast made), which go into the next commit. The state is always the
+    /// journal's replay plus these.
+    pub fn staged(&self) -> &[Event] {
+        &self.staged
+    }
+
+    /// The state's hash as replaying the journal rebuilt it when the engine opened, before
+    /// recovery acted: equal to the hash of the state the engine had when it last committed.
+    pub fn recovered_hash(&self) -> [u8; 32] {
+        self.recovered_hash
     }
 
     pub fn journal(&self) -> &Journal {
@@ -342,7 +366,7 @@ impl Engine {
         self.watch_all(now).await?;
         self.hold_stale(now)?;
         self.failover(now);
-        self.route(now);
+        self.route(now)?;
         for rail in self.rails.clone() {
             self.plan(&rail, now).await?;
         }

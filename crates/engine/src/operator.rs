@@ -89,11 +89,12 @@ impl Engine {
         self.known_rail(rail)?;
         let mut paused = self.state.paused.clone();
         paused.insert(rail);
-        let states = rail_states(&self.rails, &self.breakers, &paused, now);
-        let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
+        let states = rail_states(&self.rails, &self.breakers, &paused, &self.fee_quotes, now);
+        let (router, state) = (&self.router, &self.state);
         let report = self.staging.drain(rail, dry_run, now, |item| {
-            let payment = &book.payments[&item.id].payment;
-            router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
+            let payment = &state.book.payments[&item.id].payment;
+            let urgent = state.is_urgent(payment.class);
+            router.decide(payment, item.deadline, &states, &|r, a| state.pools.spendable(r, a, urgent), now).chosen
         });
         if !dry_run && !report.moves.is_empty() {
             let moved = u32::try_from(report.moves.len()).unwrap_or(u32::MAX);

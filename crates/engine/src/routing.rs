@@ -13,10 +13,13 @@ use crate::Engine;
 
 /// What the router needs to know of each rail now. A paused rail looks like one whose breaker
 /// is open: never chosen.
+/// A rail's fee reserve is its last quote's most (one settlement's fee); before any quote, one
+/// unit, so that a rail whose fee pool is empty is never chosen.
 pub(crate) fn rail_states<'a>(
     rails: &'a [Arc<dyn Rail>],
     breakers: &BTreeMap<RailId, Breaker>,
     paused: &BTreeSet<RailId>,
+    fee_quotes: &BTreeMap<RailId, Amount>,
     now: Timestamp,
 ) -> Vec<RailState<'a>> {
     rails
@@ -33,7 +36,7 @@ pub(crate) fn rail_states<'a>(
                 capabilities: caps,
                 breaker: state,
                 fee_cost: 1,
-                fee_reserve: Amount::ZERO,
+                fee_reserve: fee_quotes.get(&caps.rail).copied().unwrap_or(Amount::new(1)),
                 success_permille: breaker.success_permille(),
             }
         })
@@ -52,12 +55,13 @@ impl Engine {
             .map(|(rail, _)| *rail)
             .collect();
         for failed in open {
-            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
-            let (router, book, pools) = (&self.router, &self.state.book, &self.state.pools);
+            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.fee_quotes, now);
+            let (router, state) = (&self.router, &self.state);
             // What waited in the batcher for that rail goes back to routing.
             let report = self.staging.drain(failed, false, now, |item| {
-                let payment = &book.payments[&item.id].payment;
-                router.decide(payment, item.deadline, &states, &|r, a| pools.available(r, a), now).chosen
+                let payment = &state.book.payments[&item.id].payment;
+                let urgent = state.is_urgent(payment.class);
+                router.decide(payment, item.deadline, &states, &|r, a| state.pools.spendable(r, a, urgent), now).chosen
             });
             if !report.moves.is_empty() {
                 tracing::info!(rail = %failed, moved = report.moves.len(), "breaker open: queued payments moved");
@@ -92,11 +96,13 @@ impl Engine {
         self.stage(events)
     }
 
-    /// Unrouted payments get a rail and join its queue; those no rail takes now stay unrouted.
-    pub(crate) fn route(&mut self, now: Timestamp) {
+    /// Unrouted payments get a rail and join its queue; those no rail takes now stay unrouted,
+    /// and one no rail has taken for `unroutable_hold_ms` is held with every rail's reason (and
+    /// the merchant told), for treasury to fund a pool or an operator to retry or fail it.
+    pub(crate) fn route(&mut self, now: Timestamp) -> Result<(), crate::EngineError> {
         let unrouted = self.staging.unrouted(&self.state.book);
         if unrouted.is_empty() {
-            return;
+            return Ok(());
         }
         let book = &self.state.book;
         let deadlines: Vec<(&Payment, Timestamp)> = unrouted
@@ -108,11 +114,25 @@ impl Engine {
                 (payment, payment.deadline.unwrap_or(now.saturating_add_ms(default)))
             })
             .collect();
-        let states = rail_states(&self.rails, &self.breakers, &self.state.paused, now);
-        let pools = &self.state.pools;
-        let decisions = self.router.decide_all(&deadlines, &states, &|r, a| pools.available(r, a), now);
+        let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.fee_quotes, now);
+        let state = &self.state;
+        // Urgent payments may use pools below their minimum, the rest may not: two groups,
+        // each decided against the pools as the decisions before it left them. (What the two
+        // together over-commit, the reservation refuses and the next round decides again.)
+        let (urgent, rest): (Vec<_>, Vec<_>) = deadlines.into_iter().partition(|(p, _)| state.is_urgent(p.class));
+        let mut decided = self.router.decide_all(&urgent, &states, &|r, a| state.pools.spendable(r, a, true), now);
+        decided.extend(self.router.decide_all(&rest, &states, &|r, a| state.pools.spendable(r, a, false), now));
+        let deadlines: Vec<(&Payment, Timestamp)> = urgent.into_iter().chain(rest).collect();
+        let decisions = decided;
         let mut by_rail: BTreeMap<RailId, Vec<Enqueue>> = BTreeMap::new();
+        let mut held = Vec::new();
         for ((payment, deadline), decision) in deadlines.iter().zip(&decisions) {
+            if decision.chosen.is_none() {
+                let since = self.staging.unroutable(payment.id, now);
+                if now.saturating_since(since) >= self.config.unroutable_hold_ms {
+                    held.push(Event::PaymentHeld { payment: payment.id, reason: unroutable_reason(decision), at: now });
+                }
+            }
             if let Some(rail) = decision.chosen {
                 by_rail.entry(rail).or_default().push(Enqueue {
                     id: payment.id,
@@ -129,6 +149,11 @@ impl Engine {
                 tracing::debug!(rail = %rail, %error, "queue refused payments; retried next round");
             }
         }
+        if !held.is_empty() {
+            tracing::warn!(held = held.len(), "payments no rail could take held");
+            self.stage(held)?;
+        }
+        Ok(())
     }
 
     /// Dequeues what `rail` may take now into the batcher and settles what the batcher flushes.
@@ -157,17 +182,33 @@ impl Engine {
                 self.staging.waiting(flush.payments);
                 continue;
             }
-            planned += 1;
             // A payment may have left Queued meanwhile (an operator failed it): keep the rest.
             let ids: Vec<PaymentId> = flush
                 .payments
                 .into_iter()
                 .filter(|id| self.state.book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued))
                 .collect();
-            if !ids.is_empty() {
-                self.settle(rail, &caps, flush.asset, ids, now).await?;
+            if !ids.is_empty() && self.settle(rail, &caps, flush.asset, ids, now).await? {
+                planned += 1;
             }
+        }
+        if probing && planned == 0 {
+            // The probe admitted above was not sent: its slot goes back.
+            self.breakers.get_mut(&caps.rail).expect("a breaker per rail").cancel_probe();
         }
         Ok(())
     }
+}
+
+/// Why no rail can take a payment, rail by rail, in words for the merchant and the operator.
+fn unroutable_reason(decision: &router::Decision) -> String {
+    let reasons: Vec<String> = decision
+        .rails
+        .iter()
+        .filter_map(|r| match &r.verdict {
+            router::Verdict::Ineligible(why) => Some(format!("{}: {why}", r.rail)),
+            router::Verdict::Eligible(_) => None,
+        })
+        .collect();
+    format!("no rail can take it: {}; fund a pool or resume a rail, then retry it", reasons.join("; "))
 }

@@ -22,58 +22,89 @@ impl Engine {
     }
 
     /// Plans and signs one settlement and stages its broadcast. On any refusal before signing
-    /// the payments go back to routing; nothing was signed.
+    /// the payments go back to routing; nothing was signed. When the pools can carry only part
+    /// of the batch, the part they can carry is settled (quoted again) and the rest goes back
+    /// to routing, where the router now sees the pool short. Whether a settlement was planned.
     pub(crate) async fn settle(
         &mut self,
         rail: &Arc<dyn Rail>,
         caps: &Capabilities,
         asset: Asset,
-        ids: Vec<PaymentId>,
+        mut ids: Vec<PaymentId>,
         now: Timestamp,
-    ) -> Result<(), EngineError> {
-        let batch = self.batch_of(asset, &ids);
-        let quote = match timed(self.config.rail_timeout, rail.quote(&batch)).await {
-            Ok(quote) => quote,
-            Err(error) => {
-                tracing::warn!(rail = %caps.rail, %error, payments = ids.len(), "quote failed; payments routed again");
-                self.breakers.get_mut(&caps.rail).expect("breaker").record(Outcome::Failure, now);
-                self.staging.waiting(ids);
-                return Ok(());
+    ) -> Result<bool, EngineError> {
+        let mut attempt = 0;
+        let (batch, quote, settlement) = loop {
+            attempt += 1;
+            let batch = self.batch_of(asset, &ids);
+            let quote = match timed(self.config.rail_timeout, rail.quote(&batch)).await {
+                Ok(quote) => quote,
+                Err(error) => {
+                    tracing::warn!(rail = %caps.rail, %error, payments = ids.len(), "quote failed; payments routed again");
+                    self.breakers.get_mut(&caps.rail).expect("breaker").record(Outcome::Failure, now);
+                    self.staging.waiting(ids);
+                    return Ok(false);
+                }
+            };
+            self.fee_quotes.insert(caps.rail, quote.fee_max);
+            self.settlements_made += 1;
+            // Unique and increasing: the journal's tip (a settlement planned before a restart
+            // was committed, so the tip has moved past it since) and a counter of this process.
+            let id = SettlementId(u128::from(self.journal.tip()) << 64 | u128::from(self.settlements_made));
+            let legs = batch
+                .payouts
+                .iter()
+                .map(|p| Leg { payment: p.payment, destination: p.destination.clone(), amount: p.amount })
+                .collect();
+            let settlement =
+                Settlement { id, rail: caps.rail, network: caps.network, asset, legs, fee_reserved: quote.fee_max };
+            if self.fits(&settlement, settlement.legs.len()) {
+                break (batch, quote, settlement);
             }
+            // The pools cannot carry it all: settle the longest head they can carry.
+            let head = self.fitting_head(&settlement);
+            tracing::debug!(rail = %caps.rail, %asset, payments = ids.len(), head, "pool cannot reserve it all");
+            if head == 0 || attempt > 1 {
+                self.staging.waiting(ids);
+                return Ok(false);
+            }
+            let rest = ids.split_off(head);
+            self.staging.waiting(rest);
         };
-        self.settlements_made += 1;
-        // Unique and increasing: the journal's tip (a settlement planned before a restart was
-        // committed, so the tip has moved past it since) and a counter of this process.
-        let id = SettlementId(u128::from(self.journal.tip()) << 64 | u128::from(self.settlements_made));
-        let legs = batch
-            .payouts
-            .iter()
-            .map(|p| Leg { payment: p.payment, destination: p.destination.clone(), amount: p.amount })
-            .collect();
-        let settlement =
-            Settlement { id, rail: caps.rail, network: caps.network, asset, legs, fee_reserved: quote.fee_max };
-        // The pools may refuse (not enough liquidity): then nothing is staged, and the
-        // payments go back to routing.
-        let fits =
-            self.state.reserve_for(&settlement).map(|r| self.state.pools.can_reserve(&r).is_ok()).unwrap_or(false);
-        if !fits {
-            tracing::debug!(rail = %caps.rail, %asset, payments = ids.len(), "pool cannot reserve; payments routed again");
-            self.staging.waiting(ids);
-            return Ok(());
-        }
+        let id = settlement.id;
         self.stage(vec![Event::SettlementPlanned { settlement, at: now }])?;
         let tx = match timed(self.config.rail_timeout, rail.build(&batch, &quote)).await {
             Ok(tx) => tx,
             Err(error) => {
                 // Nothing was signed: release, so the payments queue again.
                 tracing::warn!(rail = %caps.rail, settlement = %id, %error, "build failed; settlement released");
-                return self.stage(vec![Event::SettlementReleased { settlement: id, at: now }]);
+                self.stage(vec![Event::SettlementReleased { settlement: id, at: now }])?;
+                return Ok(false);
             }
         };
         self.stage(vec![Event::SettlementSigned { settlement: id, tx: tx.clone(), at: now }])?;
         self.watching.insert(id, crate::Watching { last_action_at: now, ..crate::Watching::default() });
         self.effects.push(Effect::Broadcast { settlement: id, tx });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether the pools can reserve the first `legs` legs of `settlement` and its fee.
+    fn fits(&self, settlement: &Settlement, legs: usize) -> bool {
+        let fits = |s: &Settlement| self.state.reserve_for(s).is_ok_and(|r| self.state.pools.can_reserve(&r).is_ok());
+        if legs == settlement.legs.len() {
+            return fits(settlement);
+        }
+        fits(&Settlement { legs: settlement.legs[..legs].to_vec(), ..settlement.clone() })
+    }
+
+    /// The most legs, from the first, the pools can carry (fewer legs never need more).
+    fn fitting_head(&self, settlement: &Settlement) -> usize {
+        let (mut fits, mut fails) = (0, settlement.legs.len());
+        while fails - fits > 1 {
+            let mid = fits + (fails - fits) / 2;
+            if self.fits(settlement, mid) { fits = mid } else { fails = mid }
+        }
+        fits
     }
 
     /// Runs the effects of the last commit, concurrently (each under the rail timeout), and

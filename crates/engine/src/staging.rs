@@ -9,7 +9,7 @@
 //! configuration; what does not survive a restart is the rate limiters' cells, so one burst
 //! can pass right after a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use model::*;
 use queue::{DrainReport, Enqueue, Queue, QueuedPayment};
@@ -18,6 +18,9 @@ use router::{Batcher, Flush};
 #[derive(Debug)]
 pub(crate) struct Staging {
     unrouted: BTreeSet<PaymentId>,
+    /// Unrouted payments no rail could take at their last routing, since when (not journaled:
+    /// after a restart the clock starts again).
+    unroutable: BTreeMap<PaymentId, Timestamp>,
     queue: Queue,
     batcher: Batcher,
 }
@@ -26,7 +29,7 @@ impl Staging {
     pub(crate) fn new(queue: Queue, batcher: Batcher, book: &Book) -> Staging {
         let unrouted =
             book.payments.iter().filter(|(_, r)| r.state == PaymentState::Queued).map(|(id, _)| *id).collect();
-        Staging { unrouted, queue, batcher }
+        Staging { unrouted, unroutable: BTreeMap::new(), queue, batcher }
     }
 
     /// Payments that (re)entered Queued in the book wait to be routed.
@@ -36,8 +39,15 @@ impl Staging {
 
     /// The unrouted payments still Queued in the book (any that left Queued drop out here).
     pub(crate) fn unrouted(&mut self, book: &Book) -> Vec<PaymentId> {
-        self.unrouted.retain(|id| book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued));
+        let queued = |id: &PaymentId| book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued);
+        self.unrouted.retain(queued);
+        self.unroutable.retain(|id, _| queued(id));
         self.unrouted.iter().copied().collect()
+    }
+
+    /// Notes that no rail could take `payment` now; returns since when that has been so.
+    pub(crate) fn unroutable(&mut self, payment: PaymentId, now: Timestamp) -> Timestamp {
+        *self.unroutable.entry(payment).or_insert(now)
     }
 
     /// Puts routed payments into their rail's queue; a full queue leaves them unrouted.
@@ -45,6 +55,7 @@ impl Staging {
         self.queue.enqueue(batch, now)?;
         for entry in batch {
             self.unrouted.remove(&entry.id);
+            self.unroutable.remove(&entry.id);
         }
         Ok(())
     }

@@ -134,6 +134,11 @@ impl EngineState {
         })
     }
 
+    /// Whether payments of `class` may use a pool's reserve below its minimum.
+    pub fn is_urgent(&self, class: ClassName) -> bool {
+        self.urgent.contains(&class)
+    }
+
     /// A hash of the whole state: replaying the same journal gives the same hash.
     pub fn state_hash(&self) -> [u8; 32] {
         let bytes = postcard::to_stdvec(self).expect("state serializes");

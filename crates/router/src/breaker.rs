@@ -105,6 +105,16 @@ impl Breaker {
         }
     }
 
+    /// A probe `admit` let through was not sent after all (nothing to plan, or the pool
+    /// could not reserve): its slot comes back. Without this a half-open breaker whose probe
+    /// never happened waited for an outcome that never came, and the rail stayed half-open
+    /// for ever (found by the simulator).
+    pub fn cancel_probe(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+        }
+    }
+
     /// Records a broadcast, observation or health-probe outcome. Returns true if this outcome
     /// opened the breaker (the caller starts failover).
     pub fn record(&mut self, outcome: Outcome, now: Timestamp) -> bool {

@@ -204,6 +204,16 @@ impl Pools {
         self.ledger.account(account_id(Owner::Pool(rail), asset)).and_then(|a| a.available()).unwrap_or(Amount::ZERO)
     }
 
+    /// What a payment may take from the pool: what it can still reserve, less the pool's
+    /// minimum unless the payment is urgent (only urgent payments dip into the reserve).
+    pub fn spendable(&self, rail: RailId, asset: Asset, urgent: bool) -> Amount {
+        let available = self.available(rail, asset);
+        match self.configs.get(&(rail, asset)) {
+            Some(config) if !urgent => available.checked_sub(config.min).unwrap_or(Amount::ZERO),
+            _ => available,
+        }
+    }
+
     /// Whether `reserve` would succeed, without changing anything.
     pub fn can_reserve(&self, request: &Reserve) -> Result<(), PoolError> {
         let Reserve { settlement, rail, asset, amount, fee_asset, fee, urgent } = *request;

@@ -84,6 +84,22 @@ pub enum Ineligible {
     },
 }
 
+impl std::fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ineligible::AssetUnsupported => write!(f, "does not carry the asset"),
+            Ineligible::NetworkNotAllowed => write!(f, "not on a network the payment allows"),
+            Ineligible::BelowMinimum { minimum } => write!(f, "the amount is below its minimum of {minimum}"),
+            Ineligible::AboveMaximum { maximum } => write!(f, "the amount is above its maximum of {maximum}"),
+            Ineligible::PoolShort { asset, available, needed } => {
+                write!(f, "its {asset} pool is short ({available} available, {needed} needed)")
+            }
+            Ineligible::BreakerOpen => write!(f, "its breaker is open (or an operator paused it)"),
+            Ineligible::ExcludedByRule { rule } => write!(f, "routing rule {rule} excludes it"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     Eligible(Score),
@@ -187,6 +203,8 @@ impl Router {
     ) -> Vec<Decision> {
         let mut used: HashMap<(RailId, Asset), Amount, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
             HashMap::default();
+        let mut chosen: HashMap<(RailId, Asset), usize, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
+            HashMap::default();
         let mut decisions = Vec::with_capacity(payments.len());
         for (payment, deadline) in payments {
             let left = |rail: RailId, asset: Asset| {
@@ -196,7 +214,16 @@ impl Router {
             let decision = self.decide(payment, *deadline, rails, &left, now);
             if let Some(rail) = decision.chosen.and_then(|r| rails.iter().find(|s| s.capabilities.rail == r)) {
                 let caps = rail.capabilities;
-                for (asset, amount) in [(payment.asset, payment.amount), (caps.fee_asset, rail.fee_reserve)] {
+                // A settlement carries up to `batch_size_max` payments of one asset and
+                // reserves one fee: the fee is counted once per settlement these make.
+                let count = chosen.entry((caps.rail, payment.asset)).or_insert(0usize);
+                *count += 1;
+                let fee = if (*count - 1).is_multiple_of(caps.batch_size_max.max(1)) {
+                    rail.fee_reserve
+                } else {
+                    Amount::ZERO
+                };
+                for (asset, amount) in [(payment.asset, payment.amount), (caps.fee_asset, fee)] {
                     let entry = used.entry((caps.rail, asset)).or_insert(Amount::ZERO);
                     *entry = entry.checked_add(amount).unwrap_or(Amount::MAX);
                 }

@@ -3,6 +3,7 @@
 
 mod faults;
 mod history;
+mod liquidity;
 mod service;
 
 use std::collections::BTreeMap;
@@ -123,6 +124,7 @@ pub(crate) fn config() -> EngineConfig {
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
         reconcile_balances: true,
+        unroutable_hold_ms: 600_000,
     }
 }
 

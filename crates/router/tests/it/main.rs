@@ -182,6 +182,8 @@ fn breaker_lifecycle() {
     assert_eq!(breaker.state(at(1_003)), BreakerState::HalfOpen);
     assert!(breaker.admit(at(1_003)), "one probe");
     assert!(!breaker.admit(at(1_004)), "only one probe at a time");
+    breaker.cancel_probe();
+    assert!(breaker.admit(at(1_004)), "a probe not sent gives its slot back");
     assert!(breaker.record(Outcome::Failure, at(1_005)), "a failed probe reopens it");
     assert!(!breaker.admit(at(1_006)));
     assert!(breaker.admit(at(2_005)));

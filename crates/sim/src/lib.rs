@@ -1,0 +1,497 @@
+//! railyard's deterministic simulator. One seed drives everything — the chains, the engine's
+//! configuration, the merchants' batches, the faults, the operators and the crashes — and the
+//! real engine (the code `railyard serve` runs) works through it on a simulated clock with a
+//! real journal on disk. After every step the invariants in `check` are verified; a violation
+//! names the seed, the step, the invariant and the last steps taken, and the same seed replays
+//! it exactly.
+//!
+//! A step: the clock moves, the chains make their blocks, one action is drawn (a batch, a fault,
+//! a restore, a crash, a journal failure armed, an operator action, or nothing), the engine
+//! ticks, the webhook sender acknowledges what the outbox holds, and the invariants run. When
+//! the schedule ends, every fault is lifted and the engine runs on until every payment is
+//! settled, failed or held (liveness), within a bound.
+
+mod check;
+mod world;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+
+use engine::{Engine, EngineError, Intake, IntakeError, OperatorError};
+use model::*;
+use rails::sandbox::Fault;
+
+pub use check::Invariant;
+use world::World;
+
+/// How a run is shaped (the seed decides the rest).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Payments the merchants submit over the run.
+    pub payments: u64,
+    /// Steps of the schedule (faults happen only here).
+    pub steps: u64,
+    /// Steps allowed after the schedule for every payment to settle, fail or be held.
+    pub liveness_steps: u64,
+    pub faults: bool,
+    pub crashes: bool,
+    /// Reorgs deeper than a chain's `confirmations_final` (a final settlement undone).
+    pub deep_reorgs: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { payments: 200, steps: 120, liveness_steps: 400, faults: true, crashes: true, deep_reorgs: false }
+    }
+}
+
+/// What a run that kept every invariant did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub seed: u64,
+    pub steps: u64,
+    pub payments: u64,
+    /// Payments by final state (settled, failed, held).
+    pub outcomes: BTreeMap<String, u64>,
+    pub faults: u64,
+    pub crashes: u64,
+    /// The engine state's hash at the end: two runs of one seed must agree on it.
+    pub fingerprint: [u8; 32],
+}
+
+/// An invariant broken: everything needed to replay and read it.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub seed: u64,
+    pub step: u64,
+    pub invariant: Invariant,
+    pub detail: String,
+    /// The last steps taken, oldest first.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {} step {}: invariant {} broken: {}", self.seed, self.step, self.invariant, self.detail)?;
+        writeln!(f, "replay: railyard sim --seed {}", self.seed)?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the simulator expects of an accepted payment.
+#[derive(Clone, Debug)]
+pub(crate) struct Expected {
+    pub(crate) destination: Address,
+    pub(crate) asset: Asset,
+    pub(crate) amount: Amount,
+}
+
+const TRACE_KEPT: usize = 24;
+
+struct Sim {
+    seed: u64,
+    options: Options,
+    rng: fastrand::Rng,
+    world: World,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    engine: Option<Engine>,
+    now: Timestamp,
+    step: u64,
+    trace: VecDeque<String>,
+    accepted: BTreeMap<PaymentId, Expected>,
+    submitted: u64,
+    journal_failure_armed: bool,
+    faults: u64,
+    crashes: u64,
+}
+
+/// Runs one seed. The journal lives in a temporary directory removed afterwards.
+pub async fn run(seed: u64, options: &Options) -> Result<Summary, Violation> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let world = World::new(seed, &mut rng);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("journal.redb");
+    let mut sim = Sim {
+        seed,
+        options: options.clone(),
+        rng,
+        world,
+        _dir: dir,
+        path,
+        engine: None,
+        now: world::T0,
+        step: 0,
+        trace: VecDeque::new(),
+        accepted: BTreeMap::new(),
+        submitted: 0,
+        journal_failure_armed: false,
+        faults: 0,
+        crashes: 0,
+    };
+    sim.open().await?;
+    sim.fund().await?;
+    for _ in 0..options.steps {
+        sim.step += 1;
+        sim.advance();
+        sim.act().await?;
+        sim.tick_and_check().await?;
+    }
+    sim.lift_faults().await?;
+    for _ in 0..options.liveness_steps {
+        if sim.submitted >= options.payments && sim.all_done()? {
+            break;
+        }
+        sim.step += 1;
+        sim.advance();
+        if sim.submitted < options.payments {
+            sim.submit().await?;
+        }
+        sim.tick_and_check().await?;
+    }
+    sim.finish()
+}
+
+impl Sim {
+    fn engine(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("the engine is open between steps")
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace.len() == TRACE_KEPT {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("step {} t+{}ms: {line}", self.step, self.now.0 - world::T0.0));
+    }
+
+    fn violation(&self, invariant: Invariant, detail: impl Into<String>) -> Violation {
+        Violation {
+            seed: self.seed,
+            step: self.step,
+            invariant,
+            detail: detail.into(),
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+
+    async fn open(&mut self) -> Result<(), Violation> {
+        let opened = Engine::open(&self.path, self.world.config.clone(), self.world.rails(), self.now).await;
+        match opened {
+            Ok(engine) => {
+                self.engine = Some(engine);
+                Ok(())
+            }
+            Err(error) => Err(self.violation(Invariant::Restarts, format!("the engine does not open: {error}"))),
+        }
+    }
+
+    async fn fund(&mut self) -> Result<(), Violation> {
+        let funding = self.world.funding.clone();
+        let now = self.now;
+        for (i, (rail, asset, amount)) in funding.into_iter().enumerate() {
+            if let Err(error) = self.engine().fund_pool(rail, asset, amount, i as u128 + 1, now).await {
+                return Err(self.violation(Invariant::EngineRuns, format!("funding {rail} {asset}: {error}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self) {
+        self.now = self.now.saturating_add_ms(self.rng.u64(250..=1_500));
+        self.world.advance(self.now);
+    }
+
+    /// Draws and takes one action.
+    async fn act(&mut self) -> Result<(), Violation> {
+        let roll = self.rng.u8(0..100);
+        match roll {
+            0..30 if self.submitted < self.options.payments => self.submit().await,
+            30..38 if self.options.faults => {
+                self.inject();
+                Ok(())
+            }
+            38..44 if self.options.faults => {
+                let chain = self.rng.usize(0..self.world.chains.len());
+                self.world.chains[chain].rail.inject(Fault::Restore);
+                self.note(format!("{} restored", self.world.chains[chain].id));
+                Ok(())
+            }
+            44..46 if self.options.crashes => self.crash().await,
+            46 if self.options.crashes && !self.journal_failure_armed => {
+                let after = self.rng.u64(0..3);
+                self.engine().journal().fail_after(after);
+                self.journal_failure_armed = true;
+                self.note(format!("journal armed to fail after {after} more commits"));
+                Ok(())
+            }
+            47..50 => self.operate_rail().await,
+            50..56 => self.resolve_one().await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn submit(&mut self) -> Result<(), Violation> {
+        let count = self.rng.u64(1..=20).min(self.options.payments - self.submitted);
+        let merchant = MerchantId(self.rng.u64(1..=world::MERCHANTS));
+        let first = self.submitted;
+        let drafts = world::batch(self.seed, first, count, &self.world, &mut self.rng);
+        let key = format!("batch-{first}");
+        let now = self.now;
+        let result = self.engine().submit(merchant, &key, &drafts, now).await;
+        match result {
+            Ok(Intake::Accepted { payments, .. }) => {
+                for (id, draft) in payments.iter().zip(&drafts) {
+                    let destination = Address::parse(&draft.destination, draft.networks[0])
+                        .expect("the workload's destinations parse");
+                    self.accepted.insert(*id, Expected { destination, asset: draft.asset, amount: draft.amount });
+                }
+                self.submitted += count;
+                self.note(format!("merchant {} submitted {count} payments ({key})", merchant.0));
+                Ok(())
+            }
+            Ok(Intake::Duplicate { .. }) => Err(self.violation(Invariant::Idempotency, format!("{key} is new"))),
+            Err(IntakeError::Engine(EngineError::Stopped(reason))) => self.stopped(reason).await,
+            Err(error) => Err(self.violation(Invariant::EngineRuns, format!("a valid batch was refused: {error}"))),
+        }
+    }
+
+    fn inject(&mut self) {
+        let chain = self.rng.usize(0..self.world.chains.len());
+        let deepest =
+            self.world.chains[chain].confirmations_final as usize + if self.options.deep_reorgs { 2 } else { 0 };
+        let fault = match self.rng.u8(0..6) {
+            0 => Fault::Outage,
+            1 => Fault::Stuck,
+            2 => Fault::DropNext,
+            3 => Fault::RevertNext,
+            4 => Fault::Reorg { depth: self.rng.usize(1..deepest.max(2)) },
+            _ => Fault::FeeSpike { multiplier: self.rng.u64(2..=200) },
+        };
+        self.world.chains[chain].rail.inject(fault);
+        self.faults += 1;
+        self.note(format!("{}: {fault:?}", self.world.chains[chain].id));
+    }
+
+    /// The process dies between two steps (everything acknowledged is durable) and starts
+    /// again from the journal.
+    async fn crash(&mut self) -> Result<(), Violation> {
+        let live = self.engine().state().clone();
+        let staged = self.engine().staged().to_vec();
+        self.engine = None;
+        self.crashes += 1;
+        self.note("crash; reopened from the journal".into());
+        self.journal_failure_armed = false;
+        // The state is the journal plus what was staged for the next commit (the outcomes of
+        // the last broadcasts); a crash loses the staged part, and the engine reopens on the
+        // journal alone, from its latest snapshot.
+        let replayed = check::replay_from_scratch(&self.path, &self.world.config)
+            .map_err(|error| self.violation(Invariant::ReplayHash, error))?;
+        let mut expected = replayed.clone();
+        for event in &staged {
+            expected.apply(event).map_err(|e| self.violation(Invariant::ReplayHash, format!("a staged event: {e}")))?;
+            expected.book.take_retired();
+        }
+        if let Some(part) = check::differs(&live, &expected) {
+            return Err(
+                self.violation(Invariant::ReplayHash, format!("journal plus staged events give another {part}"))
+            );
+        }
+        self.open().await?;
+        if self.engine().recovered_hash() != replayed.state_hash() {
+            return Err(self.violation(Invariant::ReplayHash, "recovery from the snapshot differs from a full replay"));
+        }
+        self.check_acknowledged()
+    }
+
+    /// The engine stopped: allowed only after an injected journal failure, and then the
+    /// operator restarts it.
+    async fn stopped(&mut self, reason: String) -> Result<(), Violation> {
+        if !self.journal_failure_armed {
+            return Err(self.violation(Invariant::EngineRuns, format!("the engine stopped: {reason}")));
+        }
+        self.note(format!("engine stopped as injected ({reason}); restarted"));
+        self.engine = None;
+        self.crashes += 1;
+        self.journal_failure_armed = false;
+        self.open().await?;
+        self.check_acknowledged()
+    }
+
+    async fn operate_rail(&mut self) -> Result<(), Violation> {
+        let chain = self.rng.usize(0..self.world.chains.len());
+        let rail = self.world.chains[chain].id;
+        let now = self.now;
+        let paused = self.engine().state().paused.contains(&rail);
+        let result = match self.rng.u8(0..3) {
+            0 if paused => self.engine().resume_rail(rail, "sim", "resume", now).await.map(|()| "resumed".to_owned()),
+            0 => self.engine().pause(rail, "sim", "pause", now).await.map(|()| "paused".to_owned()),
+            1 => self
+                .engine()
+                .drain(rail, true, "sim", "dry run", now)
+                .await
+                .map(|r| format!("dry-run drain: {}", r.moves.len())),
+            _ => self
+                .engine()
+                .drain(rail, false, "sim", "drain", now)
+                .await
+                .map(|r| format!("drained {}", r.moves.len())),
+        };
+        self.operator_result(rail.to_string(), result).await
+    }
+
+    async fn resolve_one(&mut self) -> Result<(), Violation> {
+        let held: Vec<(PaymentId, bool)> = self
+            .engine()
+            .state()
+            .book
+            .payments
+            .values()
+            .filter_map(|r| match r.state {
+                PaymentState::Held { in_flight } => Some((r.payment.id, in_flight)),
+                _ => None,
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let (payment, in_flight) = held[self.rng.usize(0..held.len())];
+        let resolution = match (in_flight, self.rng.u8(0..4)) {
+            (true, _) => Resolution::Resume,
+            (false, 0) => Resolution::Fail,
+            (false, _) => Resolution::Retry,
+        };
+        let now = self.now;
+        let result = self.engine().resolve(payment, resolution, "sim", "operator", now).await;
+        self.operator_result(format!("payment {payment} {resolution:?}"), result.map(|()| "resolved".to_owned())).await
+    }
+
+    /// An operator's command is answered; a refusal is fine, a stop is judged like any stop.
+    async fn operator_result(&mut self, what: String, result: Result<String, OperatorError>) -> Result<(), Violation> {
+        match result {
+            Ok(done) => {
+                self.note(format!("operator: {what} {done}"));
+                Ok(())
+            }
+            Err(OperatorError::Engine(EngineError::Stopped(reason))) => self.stopped(reason).await,
+            Err(OperatorError::Engine(error)) => Err(self.violation(Invariant::EngineRuns, error.to_string())),
+            Err(refused) => {
+                self.note(format!("operator: {what} refused: {refused}"));
+                Ok(())
+            }
+        }
+    }
+
+    async fn tick_and_check(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        match self.engine().tick(now).await {
+            Ok(()) => {}
+            Err(EngineError::Stopped(reason)) => return self.stopped(reason).await,
+            Err(error) => return Err(self.violation(Invariant::EngineRuns, format!("tick: {error}"))),
+        }
+        if self.rng.u8(0..10) < 7 {
+            let delivered: Vec<u128> = self.engine().state().outbox.keys().copied().collect();
+            match self.engine().acknowledge(&delivered, now).await {
+                Ok(()) => {}
+                Err(EngineError::Stopped(reason)) => return self.stopped(reason).await,
+                Err(error) => return Err(self.violation(Invariant::EngineRuns, format!("acknowledge: {error}"))),
+            }
+        }
+        check::every_step(self)
+    }
+
+    async fn lift_faults(&mut self) -> Result<(), Violation> {
+        for chain in &self.world.chains {
+            chain.rail.inject(Fault::Restore);
+        }
+        let paused: Vec<RailId> = self.engine().state().paused.iter().copied().collect();
+        let now = self.now;
+        for rail in paused {
+            let result = self.engine().resume_rail(rail, "sim", "faults lifted", now).await;
+            self.operator_result(rail.to_string(), result.map(|()| "resumed".to_owned())).await?;
+        }
+        self.note("every fault lifted, every rail resumed".into());
+        Ok(())
+    }
+
+    fn all_done(&mut self) -> Result<bool, Violation> {
+        let book = &self.engine().state().book;
+        Ok(book.payments.values().all(|r| r.state.is_terminal() || matches!(r.state, PaymentState::Held { .. })))
+    }
+
+    fn finish(mut self) -> Result<Summary, Violation> {
+        if !self.all_done()? {
+            let counts = self.engine().count_by_state();
+            let stuck = self.stuck_sample();
+            return Err(self.violation(
+                Invariant::Liveness,
+                format!(
+                    "{} steps after the faults stopped, payments are still open: {counts:?}; for example {stuck}",
+                    self.options.liveness_steps
+                ),
+            ));
+        }
+        let outcomes = check::outcomes(&self)?;
+        let fingerprint = self.engine().state().state_hash();
+        Ok(Summary {
+            seed: self.seed,
+            steps: self.step,
+            payments: self.accepted.len() as u64,
+            outcomes,
+            faults: self.faults,
+            crashes: self.crashes,
+            fingerprint,
+        })
+    }
+
+    /// A few open payments with what they could use: for a liveness violation's message.
+    fn stuck_sample(&mut self) -> String {
+        let engine = self.engine.as_ref().expect("open");
+        let state = engine.state();
+        let now = self.now;
+        let open = state
+            .book
+            .payments
+            .values()
+            .filter(|r| !r.state.is_terminal() && !matches!(r.state, PaymentState::Held { .. }));
+        open.take(3)
+            .map(|r| {
+                let p = &r.payment;
+                let rails: Vec<String> = self
+                    .world
+                    .chains
+                    .iter()
+                    .filter(|c| p.networks.contains(&c.network))
+                    .map(|c| {
+                        format!(
+                            "{} (pool {} available, breaker {:?})",
+                            c.id,
+                            state.pools.available(c.id, p.asset),
+                            engine.breaker(c.id, now)
+                        )
+                    })
+                    .collect();
+                format!("payment {} {} {} {} on [{}]", p.id, r.state, p.amount, p.asset, rails.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn check_acknowledged(&mut self) -> Result<(), Violation> {
+        let ids: Vec<PaymentId> = self.accepted.keys().copied().collect();
+        for id in ids {
+            match self.engine().payment(id) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(
+                        self.violation(Invariant::Acknowledged, format!("payment {id} was accepted, then lost"))
+                    );
+                }
+                Err(error) => return Err(self.violation(Invariant::Acknowledged, error.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
