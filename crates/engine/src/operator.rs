@@ -127,7 +127,30 @@ impl Engine {
             return Err(OperatorError::CannotResolve { payment, state, resolution });
         }
         let (operator, reason) = (operator.to_owned(), reason.to_owned());
-        self.stage(vec![Event::PaymentResolved { payment, resolution, operator, reason, at: now }])?;
+        // A held settlement is one transaction: resuming any of its payments resumes every
+        // payment of it still held (resuming one leg alone left the others held, and the
+        // next hold of the settlement then held a held payment again: the engine stopped).
+        let mut resumed = vec![payment];
+        if resolution == Resolution::Resume
+            && let Some(settlement) = self.state.book.payments[&payment].settlement
+            && let Some(record) = self.state.book.settlements.get(&settlement)
+        {
+            let book = &self.state.book;
+            resumed.extend(record.settlement.legs.iter().map(|l| l.payment).filter(|p| {
+                *p != payment && book.payments.get(p).is_some_and(|r| r.state == PaymentState::Held { in_flight: true })
+            }));
+        }
+        let events = resumed
+            .into_iter()
+            .map(|payment| Event::PaymentResolved {
+                payment,
+                resolution,
+                operator: operator.clone(),
+                reason: reason.clone(),
+                at: now,
+            })
+            .collect();
+        self.stage(events)?;
         if resolution == Resolution::Resume
             && let Some(settlement) = self.state.book.payments[&payment].settlement
         {

@@ -132,13 +132,20 @@ impl Engine {
                 if !info.held {
                     info.held = true;
                     tracing::warn!(settlement = %id, %reason, "settlement held for an operator");
-                    let events = record
+                    // Legs already held (by a hold before a restart) stay as they are.
+                    let book = &self.state.book;
+                    let events: Vec<Event> = record
                         .settlement
                         .legs
                         .iter()
+                        .filter(|l| {
+                            !book.payments.get(&l.payment).is_some_and(|r| matches!(r.state, PaymentState::Held { .. }))
+                        })
                         .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.clone(), at: now })
                         .collect();
-                    self.stage(events)?;
+                    if !events.is_empty() {
+                        self.stage(events)?;
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! message naming the key.
 
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -31,14 +32,22 @@ enum Command {
     },
     /// Validates the configuration and prints what it describes.
     CheckConfig,
+    /// Runs the deterministic simulator: the real engine on sandbox chains under a seeded
+    /// schedule of faults, crashes and operator actions, with invariants after every step.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr; RUST_LOG picks the level (default: warnings, and railyard's own info).
+    // Logs go to stderr; RUST_LOG picks the level (default: warnings, and railyard's own info;
+    // for the simulator, whose faults make the engine warn and stop on purpose, none).
+    let default = if matches!(cli.command, Command::Sim(_)) { "off" } else { "warn,engine=info,railyard=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,engine=info,railyard=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Command::Sim(args) = &cli.command {
+        return sim::run(args);
+    }
     let loaded = match serve::load_config(&cli.config) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -57,6 +66,7 @@ fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        Command::Sim(_) => unreachable!("handled before the configuration is read"),
         Command::Serve { demo_payments, exit_when_settled } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

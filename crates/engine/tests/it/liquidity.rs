@@ -50,7 +50,8 @@ async fn a_short_pool_settles_what_it_can_and_the_rest_is_held_with_the_reason()
     let mut now = T0;
     for round in 0..2 {
         let batch = usdc_only_on(&["base"], 3, round * 3);
-        let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), &format!("k{round}"), &batch, now).await.unwrap()
+        let Intake::Accepted { payments, .. } =
+            engine.submit(MerchantId(1), &format!("k{round}"), &batch, now).await.unwrap()
         else {
             panic!("accepted")
         };

@@ -4,6 +4,7 @@
 mod faults;
 mod history;
 mod liquidity;
+mod scenarios;
 mod service;
 
 use std::collections::BTreeMap;

@@ -68,3 +68,21 @@ fn bad_configuration_exits_64_naming_the_key() {
     assert!(ok.status.success());
     assert!(!data.path().join("journal.redb").exists(), "checking the configuration writes nothing");
 }
+
+/// `railyard sim` runs seeds of the real engine and says how they went; `--seed` replays one
+/// and tells what it did. It needs no configuration file.
+#[test]
+fn sim_runs_seeds_and_replays_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_railyard")).current_dir(dir.path()).args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let many = run(&["sim", "--seeds", "3", "--first", "10", "--payments", "40"]);
+    assert!(many.contains("3 seeds from 10: 3 passed, 0 failed; 120 payments"), "{many}");
+    let one = run(&["sim", "--seed", "11", "--payments", "40"]);
+    assert!(one.contains("seed 11: ") && one.contains("40 payments"), "{one}");
+    let again = run(&["sim", "--seed", "11", "--payments", "40"]);
+    assert_eq!(one.lines().next(), again.lines().next(), "the same seed, the same run");
+}
