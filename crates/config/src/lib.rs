@@ -340,6 +340,18 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
 }
 
+/// Finality needs at least one confirmation: 0 would call a settlement final the moment it is
+/// seen, before any block holds it.
+fn final_depth(key: &dyn Fn(&str) -> String, confirmations_final: u32) -> Result<(), ConfigError> {
+    if confirmations_final == 0 {
+        return Err(error(
+            key("confirmations_final"),
+            "must be at least 1 (a block must hold a settlement before it is final)",
+        ));
+    }
+    Ok(())
+}
+
 fn rail_spec(
     rail: &RailFile,
     key: &dyn Fn(&str) -> String,
@@ -367,6 +379,7 @@ fn rail_spec(
             if *block_time_ms == 0 || *batch_size_max == 0 {
                 return Err(error(key("block_time_ms"), "block_time_ms and batch_size_max must be greater than zero"));
             }
+            final_depth(key, *confirmations_final)?;
             let capabilities = Capabilities {
                 rail: name(&key("name"), n)?,
                 network,
@@ -399,6 +412,7 @@ fn rail_spec(
             max_fee_per_gas_gwei,
             priority_fee_gwei,
         } => {
+            final_depth(key, *confirmations_final)?;
             let network = Network::Evm(model::ChainId(*chain_id));
             let contract = match model::Address::parse(batch_contract, network) {
                 Ok(model::Address::Evm(bytes)) => bytes,

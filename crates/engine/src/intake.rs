@@ -201,16 +201,24 @@ impl Engine {
         if !self.config.queue.classes.iter().any(|c| c.name == draft.class) {
             return Err(("class", "unknown_class", format!("unknown priority class {}", draft.class)));
         }
-        if !self.rail_serves(draft.asset, &draft.networks) {
+        let serving: Vec<&Capabilities> = self
+            .rails
+            .iter()
+            .map(|r| r.capabilities())
+            .filter(|c| c.assets.contains(&draft.asset) && draft.networks.contains(&c.network))
+            .collect();
+        if serving.is_empty() {
             let message = format!("no rail carries {} on the allowed networks", draft.asset);
             return Err(("asset", "no_rail_for_asset", message));
         }
+        // A payment no rail could ever carry would wait for ever: refuse it here, naming the
+        // limits of the rails that carry the asset.
+        if !serving.iter().any(|c| c.amount_min <= draft.amount && draft.amount <= c.amount_max) {
+            let limits: Vec<String> =
+                serving.iter().map(|c| format!("{} takes {} to {}", c.rail, c.amount_min, c.amount_max)).collect();
+            let message = format!("no rail on the allowed networks carries this amount ({})", limits.join("; "));
+            return Err(("amount", "amount_out_of_rail_limits", message));
+        }
         Ok(payment)
-    }
-
-    fn rail_serves(&self, asset: Asset, networks: &[Network]) -> bool {
-        self.rails
-            .iter()
-            .any(|r| r.capabilities().assets.contains(&asset) && networks.contains(&r.capabilities().network))
     }
 }

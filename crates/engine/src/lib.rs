@@ -252,6 +252,12 @@ impl Engine {
         config.validate()?;
         for rail in &rails {
             let caps = rail.capabilities();
+            if caps.confirmations_final == 0 {
+                return Err(EngineError::Config(format!(
+                    "rail {}: confirmations_final must be at least 1 (a block must hold a settlement before it is final)",
+                    caps.rail
+                )));
+            }
             if config.state.fee_assets.get(&caps.rail) != Some(&caps.fee_asset) {
                 return Err(EngineError::Config(format!(
                     "rail {}: its fee asset must be listed in the state configuration",

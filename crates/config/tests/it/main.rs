@@ -62,6 +62,10 @@ fn every_bad_key_is_named() {
         (&[("RAILYARD__POOLS__0__MIN", "\"-1\"")], "config pools[0].min:"),
         (&[("RAILYARD__POOLS__0__TARGET", "\"99999999\"")], "config pools[0].target: min <= target <= max"),
         (&[("RAILYARD__TICK_MS", "0")], "config tick_ms:"),
+        (
+            &[("RAILYARD__RAILS__1__CONFIRMATIONS_FINAL", "0")],
+            "config rails[1].confirmations_final: must be at least 1",
+        ),
         (&[("RAILYARD__NOPE__X", "1")], "config nope.x: no such key"),
         (&[("RAILYARD__RAILS__9__SEED", "1")], "config rails.9.seed: index out of range"),
     ];

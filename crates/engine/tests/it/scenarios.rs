@@ -62,3 +62,45 @@ async fn scenario_2_a_settlement_resumed_by_one_leg_and_held_again() {
         assert_eq!(paid, draft.amount, "payment {i} paid exactly once");
     }
 }
+
+/// Scenario 5: a payment above every rail's amount limit is refused at intake, naming the
+/// limits, and the batch with it changes nothing (it stayed Queued for ever before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_5_an_amount_no_rail_carries_is_refused_at_intake() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let tip = engine.journal().tip();
+    let mut batch = drafts(0, 3);
+    batch[2].amount = Amount::new(10u128.pow(25));
+    let Err(IntakeError::Invalid(rows)) = engine.submit(MerchantId(1), "k", &batch, T0).await else {
+        panic!("refused")
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].row, rows[0].field, rows[0].code), (2, "amount", "amount_out_of_rail_limits"));
+    assert!(rows[0].message.contains("base takes 1 to "), "{}", rows[0].message);
+    assert_eq!(engine.journal().tip(), tip, "nothing journaled");
+}
+
+/// Scenario 11: a rail whose finality is zero confirmations is refused when the engine opens
+/// (it would call a settlement final before any block held it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_11_zero_confirmations_to_final_is_refused() {
+    use rails::sandbox::{SandboxConfig, SandboxRail};
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut rails = world.rails();
+    let mut capabilities = rails[0].capabilities().clone();
+    capabilities.confirmations_final = 0;
+    let config_of = SandboxConfig {
+        capabilities,
+        seed: 9,
+        block_time_ms: BLOCK_MS,
+        fee: Amount::new(1_000),
+        fee_cap: Amount::new(100_000),
+    };
+    rails[0] = std::sync::Arc::new(SandboxRail::new(config_of, T0));
+    let refused = Engine::open(&dir.path().join("journal.redb"), config(), rails, T0).await;
+    let Err(EngineError::Config(message)) = refused else { panic!("refused") };
+    assert!(message.contains("rail base: confirmations_final must be at least 1"), "{message}");
+}
