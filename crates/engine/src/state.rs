@@ -72,11 +72,13 @@ impl EngineState {
             Event::SettlementPlanned { settlement, .. } => {
                 // The pools first (without changing them), then the book (which checks the
                 // legs and changes nothing if it refuses), then the reservation, which the
-                // check made sure cannot fail: the event applies whole or not at all.
+                // check made sure cannot fail: the event applies whole or not at all. The
+                // pools' policy (minimums) was checked when the engine decided; applying the
+                // decision checks only that the pools can hold it.
                 let reserve = self.reserve_for(settlement)?;
-                self.pools.can_reserve(&reserve)?;
+                self.pools.can_hold(&reserve)?;
                 self.book.apply(event)?;
-                self.pools.reserve(&reserve).expect("checked by can_reserve");
+                self.pools.reserve(&reserve).expect("checked by can_hold");
                 Ok(())
             }
             Event::PoolFunded { rail, asset, amount, transfer, .. } => {
@@ -172,6 +174,9 @@ impl Replica for Replayed {
 
     fn decode(bytes: &[u8], config: &StateConfig) -> Result<Self, String> {
         let mut state: EngineState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        // Today's pool configuration, not the one the snapshot was written with: the same
+        // state a full replay under today's configuration gives.
+        state.pools.reconfigure(&config.pools).map_err(|e| e.to_string())?;
         state.urgent = config.urgent.clone();
         state.fee_assets = config.fee_assets.clone();
         Ok(Replayed(state))

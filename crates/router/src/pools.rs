@@ -214,19 +214,42 @@ impl Pools {
         }
     }
 
-    /// Whether `reserve` would succeed, without changing anything.
+    /// Whether the engine may decide `request` now: the pool holds the amount and fee, and
+    /// what is left stays at or above the pool's minimum unless the settlement is urgent.
+    /// Changes nothing.
     pub fn can_reserve(&self, request: &Reserve) -> Result<(), PoolError> {
+        let config = self.configs.get(&(request.rail, request.asset));
+        let config = config.ok_or(PoolError::NoPool { rail: request.rail, asset: request.asset })?;
+        let floor = if request.urgent { Amount::ZERO } else { config.min };
+        self.check(request, floor)
+    }
+
+    /// Whether the ledger can hold `request` as a fact: not reserved yet, and the pool holds
+    /// the amount and fee. No policy: a minimum is a rule for deciding, checked by
+    /// `can_reserve` when the engine decides; replaying a decision already journaled must
+    /// not re-judge it by today's configuration (raising a minimum made the engine unable to
+    /// start, found by the simulator).
+    pub fn can_hold(&self, request: &Reserve) -> Result<(), PoolError> {
+        self.check(request, Amount::ZERO)
+    }
+
+    fn check(&self, request: &Reserve, floor: Amount) -> Result<(), PoolError> {
         let Reserve { settlement, rail, asset, amount, fee_asset, fee, urgent } = *request;
         if self.reservations.contains_key(&settlement) {
             return Err(PoolError::AlreadyReserved(settlement));
         }
-        let config = self.configs.get(&(rail, asset)).ok_or(PoolError::NoPool { rail, asset })?;
+        if !self.has_pool(rail, asset) {
+            return Err(PoolError::NoPool { rail, asset });
+        }
         let same = asset == fee_asset;
         let needed = if same { amount.checked_add(fee) } else { Some(amount) };
         let left = needed.and_then(|n| self.available(rail, asset).checked_sub(n));
-        let floor = if urgent { Amount::ZERO } else { config.min };
         if left.is_none_or(|left| left < floor) {
-            return Err(if urgent { PoolError::Short { rail, asset } } else { PoolError::BelowMin { rail, asset } });
+            return Err(if urgent || floor.is_zero() {
+                PoolError::Short { rail, asset }
+            } else {
+                PoolError::BelowMin { rail, asset }
+            });
         }
         if !same && self.available(rail, fee_asset) < fee {
             return Err(PoolError::Short { rail, asset: fee_asset });
@@ -234,9 +257,29 @@ impl Pools {
         Ok(())
     }
 
+    /// Takes today's pool configuration (minimums, targets, new pools) over what a snapshot
+    /// was written with; accounts and reservations stay as they are.
+    pub fn reconfigure(&mut self, configs: &[PoolConfig]) -> Result<(), PoolError> {
+        let mut next = BTreeMap::new();
+        for config in configs {
+            if !(config.min <= config.target && config.target <= config.max) {
+                return Err(PoolError::Config(format!(
+                    "pool {} on {}: min <= target <= max is required",
+                    config.asset, config.rail
+                )));
+            }
+            next.insert((config.rail, config.asset), *config);
+            if !self.has_pool(config.rail, config.asset) {
+                self.open_accounts(config.rail, config.asset);
+            }
+        }
+        self.configs = next;
+        Ok(())
+    }
+
     /// Reserves the amount and the fee estimate of a settlement, both or neither.
     pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
-        self.can_reserve(request)?;
+        self.can_hold(request)?;
         let Reserve { settlement, rail, asset, amount, fee_asset, fee, .. } = *request;
         let (amount_id, fee_id) = (transfer_id(settlement, "amount"), transfer_id(settlement, "fee"));
         let pool = |asset| account_id(Owner::Pool(rail), asset);

@@ -299,11 +299,48 @@ impl Sim {
                 self.violation(Invariant::ReplayHash, format!("journal plus staged events give another {part}"))
             );
         }
+        let changed = self.while_down();
+        let replayed = if changed {
+            check::replay_from_scratch(&self.path, &self.world.config).map_err(|error| {
+                self.violation(Invariant::Restarts, format!("after a configuration change: {error}"))
+            })?
+        } else {
+            replayed
+        };
         self.open().await?;
         if self.engine().recovered_hash() != replayed.state_hash() {
             return Err(self.violation(Invariant::ReplayHash, "recovery from the snapshot differs from a full replay"));
         }
         self.check_acknowledged()
+    }
+
+    /// What happens while the engine is down: the chains go on (blocks, and with faults on,
+    /// a reorg), and sometimes the treasury changes the configuration (a pool's minimum
+    /// raised). Whether the configuration changed.
+    fn while_down(&mut self) -> bool {
+        if self.rng.u8(0..3) == 0 {
+            self.now = self.now.saturating_add_ms(self.rng.u64(1_000..=20_000));
+            self.world.advance(self.now);
+            self.note("down for a while; the chains went on".into());
+            if self.options.faults && self.rng.bool() {
+                let chain = self.rng.usize(0..self.world.chains.len());
+                let depth = self.rng.usize(1..=self.world.chains[chain].confirmations_final as usize);
+                self.world.chains[chain].rail.inject(Fault::Reorg { depth });
+                self.faults += 1;
+                self.note(format!("{}: Reorg {{ depth: {depth} }} while down", self.world.chains[chain].id));
+            }
+        }
+        if self.rng.u8(0..4) != 0 {
+            return false;
+        }
+        let pools = &mut self.world.config.state.pools;
+        let i = self.rng.usize(0..pools.len());
+        let pool = &mut pools[i];
+        let raised = pool.min.units().saturating_add(u128::from(self.rng.u64(1..=5_000_000))).min(pool.target.units());
+        pool.min = Amount::new(raised);
+        let line = format!("while down, the treasury raised pool {} {}'s minimum to {raised}", pool.rail, pool.asset);
+        self.note(line);
+        true
     }
 
     /// The engine stopped: allowed only after an injected journal failure, and then the

@@ -104,3 +104,49 @@ async fn scenario_11_zero_confirmations_to_final_is_refused() {
     let Err(EngineError::Config(message)) = refused else { panic!("refused") };
     assert!(message.contains("rail base: confirmations_final must be at least 1"), "{message}");
 }
+
+/// Scenario 6: the treasury raises a pool's minimum while a settlement holds a reservation
+/// that the new minimum would not allow. The engine starts again (replay takes journaled
+/// reservations as facts, it does not re-judge them by today's minimums), today's minimum
+/// applies to new decisions, also when the state comes from a snapshot, and the settlement
+/// in flight settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_minimum_raised_between_restarts() {
+    // From a snapshot (one after every record), and by replaying the whole journal.
+    for snapshots in [1, 0] {
+        minimum_raised_between_restarts(snapshots).await;
+    }
+}
+
+async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut cfg = config();
+    cfg.snapshot_every_records = snapshot_every_records;
+    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let base = super::name("base");
+    engine.fund_pool(base, Asset::USDC, Amount::new(10_000), 1, T0).await.unwrap();
+    engine.fund_pool(base, Asset::ETH, Amount::new(10u128.pow(12)), 2, T0).await.unwrap();
+    let mut batch = drafts(1, 3);
+    for draft in &mut batch {
+        (draft.asset, draft.amount, draft.networks) = (Asset::USDC, Amount::new(3_000), vec![Network::BASE]);
+        draft.class = super::name("urgent");
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let now = T0.saturating_add_ms(BLOCK_MS);
+    world.advance(now);
+    engine.tick(now).await.unwrap();
+    assert_eq!(engine.state().pools.available(base, Asset::USDC), Amount::new(1_000), "9,000 reserved");
+    drop(engine);
+
+    let pool = cfg.state.pools.iter_mut().find(|p| p.rail == base && p.asset == Asset::USDC).unwrap();
+    pool.min = Amount::new(5_000);
+    let mut engine = Engine::open(&path, cfg, world.rails(), now).await.expect("starts under the new minimum");
+    assert_eq!(engine.journal().latest_snapshot().unwrap().is_some(), snapshot_every_records > 0);
+    assert_eq!(engine.state().pools.spendable(base, Asset::USDC, false), Amount::ZERO, "today's minimum applies");
+    run_until_done(&mut engine, &world, now, 50).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
+}
