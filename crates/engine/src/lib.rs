@@ -145,6 +145,12 @@ struct Watching {
     held: bool,
     /// The rail's last quote for a replacement was above its fee cap.
     fee_above_cap: bool,
+    /// Broadcasts of a signed settlement the node refused in a row (it answered, and said
+    /// no), and what it said last: past `rebroadcasts_max` the settlement is held.
+    refusals: u32,
+    last_refusal: Option<String>,
+    /// Replacements (bumps, cancels) the rail could not build, in a row.
+    replace_failures: u32,
 }
 
 /// Entries per in-memory structure (see `Engine::footprint`).

@@ -126,6 +126,17 @@ impl Engine {
             let Effect::Broadcast { settlement, tx } = effect;
             let rail = self.state.book.settlements[&settlement].settlement.rail;
             let breaker = self.breakers.get_mut(&rail).expect("breaker");
+            if let Some(info) = self.watching.get_mut(&settlement) {
+                match &outcome {
+                    Ok(()) => (info.refusals, info.last_refusal) = (0, None),
+                    Err(rails::RailError::Rejected(why)) => {
+                        info.refusals += 1;
+                        info.last_refusal = Some(why.clone());
+                    }
+                    // Unreachable or timed out: the breaker's business, not a refusal.
+                    Err(_) => {}
+                }
+            }
             match outcome {
                 Ok(()) => {
                     breaker.record(Outcome::Success, now);

@@ -13,17 +13,50 @@ use crate::{Effect, Engine, EngineError, Watching, timed};
 impl Engine {
     pub(crate) async fn watch_all(&mut self, now: Timestamp) -> Result<(), EngineError> {
         let mut observe = Vec::new();
+        let mut holds = Vec::new();
         for id in self.state.book.open_settlements().clone() {
             let record = &self.state.book.settlements[&id];
             match record.state {
                 SettlementState::Planned => {}
-                // Signed before a crash or a failed broadcast: the same bytes go out again.
+                // Signed before a crash or a failed broadcast: the same bytes go out again,
+                // unless the node keeps refusing them (then an operator is needed: its nonce
+                // blocks every later transaction of the rail) or they are held already.
                 SettlementState::Signed => {
+                    let book = &self.state.book;
+                    let legs = &record.settlement.legs;
+                    let all_held = legs.iter().all(|l| {
+                        book.payments.get(&l.payment).is_none_or(|r| matches!(r.state, PaymentState::Held { .. }))
+                    });
+                    let info = self
+                        .watching
+                        .entry(id)
+                        .or_insert_with(|| Watching { last_action_at: now, ..Watching::default() });
+                    if all_held || info.held {
+                        continue;
+                    }
+                    if info.refusals > self.config.anomaly.rebroadcasts_max {
+                        info.held = true;
+                        let reason = format!(
+                            "the node refused this settlement's broadcast {} times ({}); it blocks every later transaction of the rail: fix the cause (fund the hot wallet's fee asset), then resume it",
+                            info.refusals,
+                            info.last_refusal.as_deref().unwrap_or("no reason given")
+                        );
+                        tracing::warn!(settlement = %id, %reason, "signed settlement held");
+                        holds.extend(legs.iter().map(|l| Event::PaymentHeld {
+                            payment: l.payment,
+                            reason: reason.clone(),
+                            at: now,
+                        }));
+                        continue;
+                    }
                     let tx = record.txs.last().expect("signed settlements have a transaction").clone();
                     self.effects.push(Effect::Broadcast { settlement: id, tx });
                 }
                 _ => observe.push(id),
             }
+        }
+        if !holds.is_empty() {
+            self.stage(holds)?;
         }
         let timeout = self.config.rail_timeout;
         let mut requests = Vec::with_capacity(observe.len());
@@ -179,10 +212,36 @@ impl Engine {
         let tx = match built {
             Ok(tx) => tx,
             Err(error) => {
-                tracing::warn!(rail = %record.settlement.rail, settlement = %id, cancel, %error, "replacement not built; retried next round");
+                // Tried again once it has been stuck a while longer; past the bump budget
+                // it is held with the rail's answer (retrying every round for ever left it
+                // without a reason, found by the simulator).
+                let budget = self.config.anomaly.bump_budget;
+                let info = self.watching.get_mut(&id).expect("watched");
+                info.fee_above_cap |= matches!(error, rails::RailError::FeeAboveCap { .. });
+                info.replace_failures += 1;
+                info.last_action_at = now;
+                tracing::warn!(rail = %record.settlement.rail, settlement = %id, cancel, %error, "replacement not built");
+                if info.replace_failures > budget && !info.held {
+                    info.held = true;
+                    let reason = format!("stuck, and the rail cannot replace it: {error}");
+                    let book = &self.state.book;
+                    let events: Vec<Event> = record
+                        .settlement
+                        .legs
+                        .iter()
+                        .filter(|l| {
+                            !book.payments.get(&l.payment).is_some_and(|r| matches!(r.state, PaymentState::Held { .. }))
+                        })
+                        .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.clone(), at: now })
+                        .collect();
+                    if !events.is_empty() {
+                        self.stage(events)?;
+                    }
+                }
                 return Ok(());
             }
         };
+        self.watching.get_mut(&id).expect("watched").replace_failures = 0;
         let event = if cancel {
             Event::SettlementCancelling { settlement: id, tx: tx.clone(), at: now }
         } else {

@@ -39,7 +39,9 @@ pub enum Fault {
     Reorg { depth: usize },
     /// The minimum fee for inclusion becomes `multiplier` times the normal fee.
     FeeSpike { multiplier: u64 },
-    /// Clears outage, stuck and fee spike.
+    /// The node refuses every broadcast (the hot wallet cannot pay for gas) until `Restore`.
+    RefuseBroadcasts,
+    /// Clears outage, stuck, refused broadcasts and fee spike.
     Restore,
 }
 
@@ -77,6 +79,7 @@ struct Chain {
     stuck: bool,
     drop_next: bool,
     revert_next: bool,
+    refuse_broadcasts: bool,
     fee_multiplier: u64,
     hash_counter: u64,
     /// Pruned mode: transaction bodies older than this many blocks are forgotten and balances
@@ -106,6 +109,7 @@ impl SandboxRail {
             stuck: false,
             drop_next: false,
             revert_next: false,
+            refuse_broadcasts: false,
             fee_multiplier: 1,
             hash_counter: 0,
             keep_blocks: None,
@@ -146,9 +150,11 @@ impl SandboxRail {
             Fault::DropNext => chain.drop_next = true,
             Fault::RevertNext => chain.revert_next = true,
             Fault::FeeSpike { multiplier } => chain.fee_multiplier = multiplier.max(1),
+            Fault::RefuseBroadcasts => chain.refuse_broadcasts = true,
             Fault::Restore => {
                 chain.outage = false;
                 chain.stuck = false;
+                chain.refuse_broadcasts = false;
                 chain.fee_multiplier = 1;
             }
             Fault::Reorg { depth } => {
@@ -217,13 +223,29 @@ impl SandboxRail {
         let mut txs = Vec::new();
         if !chain.stuck {
             let min_fee = self.min_fee(chain).unwrap_or(Amount::MAX);
-            let ready: Vec<([u8; 32], SandboxTx)> =
-                chain.mempool.iter().filter(|(_, tx)| tx.fee >= min_fee).map(|(id, tx)| (*id, tx.clone())).collect();
+            // Versions whose nonce is spent can never be mined.
+            let spent: Vec<[u8; 32]> =
+                chain.mempool.iter().filter(|(_, tx)| chain.spent.contains_key(&tx.nonce)).map(|(id, _)| *id).collect();
+            for txid in spent {
+                chain.mempool.remove(&txid);
+            }
+            // EVM nonce order: only the account's next nonce can be mined, so a transaction
+            // that is missing or cannot pay blocks every later one.
+            let mut ready = Vec::new();
+            let mut next = first_unspent(&chain.spent);
+            loop {
+                let best = chain
+                    .mempool
+                    .iter()
+                    .filter(|(_, tx)| tx.nonce == next && tx.fee >= min_fee)
+                    .max_by_key(|(_, tx)| tx.fee)
+                    .map(|(id, tx)| (*id, tx.clone()));
+                let Some(found) = best else { break };
+                ready.push(found);
+                next += 1;
+            }
             for (txid, tx) in ready {
                 chain.mempool.remove(&txid);
-                if chain.spent.contains_key(&tx.nonce) {
-                    continue; // a competing version already spent the nonce
-                }
                 let reverted = std::mem::take(&mut chain.revert_next);
                 chain.spent.insert(tx.nonce, txid);
                 chain.included.insert(txid, (index, reverted));
@@ -276,11 +298,27 @@ impl SandboxRail {
         payouts: Vec<(String, Amount)>,
     ) -> Result<SignedTx, RailError> {
         let old = self.decode(previous)?;
-        if fee <= old.fee {
-            return Err(RailError::Rejected(format!("a replacement must pay more than {}", old.fee)));
+        // As an EVM node requires (and the EVM adapter does): a replacement pays at least an
+        // eighth more than the version it replaces, within the cap.
+        let floor = old.fee.units().saturating_mul(9).div_ceil(8);
+        let fee = fee.max(Amount::new(floor));
+        if fee > self.config.fee_cap {
+            return Err(RailError::FeeAboveCap { fee, cap: self.config.fee_cap });
         }
         Ok(self.sign(&SandboxTx { fee, payouts, ..old }))
     }
+}
+
+/// The lowest nonce no mined transaction has spent.
+fn first_unspent(spent: &BTreeMap<u64, [u8; 32]>) -> u64 {
+    let mut next = 0;
+    for nonce in spent.keys() {
+        if *nonce != next {
+            break;
+        }
+        next += 1;
+    }
+    next
 }
 
 fn available(chain: &Chain) -> Result<(), RailError> {
@@ -321,6 +359,9 @@ impl Rail for SandboxRail {
         let decoded = self.decode(tx)?;
         let mut chain = self.chain();
         available(&chain)?;
+        if chain.refuse_broadcasts {
+            return Err(RailError::Rejected("insufficient funds for gas * price + value".into()));
+        }
         chain.known.insert(tx.txid, decoded.clone());
         if chain.included.contains_key(&tx.txid) || chain.spent.contains_key(&decoded.nonce) {
             return Ok(()); // already mined (or its nonce is spent): harmless
@@ -399,13 +440,22 @@ impl Rail for SandboxRail {
         Ok(SandboxRail::balance_of(self, &destination.to_string(), asset))
     }
 
+    /// After a restart the signer knows only what the node and the journal know, as an EVM
+    /// signer does: the next nonce is past every nonce spent or pending on the chain and every
+    /// nonce the journal signed. A nonce built but never journaled nor broadcast (the process
+    /// died in between) is used again, so it leaves no gap that would block every later one.
     fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
         let mut chain = self.chain();
-        for spend in spends {
-            if let Spend::Nonce { nonce, .. } = spend {
-                chain.next_nonce = chain.next_nonce.max(nonce + 1);
-            }
-        }
+        let on_chain = chain.spent.keys().chain(chain.mempool.values().map(|t| &t.nonce)).max().map_or(0, |n| n + 1);
+        let journaled = spends
+            .iter()
+            .filter_map(|s| match s {
+                Spend::Nonce { nonce, .. } => Some(nonce + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        chain.next_nonce = on_chain.max(journaled);
         Ok(())
     }
 

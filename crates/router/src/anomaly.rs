@@ -74,6 +74,12 @@ pub fn assess(watch: &SettlementWatch, policy: &AnomalyPolicy, now: Timestamp) -
                 Action::Finalize { txid: *txid }
             }
         }
+        // A cancel that reverted still spent the nonce and paid nobody: as dead as a cancel
+        // that went through (found by the simulator; the revert proof must be a paying
+        // version).
+        Observation::Reverted { txid, depth, .. } if final_depth(*depth) && watch.cancels.contains(txid) => {
+            Action::RollBack { proof: DeathProof::CancelFinal { txid: *txid } }
+        }
         Observation::Reverted { txid, depth, .. } if final_depth(*depth) => {
             Action::RollBack { proof: DeathProof::RevertedFinal { txid: *txid } }
         }
@@ -86,8 +92,16 @@ pub fn assess(watch: &SettlementWatch, policy: &AnomalyPolicy, now: Timestamp) -
         Observation::Dropped => Action::Hold { reason: format!("dropped {} times", watch.rebroadcasts + 1) },
         Observation::Pending => {
             let stuck = now.saturating_since(watch.last_action_at) >= policy.stuck_after_ms;
-            if !stuck || watch.cancelling {
+            if !stuck {
                 Action::Wait
+            } else if watch.cancelling {
+                // Waiting on for ever would leave the payments without a reason (found by
+                // the simulator behind a nonce the node refused).
+                Action::Hold {
+                    reason:
+                        "stuck, and so is its cancel: an earlier transaction of the rail may be holding back its nonce"
+                            .into(),
+                }
             } else if watch.fee_above_cap {
                 Action::Hold { reason: "stuck, and the fee to unstick it is above the cap".into() }
             } else if watch.bumps < policy.bump_budget {

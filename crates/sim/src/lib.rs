@@ -152,6 +152,23 @@ pub async fn run(seed: u64, options: &Options) -> Result<Summary, Violation> {
         }
         sim.tick_and_check().await?;
     }
+    if !sim.all_done()? {
+        return Err(sim.liveness_violation("the faults stopped"));
+    }
+    // Then the treasury tops up every pool and an operator acts on every hold: now every
+    // payment must settle (or stay failed, if an operator failed it).
+    sim.clear_holds().await?;
+    for _ in 0..options.liveness_steps {
+        if sim.all_final()? {
+            break;
+        }
+        sim.step += 1;
+        sim.advance();
+        sim.tick_and_check().await?;
+    }
+    if !sim.all_final()? {
+        return Err(sim.liveness_violation("every pool was funded and every hold resolved"));
+    }
     sim.finish()
 }
 
@@ -260,14 +277,18 @@ impl Sim {
 
     fn inject(&mut self) {
         let chain = self.rng.usize(0..self.world.chains.len());
-        let deepest =
-            self.world.chains[chain].confirmations_final as usize + if self.options.deep_reorgs { 2 } else { 0 };
-        let fault = match self.rng.u8(0..6) {
+        // A reorg of `depth` replaces the last `depth` blocks; a transaction final at
+        // `confirmations_final` survives one of at most `confirmations_final - 1`.
+        let within = self.world.chains[chain].confirmations_final as usize - 1;
+        let deepest = within + if self.options.deep_reorgs { 3 } else { 0 };
+        let fault = match self.rng.u8(0..7) {
             0 => Fault::Outage,
             1 => Fault::Stuck,
             2 => Fault::DropNext,
             3 => Fault::RevertNext,
-            4 => Fault::Reorg { depth: self.rng.usize(1..deepest.max(2)) },
+            4 if deepest >= 1 => Fault::Reorg { depth: self.rng.usize(1..=deepest) },
+            4 => Fault::DropNext,
+            5 => Fault::RefuseBroadcasts,
             _ => Fault::FeeSpike { multiplier: self.rng.u64(2..=200) },
         };
         self.world.chains[chain].rail.inject(fault);
@@ -322,9 +343,10 @@ impl Sim {
             self.now = self.now.saturating_add_ms(self.rng.u64(1_000..=20_000));
             self.world.advance(self.now);
             self.note("down for a while; the chains went on".into());
-            if self.options.faults && self.rng.bool() {
-                let chain = self.rng.usize(0..self.world.chains.len());
-                let depth = self.rng.usize(1..=self.world.chains[chain].confirmations_final as usize);
+            let chain = self.rng.usize(0..self.world.chains.len());
+            let within = self.world.chains[chain].confirmations_final as usize - 1;
+            if self.options.faults && self.rng.bool() && within >= 1 {
+                let depth = self.rng.usize(1..=within);
                 self.world.chains[chain].rail.inject(Fault::Reorg { depth });
                 self.faults += 1;
                 self.note(format!("{}: Reorg {{ depth: {depth} }} while down", self.world.chains[chain].id));
@@ -443,6 +465,10 @@ impl Sim {
         for chain in &self.world.chains {
             chain.rail.inject(Fault::Restore);
         }
+        if self.journal_failure_armed {
+            self.engine().journal().fail_after(u64::MAX);
+            self.journal_failure_armed = false;
+        }
         let paused: Vec<RailId> = self.engine().state().paused.iter().copied().collect();
         let now = self.now;
         for rail in paused {
@@ -458,18 +484,65 @@ impl Sim {
         Ok(book.payments.values().all(|r| r.state.is_terminal() || matches!(r.state, PaymentState::Held { .. })))
     }
 
-    fn finish(mut self) -> Result<Summary, Violation> {
-        if !self.all_done()? {
-            let counts = self.engine().count_by_state();
-            let stuck = self.stuck_sample();
-            return Err(self.violation(
-                Invariant::Liveness,
-                format!(
-                    "{} steps after the faults stopped, payments are still open: {counts:?}; for example {stuck}",
-                    self.options.liveness_steps
-                ),
-            ));
+    fn liveness_violation(&mut self, after: &str) -> Violation {
+        let counts = self.engine().count_by_state();
+        let stuck = self.stuck_sample();
+        let steps = self.options.liveness_steps;
+        self.violation(
+            Invariant::Liveness,
+            format!("{steps} steps after {after}, payments are still open: {counts:?}; for example {stuck}"),
+        )
+    }
+
+    /// Every payment settled or failed.
+    fn all_final(&mut self) -> Result<bool, Violation> {
+        Ok(self.engine().state().book.payments.values().all(|r| r.state.is_terminal()))
+    }
+
+    /// The treasury funds every pool well past what is left to pay; an operator resumes every
+    /// held payment in flight and retries every other held one.
+    async fn clear_holds(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        let pools: Vec<(RailId, Asset)> = self.world.config.state.pools.iter().map(|p| (p.rail, p.asset)).collect();
+        for (i, (rail, asset)) in pools.into_iter().enumerate() {
+            let transfer = 1_000_000 + i as u128;
+            if let Err(error) = self.engine().fund_pool(rail, asset, Amount::new(10u128.pow(13)), transfer, now).await {
+                return Err(self.violation(Invariant::EngineRuns, format!("funding {rail} {asset}: {error}")));
+            }
         }
+        let held: Vec<(PaymentId, bool)> = self
+            .engine()
+            .state()
+            .book
+            .payments
+            .values()
+            .filter_map(|r| match r.state {
+                PaymentState::Held { in_flight } => Some((r.payment.id, in_flight)),
+                _ => None,
+            })
+            .collect();
+        for (payment, in_flight) in held {
+            // Resuming one payment of a settlement resumes all of it: skip those it took.
+            let still_held = self
+                .engine()
+                .state()
+                .book
+                .payments
+                .get(&payment)
+                .is_some_and(|r| matches!(r.state, PaymentState::Held { .. }));
+            if !still_held {
+                continue;
+            }
+            let resolution = if in_flight { Resolution::Resume } else { Resolution::Retry };
+            let result = self.engine().resolve(payment, resolution, "sim", "faults over", now).await;
+            self.operator_result(format!("payment {payment} {resolution:?}"), result.map(|()| "resolved".to_owned()))
+                .await?;
+        }
+        self.note("treasury funded every pool; every hold resolved".into());
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Summary, Violation> {
         let outcomes = check::outcomes(&self)?;
         let fingerprint = self.engine().state().state_hash();
         Ok(Summary {
@@ -488,11 +561,21 @@ impl Sim {
         let engine = self.engine.as_ref().expect("open");
         let state = engine.state();
         let now = self.now;
-        let open = state
+        // Payments neither final nor held first: they are what liveness is about.
+        let (waiting, held): (Vec<_>, Vec<_>) = state
             .book
             .payments
             .values()
-            .filter(|r| !r.state.is_terminal() && !matches!(r.state, PaymentState::Held { .. }));
+            .filter(|r| !r.state.is_terminal())
+            .partition(|r| !matches!(r.state, PaymentState::Held { .. }));
+        let open = waiting.into_iter().chain(held);
+        let records = engine.journal().read_range(1, 1_000_000).unwrap_or_default();
+        let held_reason = |payment: PaymentId| {
+            records.iter().rev().find_map(|r| match Event::decode(&r.payload) {
+                Ok(Event::PaymentHeld { payment: p, reason, .. }) if p == payment => Some(reason),
+                _ => None,
+            })
+        };
         open.take(3)
             .map(|r| {
                 let p = &r.payment;
@@ -510,7 +593,29 @@ impl Sim {
                         )
                     })
                     .collect();
-                format!("payment {} {} {} {} on [{}]", p.id, r.state, p.amount, p.asset, rails.join(", "))
+                let reason = match r.state {
+                    PaymentState::Held { .. } => format!(" (held: {})", held_reason(p.id).unwrap_or_default()),
+                    _ => String::new(),
+                };
+                let settlement =
+                    r.settlement.and_then(|id| state.book.settlements.get(&id)).map_or(String::new(), |s| {
+                        format!(
+                            " in settlement {} on {} ({:?}, {} versions, {} cancels)",
+                            s.settlement.id,
+                            s.settlement.rail,
+                            s.state,
+                            s.txs.len(),
+                            s.cancels.len()
+                        )
+                    });
+                format!(
+                    "payment {} {}{reason}{settlement} {} {} on [{}]",
+                    p.id,
+                    r.state,
+                    p.amount,
+                    p.asset,
+                    rails.join(", ")
+                )
             })
             .collect::<Vec<_>>()
             .join("; ")

@@ -150,3 +150,100 @@ async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
     run_until_done(&mut engine, &world, now, 50).await;
     assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
 }
+
+/// Scenario 3: the node refuses a settlement's broadcast for good (the hot wallet cannot pay
+/// for gas). The settlement does not stay Signed for ever: it is held with the node's answer
+/// once the node has said no more than `rebroadcasts_max` times (its nonce blocks every later
+/// transaction of the rail, so an operator must act). When the wallet is funded, resuming
+/// sends the same bytes again and everything settles once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_3_a_broadcast_refused_for_good_is_held_then_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.anomaly.rebroadcasts_max = 2;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 4);
+    for draft in &mut batch {
+        draft.asset = Asset::USDC;
+        draft.class = super::name("urgent");
+        draft.networks = vec![Network::BASE];
+    }
+    world.sandboxes[0].inject(Fault::RefuseBroadcasts);
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let mut now = T0;
+    for _ in 0..60 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    assert!(engine.stopped().is_none());
+    let held = PaymentState::Held { in_flight: true };
+    assert_eq!(states(&engine, &payments), vec![held; 4], "held, not Signed for ever");
+
+    world.sandboxes[0].inject(Fault::Restore);
+    engine.resolve(payments[0], Resolution::Resume, "op", "hot wallet funded", now).await.unwrap();
+    run_until_done(&mut engine, &world, now, 60).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 4]);
+    for draft in &batch {
+        let address = Address::parse(&draft.destination, Network::BASE).unwrap().to_string();
+        assert_eq!(world.sandboxes[0].balance_of(&address, Asset::USDC), draft.amount, "paid once");
+    }
+}
+
+/// A settlement waiting behind a nonce the node refused is not bumped for ever: its bumps
+/// (each an eighth dearer) reach the fee cap and it is held with that reason. Once the
+/// refused one is resumed, both are mined in nonce order and everything settles once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_behind_a_refused_nonce_is_held_not_bumped_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.anomaly.rebroadcasts_max = 1;
+    cfg.anomaly.stuck_after_ms = 3_000;
+    cfg.anomaly.bump_budget = 50;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let base_only = |start: u64| {
+        let mut batch = drafts(start, 2);
+        for draft in &mut batch {
+            (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+        }
+        batch
+    };
+    world.sandboxes[0].inject(Fault::RefuseBroadcasts);
+    let Intake::Accepted { payments: first, .. } = engine.submit(MerchantId(1), "a", &base_only(1), T0).await.unwrap()
+    else {
+        panic!("accepted")
+    };
+    let mut now = T0;
+    let mut tick = async |engine: &mut Engine, ticks: u32| {
+        for _ in 0..ticks {
+            now = now.saturating_add_ms(BLOCK_MS);
+            world.advance(now);
+            engine.tick(now).await.unwrap();
+        }
+        now
+    };
+    tick(&mut engine, 6).await;
+    let held = PaymentState::Held { in_flight: true };
+    assert_eq!(states(&engine, &first), vec![held; 2], "the refused settlement is held");
+    world.sandboxes[0].inject(Fault::Restore);
+    let at = tick(&mut engine, 0).await;
+    let Intake::Accepted { payments: second, .. } = engine.submit(MerchantId(1), "b", &base_only(3), at).await.unwrap()
+    else {
+        panic!("accepted")
+    };
+    let at = tick(&mut engine, 200).await;
+    assert!(engine.stopped().is_none());
+    assert_eq!(states(&engine, &second), vec![held; 2], "held behind the refused nonce, not bumped for ever");
+
+    engine.resolve(first[0], Resolution::Resume, "op", "hot wallet funded", at).await.unwrap();
+    engine.resolve(second[0], Resolution::Resume, "op", "its nonce is free now", at).await.unwrap();
+    run_until_done(&mut engine, &world, at, 60).await;
+    assert_eq!(states(&engine, &first), vec![PaymentState::Settled; 2]);
+    assert_eq!(states(&engine, &second), vec![PaymentState::Settled; 2]);
+}

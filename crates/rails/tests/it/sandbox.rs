@@ -125,7 +125,8 @@ async fn outage_fee_spike_and_stuck() {
     let quote = rail.quote(&payouts).await.unwrap();
     let bumped = rail.bump(&payouts, &tx, &quote).await.unwrap();
     assert_eq!(bumped.spend, tx.spend);
-    assert!(matches!(rail.bump(&payouts, &bumped, &quote).await, Err(RailError::Rejected(_))), "a bump must pay more");
+    let again = rail.bump(&payouts, &bumped, &quote).await.unwrap();
+    assert!(again.fee > bumped.fee && again.spend == tx.spend, "a bump always pays more than the one it replaces");
     rail.broadcast(&bumped).await.unwrap();
     assert!(matches!(rail.broadcast(&tx).await, Err(RailError::Rejected(_))), "the cheaper version cannot come back");
     rail.advance_to(Timestamp(6 * BLOCK_MS));
@@ -228,4 +229,74 @@ async fn a_pruned_chain_stays_small_and_still_observes() {
     let destination = Address::parse(DESTINATIONS[0], Network::Bitcoin(BitcoinNetwork::Regtest)).unwrap();
     let error = Rail::balance_of(&rail, &destination, Asset::BTC).await.unwrap_err();
     assert!(matches!(error, RailError::Unsupported { .. }), "{error}");
+}
+
+/// EVM nonce order: a transaction whose earlier nonce is missing waits behind it, however
+/// much it pays; when the missing one arrives both are mined, in order.
+#[tokio::test]
+async fn a_missing_nonce_blocks_every_later_one() {
+    let rail = rail(1);
+    let first = signed(&rail, &batch(&[10_000])).await;
+    let second = signed(&rail, &batch(&[20_000, 30_000])).await;
+    rail.broadcast(&second).await.unwrap();
+    rail.advance_to(Timestamp(3 * BLOCK_MS));
+    assert_eq!(rail.observe(&watch(&[&second], None)).await.unwrap(), Observation::Pending, "waits for nonce 0");
+    rail.broadcast(&first).await.unwrap();
+    rail.advance_to(Timestamp(4 * BLOCK_MS));
+    for tx in [&first, &second] {
+        assert!(matches!(rail.observe(&watch(&[tx], None)).await.unwrap(), Observation::Confirmed { depth: 1, .. }));
+    }
+}
+
+/// The node can refuse broadcasts for good (the hot wallet cannot pay for gas) until
+/// restored; a refused broadcast leaves nothing in the mempool.
+#[tokio::test]
+async fn refused_broadcasts_leave_nothing_behind() {
+    let rail = rail(1);
+    let tx = signed(&rail, &batch(&[10_000])).await;
+    rail.inject(Fault::RefuseBroadcasts);
+    assert!(matches!(rail.broadcast(&tx).await, Err(RailError::Rejected(_))));
+    assert_eq!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Dropped);
+    rail.inject(Fault::Restore);
+    rail.broadcast(&tx).await.unwrap();
+    rail.advance_to(Timestamp(BLOCK_MS));
+    assert!(matches!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Confirmed { .. }));
+}
+
+/// A replacement pays at least an eighth more than the version it replaces, as an EVM node
+/// requires; past the cap it is `FeeAboveCap`.
+#[tokio::test]
+async fn a_replacement_pays_an_eighth_more_within_the_cap() {
+    let rail = rail(1);
+    let payouts = batch(&[10_000]);
+    let tx = signed(&rail, &payouts).await;
+    let quote = rail.quote(&payouts).await.unwrap();
+    let bumped = rail.bump(&payouts, &tx, &quote).await.unwrap();
+    assert_eq!((tx.fee, bumped.fee), (Amount::new(1_000), Amount::new(1_125)));
+    let mut last = bumped;
+    let refused = loop {
+        match rail.bump(&payouts, &last, &quote).await {
+            Ok(next) => last = next,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(refused, RailError::FeeAboveCap { .. }), "{refused:?}");
+    assert!(last.fee <= Amount::new(5_000));
+}
+
+/// After a restart the next nonce is past what the chain and the journal know: a nonce built
+/// but never broadcast nor journaled is used again (no gap), one the journal signed is not.
+#[tokio::test]
+async fn recovered_nonces_leave_no_gap() {
+    let rail = rail(1);
+    let mined = signed(&rail, &batch(&[10_000])).await;
+    rail.broadcast(&mined).await.unwrap();
+    rail.advance_to(Timestamp(BLOCK_MS));
+    let _lost = signed(&rail, &batch(&[20_000])).await; // nonce 1: built, then the process died
+    rail.recover_spends(&[]).unwrap();
+    let again = signed(&rail, &batch(&[20_000])).await;
+    assert_eq!(again.spend, model::Spend::Nonce { sender: [0x5a; 20], nonce: 1 }, "nonce 1 is used again");
+    rail.recover_spends(&[model::Spend::Nonce { sender: [0x5a; 20], nonce: 4 }]).unwrap();
+    let next = signed(&rail, &batch(&[20_000])).await;
+    assert_eq!(next.spend, model::Spend::Nonce { sender: [0x5a; 20], nonce: 5 }, "past the journal's");
 }

@@ -268,6 +268,11 @@ fn anomaly_rules_table() {
             T0,
             Action::RollBack { proof: DeathProof::RevertedFinal { txid: a } },
         ),
+        (
+            SettlementWatch { cancels: vec![a], ..watching(Observation::Reverted { txid: a, block: b, depth: 3 }) },
+            T0,
+            Action::RollBack { proof: DeathProof::CancelFinal { txid: a } },
+        ),
         (watching(Observation::Replaced { by: f, depth: 2 }), T0, Action::Wait),
         (
             watching(Observation::Replaced { by: f, depth: 9 }),
@@ -284,7 +289,15 @@ fn anomaly_rules_table() {
         (watching(Observation::Pending), T0.saturating_add_ms(59_999), Action::Wait),
         (watching(Observation::Pending), late, Action::Bump),
         (SettlementWatch { bumps: 2, ..watching(Observation::Pending) }, late, Action::Cancel),
-        (SettlementWatch { bumps: 2, cancelling: true, ..watching(Observation::Pending) }, late, Action::Wait),
+        (SettlementWatch { bumps: 2, cancelling: true, ..watching(Observation::Pending) }, T0, Action::Wait),
+        (
+            SettlementWatch { bumps: 2, cancelling: true, ..watching(Observation::Pending) },
+            late,
+            Action::Hold {
+                reason: "stuck, and so is its cancel: an earlier transaction of the rail may be holding back its nonce"
+                    .into(),
+            },
+        ),
         (
             SettlementWatch { fee_above_cap: true, ..watching(Observation::Pending) },
             late,
