@@ -94,7 +94,18 @@ impl Engine {
         observation: Observation,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let record = self.state.book.settlements[&id].clone();
+        let mut record = self.state.book.settlements[&id].clone();
+        // The book says confirmed, the chain says in no block: a reorg took it out while no
+        // one was looking (the engine was down, so the block it was seen in is not known).
+        // The book learns it first, so that what follows (a bump) applies to an unconfirmed
+        // settlement; the engine stopped on a refused bump before (issue 10, scenario 1).
+        if matches!(record.state, SettlementState::Confirmed { .. })
+            && matches!(observation, Observation::Pending | Observation::Dropped)
+        {
+            tracing::warn!(settlement = %id, ?observation, "confirmed settlement no longer in a block; watching again");
+            self.stage(vec![Event::SettlementReorged { settlement: id, at: now }])?;
+            record = self.state.book.settlements[&id].clone();
+        }
         if let Observation::Confirmed { txid, block, depth } = observation {
             let known = matches!(record.state, SettlementState::Confirmed { depth: d } if u64::from(d) == depth);
             if !known {

@@ -348,6 +348,15 @@ impl Sim {
             if self.options.faults && self.rng.bool() && within >= 1 {
                 let depth = self.rng.usize(1..=within);
                 self.world.chains[chain].rail.inject(Fault::Reorg { depth });
+                if self.rng.bool() {
+                    // ... and what the reorg put back in the mempool cannot be mined again.
+                    let multiplier = self.rng.u64(2..=20);
+                    self.world.chains[chain].rail.inject(Fault::FeeSpike { multiplier });
+                    self.note(format!(
+                        "{}: FeeSpike {{ multiplier: {multiplier} }} while down",
+                        self.world.chains[chain].id
+                    ));
+                }
                 self.faults += 1;
                 self.note(format!("{}: Reorg {{ depth: {depth} }} while down", self.world.chains[chain].id));
             }

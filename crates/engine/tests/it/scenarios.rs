@@ -247,3 +247,54 @@ async fn a_settlement_behind_a_refused_nonce_is_held_not_bumped_for_ever() {
     assert_eq!(states(&engine, &first), vec![PaymentState::Settled; 2]);
     assert_eq!(states(&engine, &second), vec![PaymentState::Settled; 2]);
 }
+
+/// Scenario 1: while the engine is down, a reorg takes a confirmed settlement out of its block
+/// and a fee spike keeps it out. After the restart the chain says pending while the book says
+/// confirmed; the engine must see the reorg (it tried to bump a settlement the book held as
+/// confirmed, the book refused, and the engine stopped on every restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_1_a_reorg_while_the_engine_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut cfg = config();
+    cfg.anomaly.stuck_after_ms = 5_000;
+    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 2);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let mut now = T0;
+    for _ in 0..10 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+        if states(&engine, &payments) == vec![PaymentState::Confirmed; 2] {
+            break;
+        }
+    }
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Confirmed; 2], "confirmed, not yet final");
+    drop(engine);
+
+    world.sandboxes[0].inject(Fault::Reorg { depth: 1 });
+    world.sandboxes[0].inject(Fault::FeeSpike { multiplier: 3 });
+    now = now.saturating_add_ms(10 * BLOCK_MS);
+    world.advance(now);
+    let mut engine = Engine::open(&path, cfg, world.rails(), now).await.unwrap();
+    for _ in 0..30 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap_or_else(|e| panic!("the engine stopped: {e}"));
+    }
+    world.sandboxes[0].inject(Fault::Restore);
+    run_until_done(&mut engine, &world, now, 100).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 2]);
+    for draft in &batch {
+        let address = Address::parse(&draft.destination, Network::BASE).unwrap().to_string();
+        assert_eq!(world.sandboxes[0].balance_of(&address, Asset::USDC), draft.amount, "paid once");
+    }
+}
