@@ -46,7 +46,11 @@ impl Engine {
                     return Ok(false);
                 }
             };
-            self.fee_quotes.insert(caps.rail, quote.fee_max);
+            // The fee reserved covers every version the anomaly policy may sign: the bumps
+            // of its budget and a cancel, each an eighth dearer than the last. What the
+            // version that is mined pays is posted; the rest goes back to the pool.
+            let fee_reserved = with_headroom(quote.fee_max, self.config.anomaly.bump_budget.saturating_add(1));
+            self.fee_quotes.insert(caps.rail, fee_reserved);
             self.settlements_made += 1;
             // Unique and increasing: the journal's tip (a settlement planned before a restart
             // was committed, so the tip has moved past it since) and a counter of this process.
@@ -56,8 +60,7 @@ impl Engine {
                 .iter()
                 .map(|p| Leg { payment: p.payment, destination: p.destination.clone(), amount: p.amount })
                 .collect();
-            let settlement =
-                Settlement { id, rail: caps.rail, network: caps.network, asset, legs, fee_reserved: quote.fee_max };
+            let settlement = Settlement { id, rail: caps.rail, network: caps.network, asset, legs, fee_reserved };
             if self.fits(&settlement, settlement.legs.len()) {
                 break (batch, quote, settlement);
             }
@@ -153,4 +156,14 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// `fee` raised by an eighth (rounded up) `replacements` times: the most a settlement's last
+/// replacement can cost when each pays an eighth more than the one before.
+pub(crate) fn with_headroom(fee: Amount, replacements: u32) -> Amount {
+    let mut fee = fee.units();
+    for _ in 0..replacements {
+        fee = fee.saturating_mul(9).div_ceil(8);
+    }
+    Amount::new(fee)
 }

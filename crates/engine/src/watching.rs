@@ -215,11 +215,17 @@ impl Engine {
         // settlement is held for the operator instead of bumped again and again.
         let fee_above_cap = matches!(quoted, Err(rails::RailError::FeeAboveCap { .. }));
         self.watching.get_mut(&id).expect("watched").fee_above_cap = fee_above_cap;
+        let reserved = record.settlement.fee_reserved;
         let built = match quoted {
             Ok(quote) if cancel => timed(timeout, rail.cancel(&previous, &quote)).await,
             Ok(quote) => timed(timeout, rail.bump(&batch, &previous, &quote)).await,
             Err(error) => Err(error),
         };
+        // A version dearer than the fee reserved would pay more than the ledger can book:
+        // it is not signed into the journal, and the settlement is held when stuck again.
+        let built = built.and_then(|tx| {
+            if tx.fee > reserved { Err(rails::RailError::FeeAboveCap { fee: tx.fee, cap: reserved }) } else { Ok(tx) }
+        });
         let tx = match built {
             Ok(tx) => tx,
             Err(error) => {

@@ -195,6 +195,14 @@ impl SandboxRail {
         self.chain().balances.get(&(destination.to_owned(), asset)).copied().unwrap_or(Amount::ZERO)
     }
 
+    /// The fees the chain's blocks charged (reverted transactions pay too), for transactions
+    /// whose bodies it still holds: what the sender's ledger must have booked.
+    pub fn fees_paid(&self) -> Amount {
+        let chain = self.chain();
+        let fees = chain.included.keys().filter_map(|txid| chain.known.get(txid)).map(|tx| tx.fee);
+        Amount::try_sum(fees).expect("sandbox fees stay far below u128")
+    }
+
     /// Transaction bodies the chain holds (bounded in pruned mode).
     pub fn bodies_kept(&self) -> usize {
         self.chain().known.len()

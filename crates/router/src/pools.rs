@@ -340,11 +340,24 @@ impl Pools {
 
     /// Rollback: voids both reservations; the money is back in the pool.
     pub fn void(&mut self, settlement: SettlementId) -> Result<(), PoolError> {
+        self.void_burning(settlement, Amount::ZERO)
+    }
+
+    /// A dead attempt whose own transaction was mined all the same (it reverted, or its
+    /// cancel went through): nobody was paid, so the amount goes back to the pool, but the
+    /// chain charged that transaction's fee, and `fee_burnt` of the fee reservation (at most
+    /// what was reserved) is posted to the fee account.
+    pub fn void_burning(&mut self, settlement: SettlementId, fee_burnt: Amount) -> Result<(), PoolError> {
         let reservation = self.open_reservation(settlement)?;
         let mut chain =
             vec![Transfer { id: transfer_id(settlement, "void-amount"), op: Op::Void { pending: reservation.amount } }];
         if !reservation.fee_reserved.is_zero() {
-            chain.push(Transfer { id: transfer_id(settlement, "void-fee"), op: Op::Void { pending: reservation.fee } });
+            let op = if fee_burnt.is_zero() {
+                Op::Void { pending: reservation.fee }
+            } else {
+                Op::Post { pending: reservation.fee, amount: fee_burnt.min(reservation.fee_reserved) }
+            };
+            chain.push(Transfer { id: transfer_id(settlement, "void-fee"), op });
         }
         self.ledger.apply_linked(&chain)?;
         self.close(settlement);

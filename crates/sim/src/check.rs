@@ -31,6 +31,8 @@ pub enum Invariant {
     Idempotency,
     /// Once faults stop, every payment settles, fails or is held within the bound.
     Liveness,
+    /// When nothing is open, the fees the ledger booked per rail equal what the chain charged.
+    Fees,
 }
 
 impl std::fmt::Display for Invariant {
@@ -47,6 +49,7 @@ impl std::fmt::Display for Invariant {
             Invariant::Restarts => "engine-restarts",
             Invariant::Idempotency => "idempotency",
             Invariant::Liveness => "liveness",
+            Invariant::Fees => "fees-booked-equal-fees-paid",
         };
         f.write_str(name)
     }
@@ -109,6 +112,21 @@ pub(crate) fn outcomes(sim: &Sim) -> Result<BTreeMap<String, u64>, Violation> {
             state => state.to_string(),
         };
         *outcomes.entry(name).or_insert(0) += 1;
+    }
+    if engine.state().book.settlements.is_empty() {
+        for chain in &sim.world.chains {
+            let booked = engine
+                .state()
+                .pools
+                .ledger()
+                .account_of(ledger::Owner::Fees(chain.id), Asset::ETH)
+                .map_or(Amount::ZERO, |a| a.balance.credits_posted);
+            let paid = chain.rail.fees_paid();
+            if booked != paid {
+                let detail = format!("{}: the ledger booked {booked} of fees, the chain charged {paid}", chain.id);
+                return Err(sim.violation(Invariant::Fees, detail));
+            }
+        }
     }
     Ok(outcomes)
 }

@@ -298,3 +298,30 @@ async fn scenario_1_a_reorg_while_the_engine_was_down() {
         assert_eq!(world.sandboxes[0].balance_of(&address, Asset::USDC), draft.amount, "paid once");
     }
 }
+
+/// Scenario 8 (its fee half): a reverted settlement is dead, its payments reissued and paid
+/// once, and the fee the chain charged for the reverted transaction is booked: when nothing is
+/// open, the fees the ledger booked equal what the chain charged (they were voided before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_8_the_fee_of_a_reverted_settlement_is_booked() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 3);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    world.sandboxes[0].inject(Fault::RevertNext);
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    run_until_done(&mut engine, &world, T0, 60).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
+    assert!(payments.iter().all(|p| engine.payment(*p).unwrap().unwrap().attempt == 2), "reissued once");
+    let base = super::name("base");
+    let booked = engine.state().pools.ledger().account_of(ledger::Owner::Fees(base), Asset::ETH).unwrap();
+    let paid = world.sandboxes[0].fees_paid();
+    assert_eq!(booked.balance.credits_posted, paid, "two transactions mined, two fees booked");
+    assert!(paid > Amount::new(1_000));
+}
