@@ -112,7 +112,7 @@ fn config() -> EngineConfig {
             successes_to_close: 2,
             window: 32,
         },
-        anomaly: AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 5 },
+        anomaly: AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 5, attempts_max: 3 },
         journal: match std::env::var("RAILYARD_BENCH_CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
             Some(mib) => journal::Config { cache_bytes: mib << 20, ..journal::Config::default() },
             None => journal::Config::default(),

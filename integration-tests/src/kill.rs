@@ -93,7 +93,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
             successes_to_close: 1,
             window: 32,
         },
-        anomaly: AnomalyPolicy { stuck_after_ms: 15_000, bump_budget: 3, rebroadcasts_max: 50 },
+        anomaly: AnomalyPolicy { stuck_after_ms: 15_000, bump_budget: 3, rebroadcasts_max: 50, attempts_max: 3 },
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
         reconcile_interval_ms: 0,

@@ -155,11 +155,26 @@ impl Engine {
             }
             Action::RollBack { proof } => {
                 tracing::info!(settlement = %id, ?proof, "settlement provably dead; payments reissued");
+                let how = match &proof {
+                    DeathProof::RevertedFinal { .. } => "it reverted",
+                    DeathProof::CancelFinal { .. } => "it was cancelled",
+                    DeathProof::ConflictFinal { .. } => "another transaction took its nonce",
+                };
                 let mut events = vec![Event::SettlementDead { settlement: id, proof, at: now }];
-                // Provably dead: every payment of the attempt is reissued.
+                // Provably dead: every payment of the attempt is reissued, unless it has had
+                // its attempts: then it is held for the operator, with why.
+                let attempts_max = self.config.anomaly.attempts_max;
                 for leg in &record.settlement.legs {
-                    events.push(Event::PaymentReissued { payment: leg.payment, previous: id, at: now });
-                    events.push(Event::PaymentQueued { payment: leg.payment, at: now });
+                    let attempt = self.state.book.payments.get(&leg.payment).map_or(0, |r| r.attempt);
+                    if attempt >= attempts_max {
+                        let reason = format!(
+                            "attempt {attempt} of {attempts_max} died too ({how}); find out why (a reverting payout, a wrong contract), then retry or fail it"
+                        );
+                        events.push(Event::PaymentHeld { payment: leg.payment, reason, at: now });
+                    } else {
+                        events.push(Event::PaymentReissued { payment: leg.payment, previous: id, at: now });
+                        events.push(Event::PaymentQueued { payment: leg.payment, at: now });
+                    }
                 }
                 self.stage(events)?;
                 self.watching.remove(&id);

@@ -16,11 +16,20 @@ pub struct AnomalyPolicy {
     pub bump_budget: u32,
     /// Re-broadcasts of the same bytes after drops before holding for the operator.
     pub rebroadcasts_max: u32,
+    /// Attempts of one payment (the first and each reissue after a proof of death) before the
+    /// next death holds it for the operator instead of reissuing it again: a batch that
+    /// reverts every time would otherwise burn a fee on every round for ever.
+    #[serde(default = "attempts_max_default")]
+    pub attempts_max: u32,
+}
+
+fn attempts_max_default() -> u32 {
+    3
 }
 
 impl Default for AnomalyPolicy {
     fn default() -> AnomalyPolicy {
-        AnomalyPolicy { stuck_after_ms: 120_000, bump_budget: 3, rebroadcasts_max: 5 }
+        AnomalyPolicy { stuck_after_ms: 120_000, bump_budget: 3, rebroadcasts_max: 5, attempts_max: 3 }
     }
 }
 

@@ -118,7 +118,7 @@ impl World {
                 successes_to_close: 2,
                 window: 32,
             },
-            anomaly: AnomalyPolicy { stuck_after_ms: 15_000, bump_budget: 2, rebroadcasts_max: 3 },
+            anomaly: AnomalyPolicy { stuck_after_ms: 15_000, bump_budget: 2, rebroadcasts_max: 3, attempts_max: 3 },
             journal: journal::Config::default(),
             batch_payments_max: 100,
             reconcile_interval_ms: 0,

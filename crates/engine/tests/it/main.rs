@@ -111,7 +111,7 @@ pub(crate) fn config() -> EngineConfig {
             successes_to_close: 2,
             window: 32,
         },
-        anomaly: AnomalyPolicy { stuck_after_ms: 20_000, bump_budget: 2, rebroadcasts_max: 5 },
+        anomaly: AnomalyPolicy { stuck_after_ms: 20_000, bump_budget: 2, rebroadcasts_max: 5, attempts_max: 3 },
         journal: journal::Config::default(),
         batch_payments_max: 1_000,
         reconcile_interval_ms: 0,

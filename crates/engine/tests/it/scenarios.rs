@@ -325,3 +325,46 @@ async fn scenario_8_the_fee_of_a_reverted_settlement_is_booked() {
     assert_eq!(booked.balance.credits_posted, paid, "two transactions mined, two fees booked");
     assert!(paid > Amount::new(1_000));
 }
+
+/// Scenario 8 (its attempts half): a batch that reverts every time is not reissued without
+/// limit: after `attempts_max` attempts it is held with why, nothing was paid, and each
+/// reverted attempt's fee is booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_8_a_batch_that_always_reverts_is_held_after_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut cfg = config();
+    cfg.anomaly.attempts_max = 2;
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 2);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let mut now = T0;
+    for _ in 0..40 {
+        world.sandboxes[0].inject(Fault::RevertNext);
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Held { in_flight: false }; 2]);
+    let record = engine.payment(payments[0]).unwrap().unwrap();
+    assert_eq!(record.attempt, 2, "two attempts, no third");
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    let reason = records.iter().rev().find_map(|r| match Event::decode(&r.payload).unwrap() {
+        Event::PaymentHeld { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(reason.unwrap().starts_with("attempt 2 of 2 died too (it reverted)"));
+    for draft in &batch {
+        let address = Address::parse(&draft.destination, Network::BASE).unwrap().to_string();
+        assert_eq!(world.sandboxes[0].balance_of(&address, Asset::USDC), Amount::ZERO, "nobody paid");
+    }
+    let base = super::name("base");
+    let booked = engine.state().pools.ledger().account_of(ledger::Owner::Fees(base), Asset::ETH).unwrap();
+    assert_eq!(booked.balance.credits_posted, world.sandboxes[0].fees_paid(), "both burnt fees booked");
+}

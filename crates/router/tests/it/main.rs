@@ -251,7 +251,7 @@ fn watching(observation: Observation) -> SettlementWatch {
 
 #[test]
 fn anomaly_rules_table() {
-    let policy = AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 1 };
+    let policy = AnomalyPolicy { stuck_after_ms: 60_000, bump_budget: 2, rebroadcasts_max: 1, attempts_max: 3 };
     let (a, b, f) = ([0xa; 32], [0xb; 32], [0xf; 32]);
     let late = T0.saturating_add_ms(60_000);
     let cases: Vec<(SettlementWatch, Timestamp, Action)> = vec![

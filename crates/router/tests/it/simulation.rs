@@ -370,7 +370,7 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
     for p in &payments {
         sim.apply(Event::PaymentQueued { payment: p.id, at: T0 })?;
     }
-    let anomaly = AnomalyPolicy { stuck_after_ms: 3 * STEP_MS, bump_budget: 1, rebroadcasts_max: 2 };
+    let anomaly = AnomalyPolicy { stuck_after_ms: 3 * STEP_MS, bump_budget: 1, rebroadcasts_max: 2, attempts_max: 3 };
     for step in 0..STEPS {
         let now = T0.saturating_add_ms(step * STEP_MS);
         sim.route_and_plan(step, now)?;
