@@ -41,7 +41,8 @@ pub enum Fault {
     FeeSpike { multiplier: u64 },
     /// The node refuses every broadcast (the hot wallet cannot pay for gas) until `Restore`.
     RefuseBroadcasts,
-    /// Clears outage, stuck, refused broadcasts and fee spike.
+    /// Clears every fault still in force or pending: outage, stuck, refused broadcasts, fee
+    /// spike, and a drop or revert not yet used.
     Restore,
 }
 
@@ -156,6 +157,8 @@ impl SandboxRail {
                 chain.stuck = false;
                 chain.refuse_broadcasts = false;
                 chain.fee_multiplier = 1;
+                chain.drop_next = false;
+                chain.revert_next = false;
             }
             Fault::Reorg { depth } => {
                 let keep = chain.blocks.len().saturating_sub(depth);

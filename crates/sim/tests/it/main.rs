@@ -25,13 +25,14 @@ async fn seeds_251_to_500_keep_every_invariant() {
 
 /// Seeds that failed once, each with what it found; they stay in the suite for good (and are
 /// in the fixed range too, but a change to the workload generator could move them out).
-const REGRESSIONS: [(u64, &str); 6] = [
+const REGRESSIONS: [(u64, &str); 7] = [
     (1, "payments queued for ever on a rail left half-open: its probe slot went to a plan that sent nothing"),
     (4, "payments queued for ever: no pool could carry them, and nothing held them"),
     (5, "payments queued for ever behind a rail whose fee pool was empty, chosen every round"),
     (8, "payments queued for ever: a pool overcommitted across rounds refused the whole batch each round"),
     (301, "the engine stopped: one leg of a held settlement resumed, the settlement held again"),
     (315, "the engine stopped: one leg of a held settlement resumed, the settlement held again"),
+    (4678, "a revert still pending when the faults stopped held a payment after its last attempt"),
 ];
 
 #[tokio::test(flavor = "current_thread")]
