@@ -191,20 +191,7 @@ impl Engine {
                 if !info.held {
                     info.held = true;
                     tracing::warn!(settlement = %id, %reason, "settlement held for an operator");
-                    // Legs already held (by a hold before a restart) stay as they are.
-                    let book = &self.state.book;
-                    let events: Vec<Event> = record
-                        .settlement
-                        .legs
-                        .iter()
-                        .filter(|l| {
-                            !book.payments.get(&l.payment).is_some_and(|r| matches!(r.state, PaymentState::Held { .. }))
-                        })
-                        .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.clone(), at: now })
-                        .collect();
-                    if !events.is_empty() {
-                        self.stage(events)?;
-                    }
+                    self.hold_legs(&record, &reason, now)?;
                 }
             }
         }
@@ -256,19 +243,7 @@ impl Engine {
                 if info.replace_failures > budget && !info.held {
                     info.held = true;
                     let reason = format!("stuck, and the rail cannot replace it: {error}");
-                    let book = &self.state.book;
-                    let events: Vec<Event> = record
-                        .settlement
-                        .legs
-                        .iter()
-                        .filter(|l| {
-                            !book.payments.get(&l.payment).is_some_and(|r| matches!(r.state, PaymentState::Held { .. }))
-                        })
-                        .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.clone(), at: now })
-                        .collect();
-                    if !events.is_empty() {
-                        self.stage(events)?;
-                    }
+                    self.hold_legs(record, &reason, now)?;
                 }
                 return Ok(());
             }
@@ -283,5 +258,19 @@ impl Engine {
         self.watching.get_mut(&id).expect("watched").last_action_at = now;
         self.effects.push(Effect::Broadcast { settlement: id, tx });
         Ok(())
+    }
+
+    /// Holds a settlement's payments for the operator, with `reason`; payments already held
+    /// (by a hold before a restart, say) stay as they are.
+    fn hold_legs(&mut self, record: &SettlementRecord, reason: &str, now: Timestamp) -> Result<(), EngineError> {
+        let book = &self.state.book;
+        let events: Vec<Event> = record
+            .settlement
+            .legs
+            .iter()
+            .filter(|l| !book.payments.get(&l.payment).is_some_and(|r| matches!(r.state, PaymentState::Held { .. })))
+            .map(|l| Event::PaymentHeld { payment: l.payment, reason: reason.to_owned(), at: now })
+            .collect();
+        if events.is_empty() { Ok(()) } else { self.stage(events) }
     }
 }

@@ -32,17 +32,7 @@ impl Sim {
     }
 
     pub(crate) async fn resolve_one(&mut self) -> Result<(), Violation> {
-        let held: Vec<(PaymentId, bool)> = self
-            .engine()
-            .state()
-            .book
-            .payments
-            .values()
-            .filter_map(|r| match r.state {
-                PaymentState::Held { in_flight } => Some((r.payment.id, in_flight)),
-                _ => None,
-            })
-            .collect();
+        let held = self.held();
         if held.is_empty() {
             return Ok(());
         }
@@ -126,17 +116,7 @@ impl Sim {
                 return Err(self.violation(Invariant::EngineRuns, format!("funding {rail} {asset}: {error}")));
             }
         }
-        let held: Vec<(PaymentId, bool)> = self
-            .engine()
-            .state()
-            .book
-            .payments
-            .values()
-            .filter_map(|r| match r.state {
-                PaymentState::Held { in_flight } => Some((r.payment.id, in_flight)),
-                _ => None,
-            })
-            .collect();
+        let held = self.held();
         for (payment, in_flight) in held {
             // Resuming one payment of a settlement resumes all of it: skip those it took.
             let still_held = self
@@ -221,5 +201,17 @@ impl Sim {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// The held payments, each with whether it is in flight.
+    fn held(&mut self) -> Vec<(PaymentId, bool)> {
+        let book = &self.engine().state().book;
+        book.payments
+            .values()
+            .filter_map(|r| match r.state {
+                PaymentState::Held { in_flight } => Some((r.payment.id, in_flight)),
+                _ => None,
+            })
+            .collect()
     }
 }
