@@ -192,7 +192,7 @@ impl Engine {
         if amount.is_zero() {
             return Err(EngineError::Refused("amount: a pool is funded with more than zero".into()));
         }
-        if !self.state.pools.has_pool(rail, asset) {
+        if self.rail(rail).is_none() || !self.state.pools.has_pool(rail, asset) {
             return Err(EngineError::Refused(format!("no pool of {asset} on rail {rail} is configured")));
         }
         self.stage_input(Event::PoolFunded { rail, asset, amount, transfer, at: now })?;

@@ -28,6 +28,30 @@ impl Engine {
         let mut released = Vec::new();
         for id in open {
             let record = &self.state.book.settlements[&id];
+            let rail = record.settlement.rail;
+            if self.rail(rail).is_none() {
+                // The rail left the configuration while this settlement was open. If it was
+                // signed it may still confirm, so nothing of it may be reissued: its payments
+                // are held until the rail is configured again or an operator resolves them.
+                if record.state != SettlementState::Planned {
+                    let reason = format!(
+                        "rail {rail} is not configured any more, and settlement {id} on it may still confirm: configure the rail again to finish it, or resolve the payment"
+                    );
+                    tracing::warn!(settlement = %id, %rail, "open settlement on a rail no longer configured: held");
+                    let book = &self.state.book;
+                    let held = |p: &PaymentId| {
+                        book.payments.get(p).is_some_and(|r| matches!(r.state, PaymentState::Held { .. }))
+                    };
+                    released.extend(
+                        record.settlement.legs.iter().filter(|l| !held(&l.payment)).map(|l| Event::PaymentHeld {
+                            payment: l.payment,
+                            reason: reason.clone(),
+                            at: now,
+                        }),
+                    );
+                    continue;
+                }
+            }
             match record.state {
                 SettlementState::Planned => released.push(Event::SettlementReleased { settlement: id, at: now }),
                 SettlementState::Signed => {

@@ -60,7 +60,15 @@ impl Engine {
                 .iter()
                 .map(|p| Leg { payment: p.payment, destination: p.destination.clone(), amount: p.amount })
                 .collect();
-            let settlement = Settlement { id, rail: caps.rail, network: caps.network, asset, legs, fee_reserved };
+            let settlement = Settlement {
+                id,
+                rail: caps.rail,
+                network: caps.network,
+                asset,
+                legs,
+                fee_asset: caps.fee_asset,
+                fee_reserved,
+            };
             if self.fits(&settlement, settlement.legs.len()) {
                 break (batch, quote, settlement);
             }

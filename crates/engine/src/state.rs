@@ -37,8 +37,6 @@ pub struct EngineState {
     pub paused: std::collections::BTreeSet<RailId>,
     #[serde(skip)]
     urgent: Vec<ClassName>,
-    #[serde(skip)]
-    fee_assets: BTreeMap<RailId, Asset>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +45,6 @@ pub enum StateError {
     Book(#[from] model::BookError),
     #[error(transparent)]
     Pools(#[from] router::PoolError),
-    #[error("rail {0} has no fee asset configured")]
-    UnknownRail(RailId),
     #[error("settlement {0}: its legs sum past the largest amount")]
     Overflow(model::SettlementId),
 }
@@ -62,7 +58,6 @@ impl EngineState {
             outbox: BTreeMap::new(),
             paused: std::collections::BTreeSet::new(),
             urgent: config.urgent.clone(),
-            fee_assets: config.fee_assets.clone(),
         })
     }
 
@@ -76,12 +71,16 @@ impl EngineState {
                 // pools' policy (minimums) was checked when the engine decided; applying the
                 // decision checks only that the pools can hold it.
                 let reserve = self.reserve_for(settlement)?;
+                self.pools.open(reserve.rail, reserve.asset);
+                self.pools.open(reserve.rail, reserve.fee_asset);
                 self.pools.can_hold(&reserve)?;
                 self.book.apply(event)?;
                 self.pools.reserve(&reserve).expect("checked by can_hold");
                 Ok(())
             }
             Event::PoolFunded { rail, asset, amount, transfer, .. } => {
+                // A fact: its pool exists even if today's configuration no longer has the rail.
+                self.pools.open(*rail, *asset);
                 self.pools.fund(*rail, *asset, *amount, ledger::TransferId(*transfer))?;
                 Ok(())
             }
@@ -134,7 +133,6 @@ impl EngineState {
 
     /// The reservation a planned settlement takes from its rail's pools.
     pub fn reserve_for(&self, settlement: &model::Settlement) -> Result<Reserve, StateError> {
-        let fee_asset = *self.fee_assets.get(&settlement.rail).ok_or(StateError::UnknownRail(settlement.rail))?;
         let amount = Amount::try_sum(settlement.legs.iter().map(|l| l.amount))
             .map_err(|_| StateError::Overflow(settlement.id))?;
         let urgent = settlement
@@ -146,7 +144,7 @@ impl EngineState {
             rail: settlement.rail,
             asset: settlement.asset,
             amount,
-            fee_asset,
+            fee_asset: settlement.fee_asset,
             fee: settlement.fee_reserved,
             urgent,
         })
@@ -194,7 +192,6 @@ impl Replica for Replayed {
         // state a full replay under today's configuration gives.
         state.pools.reconfigure(&config.pools).map_err(|e| e.to_string())?;
         state.urgent = config.urgent.clone();
-        state.fee_assets = config.fee_assets.clone();
         Ok(Replayed(state))
     }
 }

@@ -16,6 +16,9 @@ impl Engine {
         let mut holds = Vec::new();
         for id in self.state.book.open_settlements().clone() {
             let record = &self.state.book.settlements[&id];
+            if self.rail(record.settlement.rail).is_none() {
+                continue; // held when the engine started without its rail (recovery)
+            }
             match record.state {
                 SettlementState::Planned => {}
                 // Signed before a crash or a failed broadcast: the same bytes go out again,

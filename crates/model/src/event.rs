@@ -200,7 +200,8 @@ impl Event {
 /// old journal is recognised rather than misread.
 ///
 /// Version 2: a batch may span several records (`count`, `PaymentsAccepted`).
-pub const ENCODING_VERSION: u8 = 2;
+/// Version 3: a settlement records its fee asset.
+pub const ENCODING_VERSION: u8 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

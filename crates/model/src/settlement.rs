@@ -24,7 +24,10 @@ pub struct Settlement {
     pub network: Network,
     pub asset: Asset,
     pub legs: Vec<Leg>,
-    /// The fee estimate reserved from the pool alongside the legs.
+    /// The asset the rail's fees are paid in, and the fee estimate reserved from the rail's
+    /// pool of it alongside the legs. Both are facts of the decision, so replay never needs
+    /// today's configuration to know them (a rail removed from it stays replayable).
+    pub fee_asset: Asset,
     pub fee_reserved: Amount,
 }
 

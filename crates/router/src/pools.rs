@@ -160,6 +160,14 @@ impl Pools {
         Ok(pools)
     }
 
+    /// Opens the accounts of `rail`'s pool of `asset` if they do not exist: replay opens the
+    /// pools its facts name, configured today or not.
+    pub fn open(&mut self, rail: RailId, asset: Asset) {
+        if !self.has_pool(rail, asset) {
+            self.open_accounts(rail, asset);
+        }
+    }
+
     fn open_accounts(&mut self, rail: RailId, asset: Asset) {
         let accounts = [
             (Owner::Treasury, AccountFlags::UNCONSTRAINED),

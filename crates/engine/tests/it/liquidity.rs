@@ -6,7 +6,7 @@
 use engine::*;
 use model::*;
 
-use super::{BLOCK_MS, T0, World, config, drafts, name};
+use super::{BLOCK_MS, T0, World, config, drafts, held_reason, name};
 
 fn usdc_only_on(rails: &[&str], count: u64, start: u64) -> Vec<Draft> {
     let mut batch = drafts(start, count);
@@ -24,14 +24,6 @@ fn usdc_only_on(rails: &[&str], count: u64, start: u64) -> Vec<Draft> {
             .collect();
     }
     batch
-}
-
-fn held_reason(engine: &Engine, payment: PaymentId) -> Option<String> {
-    let records = engine.journal().read_range(1, 1_000_000).unwrap();
-    records.iter().rev().find_map(|r| match Event::decode(&r.payload).unwrap() {
-        Event::PaymentHeld { payment: p, reason, .. } if p == payment => Some(reason),
-        _ => None,
-    })
 }
 
 /// Base's USDC pool holds 4,500 for six payments of 1,000 that arrive over two rounds (each

@@ -194,6 +194,15 @@ pub(crate) async fn run_until_done(
     now
 }
 
+/// The reason of the last `PaymentHeld` the journal holds for `payment`.
+pub(crate) fn held_reason(engine: &Engine, payment: PaymentId) -> Option<String> {
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    records.iter().rev().find_map(|r| match Event::decode(&r.payload).unwrap() {
+        Event::PaymentHeld { payment: p, reason, .. } if p == payment => Some(reason),
+        _ => None,
+    })
+}
+
 pub(crate) fn check_paid_exactly_once(engine: &Engine, world: &World, total: u64) {
     let counts = engine.count_by_state();
     assert_eq!(counts.get("settled").map(|n| *n as u64), Some(total), "{counts:?}");

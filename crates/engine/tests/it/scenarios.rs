@@ -368,3 +368,59 @@ async fn scenario_8_a_batch_that_always_reverts_is_held_after_its_attempts() {
     let booked = engine.state().pools.ledger().account_of(ledger::Owner::Fees(base), Asset::ETH).unwrap();
     assert_eq!(booked.balance.credits_posted, world.sandboxes[0].fees_paid(), "both burnt fees booked");
 }
+
+/// Scenario 6 (its rail half): the treasury removes a rail from the configuration while one of
+/// its settlements is in flight and payments wait for it. The engine starts; the waiting
+/// payments go to the rails that remain; the settlement it can no longer watch is held with
+/// the reason (it may still confirm, so nothing of it is reissued), and its pools' funds stay
+/// booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_6_a_rail_removed_between_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    super::fund(&mut engine, T0).await;
+    let base = super::name("base");
+    // Three urgent payments that only base carries go out at once; three standard ones that
+    // any rail carries wait for company.
+    let mut batch = drafts(1, 6);
+    for (i, draft) in batch.iter_mut().enumerate() {
+        if i < 3 {
+            (draft.networks, draft.class) = (vec![Network::BASE], super::name("urgent"));
+        } else {
+            draft.class = super::name("bulk");
+        }
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let now = T0.saturating_add_ms(BLOCK_MS);
+    world.advance(now);
+    engine.tick(now).await.unwrap();
+    let before = states(&engine, &payments);
+    assert!(before[..3].iter().all(|s| s.is_in_flight()), "{before:?}");
+    drop(engine);
+
+    let mut cfg = config();
+    cfg.state.pools.retain(|p| p.rail != base);
+    cfg.state.fee_assets.remove(&base);
+    let rails: Vec<_> = world.rails().into_iter().filter(|r| r.capabilities().rail != base).collect();
+    let mut engine = Engine::open(&path, cfg, rails, now).await.expect("starts without the rail");
+    let now = run_until_done(&mut engine, &world, now, 30).await;
+    // What was in flight on base (the urgent three, and any that went with them) is held;
+    // what was waiting settles on the rails that remain.
+    for (payment, (before, after)) in payments.iter().zip(before.iter().zip(states(&engine, &payments))) {
+        if before.is_in_flight() {
+            assert_eq!(after, PaymentState::Held { in_flight: true });
+            let reason = super::held_reason(&engine, *payment).unwrap();
+            assert!(reason.contains("rail base is not configured"), "{reason}");
+        } else {
+            assert_eq!(after, PaymentState::Settled);
+        }
+    }
+    assert!(before.iter().any(|s| !s.is_in_flight()), "some payments were waiting: {before:?}");
+    let refused = engine.fund_pool(base, Asset::USDC, Amount::new(1), 99, now).await;
+    assert!(matches!(refused, Err(EngineError::Refused(_))), "{refused:?}");
+    engine.tick(now.saturating_add_ms(BLOCK_MS)).await.expect("the engine keeps running");
+}

@@ -49,6 +49,7 @@ fn settlement(id: u128, payments: &[u128]) -> Settlement {
                 amount: Amount::new(100 * p),
             })
             .collect(),
+        fee_asset: Asset::ETH,
         fee_reserved: Amount::new(10),
     }
 }

@@ -192,6 +192,7 @@ impl Sim {
             network: self.rails[rail].network,
             asset: flush.asset,
             legs,
+            fee_asset: Asset::ETH,
             fee_reserved: Amount::new(10),
         };
         let txid = self.new_txid();
