@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use journal::Replica;
-use model::{Amount, Asset, Book, ClassName, DeathProof, Event, RailId};
+use model::{Amount, Asset, Book, ClassName, Event, RailId};
 use router::{PoolConfig, Pools, Reserve};
 use serde::{Deserialize, Serialize};
 
@@ -89,20 +89,11 @@ impl EngineState {
                 self.pools.post(*settlement, *fee_paid).expect("a final settlement has an open reservation");
                 Ok(())
             }
-            Event::SettlementDead { settlement, proof, .. } => {
+            Event::SettlementDead { settlement, fee_burnt, .. } => {
                 // Its own transaction was mined anyway when it reverted or its cancel went
-                // through: that transaction's fee was paid, and is booked.
-                let burnt = match proof {
-                    DeathProof::RevertedFinal { txid } | DeathProof::CancelFinal { txid } => self
-                        .book
-                        .settlements
-                        .get(settlement)
-                        .and_then(|r| r.txs.iter().find(|t| t.txid == *txid))
-                        .map_or(Amount::ZERO, |t| t.fee),
-                    DeathProof::ConflictFinal { .. } => Amount::ZERO,
-                };
+                // through: the fee the chain charged for it is booked.
                 self.book.apply(event)?;
-                self.pools.void_burning(*settlement, burnt).expect("a dead settlement has an open reservation");
+                self.pools.void_burning(*settlement, *fee_burnt).expect("a dead settlement has an open reservation");
                 Ok(())
             }
             Event::SettlementReleased { settlement, .. } => {

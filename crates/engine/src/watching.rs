@@ -109,7 +109,7 @@ impl Engine {
             self.stage(vec![Event::SettlementReorged { settlement: id, at: now }])?;
             record = self.state.book.settlements[&id].clone();
         }
-        if let Observation::Confirmed { txid, block, depth } = observation {
+        if let Observation::Confirmed { txid, block, depth, .. } = observation {
             let known = matches!(record.state, SettlementState::Confirmed { depth: d } if u64::from(d) == depth);
             if !known {
                 let depth = u32::try_from(depth).unwrap_or(u32::MAX);
@@ -129,8 +129,12 @@ impl Engine {
             cancels,
             fee_above_cap: info.fee_above_cap,
         };
+        let fee_observed = match &watch.observation {
+            Observation::Confirmed { fee_paid, .. } | Observation::Reverted { fee_paid, .. } => *fee_paid,
+            _ => Amount::ZERO,
+        };
         let action = router::assess(&watch, &self.config.anomaly, now);
-        self.act(rail, id, action, now).await
+        self.act(rail, id, action, fee_observed, now).await
     }
 
     async fn act(
@@ -138,9 +142,19 @@ impl Engine {
         rail: &Arc<dyn Rail>,
         id: SettlementId,
         action: Action,
+        fee_observed: Amount,
         now: Timestamp,
     ) -> Result<(), EngineError> {
         let record = self.state.book.settlements[&id].clone();
+        // The fee the chain charged the mined version (from its receipt), booked instead of
+        // the fee it offered; never more than it offered (a node saying otherwise is wrong).
+        let charged = |txid: [u8; 32]| {
+            let offered = record.txs.iter().find(|t| t.txid == txid).map_or(Amount::ZERO, |t| t.fee);
+            if fee_observed > offered {
+                tracing::warn!(settlement = %id, %fee_observed, %offered, "node reports a fee above the one offered; booking the offer");
+            }
+            fee_observed.min(offered)
+        };
         match action {
             Action::Wait => {}
             Action::Rebroadcast => {
@@ -152,7 +166,7 @@ impl Engine {
             }
             Action::Bump | Action::Cancel => self.replace(rail, id, &record, action == Action::Cancel, now).await?,
             Action::Finalize { txid } => {
-                let fee_paid = record.txs.iter().find(|t| t.txid == txid).map_or(Amount::ZERO, |t| t.fee);
+                let fee_paid = charged(txid);
                 self.stage(vec![Event::SettlementFinal { settlement: id, txid, fee_paid, at: now }])?;
                 self.watching.remove(&id);
             }
@@ -163,7 +177,11 @@ impl Engine {
                     DeathProof::CancelFinal { .. } => "it was cancelled",
                     DeathProof::ConflictFinal { .. } => "another transaction took its nonce",
                 };
-                let mut events = vec![Event::SettlementDead { settlement: id, proof, at: now }];
+                let fee_burnt = match proof {
+                    DeathProof::RevertedFinal { txid } | DeathProof::CancelFinal { txid } => charged(txid),
+                    DeathProof::ConflictFinal { .. } => Amount::ZERO,
+                };
+                let mut events = vec![Event::SettlementDead { settlement: id, proof, fee_burnt, at: now }];
                 // Provably dead: every payment of the attempt is reissued, unless it has had
                 // its attempts: then it is held for the operator, with why.
                 let attempts_max = self.config.anomaly.attempts_max;

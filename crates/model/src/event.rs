@@ -79,6 +79,9 @@ pub enum Event {
     SettlementDead {
         settlement: SettlementId,
         proof: DeathProof,
+        /// The fee its own mined transaction was charged (a revert or a cancel), as the chain
+        /// reported it; zero when another transaction took its nonce or inputs.
+        fee_burnt: Amount,
         at: Timestamp,
     },
     PaymentHeld {

@@ -89,10 +89,12 @@ pub struct Capabilities {
 pub enum Observation {
     /// Known to the node, not in a block.
     Pending,
-    /// Version `txid` is in block `block`, `depth` blocks deep (1 = in the latest block).
-    Confirmed { txid: [u8; 32], block: [u8; 32], depth: u64 },
-    /// Version `txid` is in a block but its execution failed.
-    Reverted { txid: [u8; 32], block: [u8; 32], depth: u64 },
+    /// Version `txid` is in block `block`, `depth` blocks deep (1 = in the latest block);
+    /// `fee_paid` is what the chain charged for it (an EVM receipt's gas used times its
+    /// effective gas price), at most the fee the version offered.
+    Confirmed { txid: [u8; 32], block: [u8; 32], depth: u64, fee_paid: Amount },
+    /// Version `txid` is in a block but its execution failed (its fee is charged all the same).
+    Reverted { txid: [u8; 32], block: [u8; 32], depth: u64, fee_paid: Amount },
     /// Transaction `by`, none of the versions, spent the nonce or inputs and is `depth` deep:
     /// once final, this attempt is provably dead.
     Replaced { by: [u8; 32], depth: u64 },

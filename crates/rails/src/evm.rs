@@ -509,10 +509,16 @@ impl Rail for EvmRail {
             }
             let depth = head.saturating_sub(number) + 1;
             let (txid, block) = (version.txid, block.0);
+            // What the chain charged, from the receipt: gas used times the effective price
+            // (below the offered maximum whenever the base fee is below it).
+            let fee_paid = u128::from(receipt.gas_used)
+                .checked_mul(receipt.effective_gas_price)
+                .map(Amount::new)
+                .ok_or_else(|| RailError::Rejected("the receipt's fee overflows u128".into()))?;
             return Ok(if receipt.status() {
-                Observation::Confirmed { txid, block, depth }
+                Observation::Confirmed { txid, block, depth, fee_paid }
             } else {
-                Observation::Reverted { txid, block, depth }
+                Observation::Reverted { txid, block, depth, fee_paid }
             });
         }
         if watch.seen_in_block.is_some() {

@@ -57,6 +57,14 @@ struct SandboxTx {
     payouts: Vec<(String, Amount)>,
 }
 
+/// Where a transaction was mined, whether it reverted, and the fee the block charged it.
+#[derive(Clone, Copy, Debug)]
+struct Inclusion {
+    index: usize,
+    reverted: bool,
+    fee_paid: Amount,
+}
+
 #[derive(Debug)]
 struct Block {
     hash: [u8; 32],
@@ -70,8 +78,8 @@ struct Chain {
     blocks: Vec<Block>,
     mempool: BTreeMap<[u8; 32], SandboxTx>,
     known: BTreeMap<[u8; 32], SandboxTx>,
-    /// txid → (block index, reverted)
-    included: BTreeMap<[u8; 32], (usize, bool)>,
+    /// txid → where and how it was mined
+    included: BTreeMap<[u8; 32], Inclusion>,
     /// nonce → txid that spent it
     spent: BTreeMap<u64, [u8; 32]>,
     next_nonce: u64,
@@ -170,7 +178,7 @@ impl SandboxRail {
                         chain.included.remove(txid);
                         continue;
                     };
-                    let reverted = chain.included.remove(txid).is_some_and(|(_, reverted)| reverted);
+                    let reverted = chain.included.remove(txid).is_some_and(|i| i.reverted);
                     if !reverted && chain.keep_blocks.is_none() {
                         for (destination, amount) in &tx.payouts {
                             let balance =
@@ -198,11 +206,13 @@ impl SandboxRail {
         self.chain().balances.get(&(destination.to_owned(), asset)).copied().unwrap_or(Amount::ZERO)
     }
 
-    /// The fees the chain's blocks charged (reverted transactions pay too), for transactions
-    /// whose bodies it still holds: what the sender's ledger must have booked.
+    /// The fees the chain's blocks charged (reverted transactions pay too): what the sender's
+    /// ledger must have booked. As on an EIP-1559 chain, a transaction offers a fee and is
+    /// charged the block's price, which may be less (a bump made during a fee spike that has
+    /// passed by the time it is mined is charged the lower price).
     pub fn fees_paid(&self) -> Amount {
         let chain = self.chain();
-        let fees = chain.included.keys().filter_map(|txid| chain.known.get(txid)).map(|tx| tx.fee);
+        let fees = chain.included.values().map(|i| i.fee_paid);
         Amount::try_sum(fees).expect("sandbox fees stay far below u128")
     }
 
@@ -259,7 +269,9 @@ impl SandboxRail {
                 chain.mempool.remove(&txid);
                 let reverted = std::mem::take(&mut chain.revert_next);
                 chain.spent.insert(tx.nonce, txid);
-                chain.included.insert(txid, (index, reverted));
+                // The block's price, never more than the transaction offered.
+                let fee_paid = min_fee.min(tx.fee);
+                chain.included.insert(txid, Inclusion { index, reverted, fee_paid });
                 if !reverted && chain.keep_blocks.is_none() {
                     for (destination, amount) in &tx.payouts {
                         let balance = chain.balances.entry((destination.clone(), tx.asset)).or_default();
@@ -401,14 +413,14 @@ impl Rail for SandboxRail {
         available(&chain)?;
         let head = chain.blocks.len();
         for version in &watch.versions {
-            if let Some(&(index, reverted)) = chain.included.get(&version.txid) {
+            if let Some(&Inclusion { index, reverted, fee_paid }) = chain.included.get(&version.txid) {
                 let block = chain.blocks[index].hash;
                 let depth = (head - index) as u64;
                 let txid = version.txid;
                 return Ok(if reverted {
-                    Observation::Reverted { txid, block, depth }
+                    Observation::Reverted { txid, block, depth, fee_paid }
                 } else {
-                    Observation::Confirmed { txid, block, depth }
+                    Observation::Confirmed { txid, block, depth, fee_paid }
                 });
             }
         }
@@ -419,7 +431,7 @@ impl Rail for SandboxRail {
             watch.versions.iter().filter_map(|v| self.decode(v).ok()).map(|t| t.nonce).collect();
         for nonce in &nonces {
             if let Some(txid) = chain.spent.get(nonce) {
-                let index = chain.included[txid].0;
+                let index = chain.included[txid].index;
                 return Ok(Observation::Replaced { by: *txid, depth: (head - index) as u64 });
             }
         }

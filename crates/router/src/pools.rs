@@ -47,6 +47,8 @@ pub enum PoolError {
     Short { rail: RailId, asset: Asset },
     #[error("settlement {0} already has a reservation")]
     AlreadyReserved(SettlementId),
+    #[error("settlement {0} reserves nothing: a settlement pays more than zero")]
+    Empty(SettlementId),
     #[error("settlement {0} has no open reservation")]
     NoReservation(SettlementId),
     #[error("ledger refused: {0}")]
@@ -246,8 +248,13 @@ impl Pools {
         if self.reservations.contains_key(&settlement) {
             return Err(PoolError::AlreadyReserved(settlement));
         }
-        if !self.has_pool(rail, asset) {
-            return Err(PoolError::NoPool { rail, asset });
+        if amount.is_zero() {
+            return Err(PoolError::Empty(settlement));
+        }
+        for asset in [asset, fee_asset] {
+            if !self.has_pool(rail, asset) {
+                return Err(PoolError::NoPool { rail, asset });
+            }
         }
         let same = asset == fee_asset;
         let needed = if same { amount.checked_add(fee) } else { Some(amount) };

@@ -59,6 +59,7 @@ fn events(n: u128) -> Vec<Event> {
             network: Network::BASE,
             asset: Asset::USDC,
             legs: vec![leg],
+            fee_asset: Asset::ETH,
             fee_reserved: Amount::new(3),
         };
         let txid = [u8::try_from(i % 251).unwrap(); 32];
@@ -88,6 +89,7 @@ fn events(n: u128) -> Vec<Event> {
                 Event::SettlementDead {
                     settlement: SettlementId(i),
                     proof: DeathProof::ConflictFinal { txid: [0xff; 32] },
+                    fee_burnt: Amount::ZERO,
                     at: T,
                 },
                 Event::PaymentReissued { payment: PaymentId(i), previous: SettlementId(i), at: T },

@@ -424,3 +424,40 @@ async fn scenario_6_a_rail_removed_between_restarts() {
     assert!(matches!(refused, Err(EngineError::Refused(_))), "{refused:?}");
     engine.tick(now.saturating_add_ms(BLOCK_MS)).await.expect("the engine keeps running");
 }
+
+/// Scenario 10: the fee booked is the fee the chain charged, read from what the rail observed
+/// (an EVM receipt's gas used times its effective price), not the fee the version offered. A
+/// settlement stuck in a block-less stretch is bumped (it offers an eighth more); when blocks
+/// include again it is charged the block's price, and the ledger books exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_10_the_fee_booked_is_the_fee_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 2);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    world.sandboxes[0].inject(Fault::Stuck);
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    // Stuck past `stuck_after_ms`: bumped.
+    let mut now = T0;
+    for _ in 0..25 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        engine.tick(now).await.unwrap();
+    }
+    let settlement = engine.payment(payments[0]).unwrap().unwrap().settlement.unwrap();
+    let offered = engine.settlement(settlement).unwrap().unwrap().txs.last().unwrap().fee;
+    assert!(offered > Amount::new(1_000), "bumped above the block price: {offered}");
+    world.sandboxes[0].inject(Fault::Restore);
+    run_until_done(&mut engine, &world, now, 30).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 2]);
+    let base = super::name("base");
+    let booked = engine.state().pools.ledger().account_of(ledger::Owner::Fees(base), Asset::ETH).unwrap();
+    assert_eq!(world.sandboxes[0].fees_paid(), Amount::new(1_000), "charged the block's price");
+    assert_eq!(booked.balance.credits_posted, Amount::new(1_000), "booked what was charged, not {offered}");
+}

@@ -138,6 +138,7 @@ fn reissue_only_after_proof_of_death() {
         Event::SettlementDead {
             settlement: SettlementId(10),
             proof: DeathProof::ConflictFinal { txid: [0xa; 32] },
+            fee_burnt: Amount::ZERO,
             at: T,
         },
         "not one railyard signed",
@@ -146,6 +147,7 @@ fn reissue_only_after_proof_of_death() {
         Event::SettlementDead {
             settlement: SettlementId(10),
             proof: DeathProof::ConflictFinal { txid: [0xc; 32] },
+            fee_burnt: Amount::ZERO,
             at: T,
         },
         Event::PaymentReissued { payment: PaymentId(1), previous: SettlementId(10), at: T },
@@ -291,6 +293,7 @@ fn a_final_cancel_is_a_proof_of_death_never_a_payment() {
         Event::SettlementDead {
             settlement: SettlementId(10),
             proof: DeathProof::CancelFinal { txid: [0xa; 32] },
+            fee_burnt: Amount::ZERO,
             at: T,
         },
         "not one railyard signed",
@@ -300,6 +303,7 @@ fn a_final_cancel_is_a_proof_of_death_never_a_payment() {
         Event::SettlementDead {
             settlement: SettlementId(10),
             proof: DeathProof::RevertedFinal { txid: [0xc; 32] },
+            fee_burnt: Amount::ZERO,
             at: T,
         },
         "not one railyard signed",
@@ -307,6 +311,7 @@ fn a_final_cancel_is_a_proof_of_death_never_a_payment() {
     book.apply(&Event::SettlementDead {
         settlement: SettlementId(10),
         proof: DeathProof::CancelFinal { txid: [0xc; 32] },
+        fee_burnt: Amount::ZERO,
         at: T,
     })
     .unwrap();

@@ -201,7 +201,13 @@ async fn two_chains_settle_an_erc20_batch_of_200_and_a_native_batch_in_one_trans
         let Address::Evm(owner) = payout.destination else { unreachable!() };
         assert_eq!(l1.rail.token_balance(l1.token, owner).await.unwrap(), U256::from(payout.amount.units()));
     }
-    let batch_gas = receipt(&l1.anvil, tx.txid).await.gas_used;
+    let batch_receipt = receipt(&l1.anvil, tx.txid).await;
+    let batch_gas = batch_receipt.gas_used;
+    // The fee observed is what the receipt charged (gas used × effective price), below the
+    // maximum the transaction offered (its gas limit carries a margin over the estimate).
+    let Observation::Confirmed { fee_paid, .. } = observed else { unreachable!() };
+    assert_eq!(fee_paid.units(), u128::from(batch_gas) * batch_receipt.effective_gas_price);
+    assert!(fee_paid < tx.fee, "charged {fee_paid}, offered up to {}", tx.fee);
     // The baseline: one plain ERC-20 transfer to a fresh recipient.
     let single =
         transferCall { to: EvmAddress::from(recipient(999_999)), value: U256::from(1_000_000u64) }.abi_encode();

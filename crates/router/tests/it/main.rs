@@ -1,7 +1,7 @@
-//! Router behaviour: tables for each decision, and a property-tested simulation of payments,
-//! chain observations and faults through the router's decisions and the payment state machine.
+//! Router behaviour: tables for each decision, and properties of each part over random
+//! inputs (the engine's whole loop under faults is the simulator's, in `crates/sim`).
 
-mod simulation;
+mod properties;
 
 use std::collections::BTreeMap;
 
@@ -255,21 +255,31 @@ fn anomaly_rules_table() {
     let (a, b, f) = ([0xa; 32], [0xb; 32], [0xf; 32]);
     let late = T0.saturating_add_ms(60_000);
     let cases: Vec<(SettlementWatch, Timestamp, Action)> = vec![
-        (watching(Observation::Confirmed { txid: a, block: b, depth: 2 }), T0, Action::Wait),
-        (watching(Observation::Confirmed { txid: a, block: b, depth: 3 }), T0, Action::Finalize { txid: a }),
+        (watching(Observation::Confirmed { txid: a, block: b, depth: 2, fee_paid: Amount::ZERO }), T0, Action::Wait),
         (
-            SettlementWatch { cancels: vec![a], ..watching(Observation::Confirmed { txid: a, block: b, depth: 3 }) },
+            watching(Observation::Confirmed { txid: a, block: b, depth: 3, fee_paid: Amount::ZERO }),
+            T0,
+            Action::Finalize { txid: a },
+        ),
+        (
+            SettlementWatch {
+                cancels: vec![a],
+                ..watching(Observation::Confirmed { txid: a, block: b, depth: 3, fee_paid: Amount::ZERO })
+            },
             T0,
             Action::RollBack { proof: DeathProof::CancelFinal { txid: a } },
         ),
-        (watching(Observation::Reverted { txid: a, block: b, depth: 1 }), T0, Action::Wait),
+        (watching(Observation::Reverted { txid: a, block: b, depth: 1, fee_paid: Amount::ZERO }), T0, Action::Wait),
         (
-            watching(Observation::Reverted { txid: a, block: b, depth: 3 }),
+            watching(Observation::Reverted { txid: a, block: b, depth: 3, fee_paid: Amount::ZERO }),
             T0,
             Action::RollBack { proof: DeathProof::RevertedFinal { txid: a } },
         ),
         (
-            SettlementWatch { cancels: vec![a], ..watching(Observation::Reverted { txid: a, block: b, depth: 3 }) },
+            SettlementWatch {
+                cancels: vec![a],
+                ..watching(Observation::Reverted { txid: a, block: b, depth: 3, fee_paid: Amount::ZERO })
+            },
             T0,
             Action::RollBack { proof: DeathProof::CancelFinal { txid: a } },
         ),
