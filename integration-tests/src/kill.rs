@@ -55,6 +55,7 @@ pub fn evm_config(chain: &ChainSetup) -> EvmConfig {
         priority_fee_per_gas: 1_000_000_000,
         gas_margin_percent: 30,
         request_timeout: Duration::from_secs(10),
+        nonce_search_blocks: 128,
     }
 }
 

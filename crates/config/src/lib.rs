@@ -436,6 +436,7 @@ fn rail_spec(
                 priority_fee_per_gas: u128::from(*priority_fee_gwei) * 1_000_000_000,
                 gas_margin_percent: 25,
                 request_timeout: Duration::from_secs(10),
+                nonce_search_blocks: 128,
             };
             Ok(RailSpec::Evm { config, key_env: key_env.clone() })
         }

@@ -98,6 +98,10 @@ pub enum Observation {
     /// Transaction `by`, none of the versions, spent the nonce or inputs and is `depth` deep:
     /// once final, this attempt is provably dead.
     Replaced { by: [u8; 32], depth: u64 },
+    /// None of the versions is in a block, yet their nonce or inputs are spent, and the node
+    /// cannot say by which transaction (it keeps no state that old): the attempt may be dead
+    /// or may have been paid by a transaction railyard does not know. Only a person can tell.
+    SpenderUnknown { reason: String },
     /// The block it was seen confirmed in is no longer on the chain.
     ReorgedOut,
     /// Not in a block and unknown to the node: the bytes may be broadcast again.

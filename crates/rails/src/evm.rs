@@ -158,6 +158,10 @@ pub struct EvmConfig {
     /// Gas limit = estimate × (100 + margin) / 100.
     pub gas_margin_percent: u64,
     pub request_timeout: Duration,
+    /// How many recent blocks are searched for the transaction that spent a settlement's
+    /// nonce. An ordinary node keeps the state of recent blocks only (geth: 128), so the
+    /// search never asks for older state; past the window the settlement is held instead.
+    pub nonce_search_blocks: u64,
 }
 
 pub struct EvmRail {
@@ -420,17 +424,46 @@ impl EvmRail {
         Ok(block.is_some_and(|b| b.header.hash.0 == hash))
     }
 
-    /// The first block whose state has the sender's nonce past `nonce` (binary search over
-    /// historical nonces: at most ~64 calls).
-    async fn block_spending(&self, nonce: u64, head: u64) -> Result<u64, RailError> {
-        let sender = self.signer.address();
-        let (mut low, mut high) = (0u64, head);
+    /// The first block whose state has the sender's nonce past `nonce`: a binary search over
+    /// the sender's nonce in the last `nonce_search_blocks` blocks (at most ~2·log2(window)
+    /// calls). `Ok(Err(why))` when the node cannot tell: the nonce was spent before the
+    /// window, or the node refuses to answer for an old block (it keeps no such state).
+    async fn block_spending(&self, nonce: u64, head: u64) -> Result<Result<u64, String>, RailError> {
+        let window = self.config.nonce_search_blocks.max(1);
+        let (mut low, mut high) = (head.saturating_sub(window), head);
+        match self.nonce_at(low).await? {
+            Err(why) => return Ok(Err(why)),
+            Ok(count) if count > nonce && low > 0 => {
+                return Ok(Err(format!(
+                    "nonce {nonce} was spent before block {low}, further back than the {window} blocks searched"
+                )));
+            }
+            Ok(count) if count > nonce => return Ok(Ok(0)),
+            Ok(_) => {}
+        }
         while low < high {
             let mid = low + (high - low) / 2;
-            let count = self.timed(self.provider.get_transaction_count(sender).block_id(mid.into())).await?;
-            if count > nonce { high = mid } else { low = mid + 1 }
+            match self.nonce_at(mid).await? {
+                Err(why) => return Ok(Err(why)),
+                Ok(count) if count > nonce => high = mid,
+                Ok(_) => low = mid + 1,
+            }
         }
-        Ok(low)
+        Ok(Ok(low))
+    }
+
+    /// The sender's nonce in the state of block `number`; `Ok(Err(why))` when the node
+    /// answers that it has no such state (an error response, not a timeout).
+    async fn nonce_at(&self, number: u64) -> Result<Result<u64, String>, RailError> {
+        let call = self.provider.get_transaction_count(self.signer.address()).block_id(number.into());
+        match tokio::time::timeout(self.config.request_timeout, call.into_future()).await {
+            Err(_) => Err(RailError::Unavailable(format!("no answer within {:?}", self.config.request_timeout))),
+            Ok(Ok(count)) => Ok(Ok(count)),
+            Ok(Err(error)) if error.is_error_resp() => {
+                Ok(Err(format!("the node has no state for block {number}: {error}")))
+            }
+            Ok(Err(error)) => Err(unavailable(error)),
+        }
     }
 }
 
@@ -531,7 +564,10 @@ impl Rail for EvmRail {
         if let Some(nonce) = nonce {
             let mined = self.timed(self.provider.get_transaction_count(self.signer.address()).latest()).await?;
             if mined > nonce {
-                let block = self.block_spending(nonce, head).await?;
+                let block = match self.block_spending(nonce, head).await? {
+                    Ok(block) => block,
+                    Err(why) => return Ok(Observation::SpenderUnknown { reason: why }),
+                };
                 let by = self.spender_in(block, nonce).await?;
                 return Ok(Observation::Replaced { by, depth: head.saturating_sub(block) + 1 });
             }

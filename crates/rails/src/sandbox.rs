@@ -41,6 +41,9 @@ pub enum Fault {
     FeeSpike { multiplier: u64 },
     /// The node refuses every broadcast (the hot wallet cannot pay for gas) until `Restore`.
     RefuseBroadcasts,
+    /// The next block includes a transaction railyard did not sign (someone else used the hot
+    /// wallet's key): it spends the account's next nonce and pays nobody.
+    ForeignSpend,
     /// Clears every fault still in force or pending: outage, stuck, refused broadcasts, fee
     /// spike, and a drop or revert not yet used.
     Restore,
@@ -94,6 +97,10 @@ struct Chain {
     /// Pruned mode: transaction bodies older than this many blocks are forgotten and balances
     /// are not kept (see `SandboxRail::prune`).
     keep_blocks: Option<usize>,
+    foreign_next: bool,
+    /// A node without historical state: who spent a nonce can be told only for spends in the
+    /// last this many blocks (see `SandboxRail::keep_state`).
+    state_blocks: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -122,6 +129,8 @@ impl SandboxRail {
             fee_multiplier: 1,
             hash_counter: 0,
             keep_blocks: None,
+            foreign_next: false,
+            state_blocks: None,
         };
         SandboxRail { config, chain: Mutex::new(chain) }
     }
@@ -151,6 +160,12 @@ impl SandboxRail {
         chain.balances.clear();
     }
 
+    /// Makes the node one without historical state, as ordinary nodes are: it can name the
+    /// transaction that spent a nonce only if that happened in the last `blocks` blocks.
+    pub fn keep_state(&self, blocks: usize) {
+        self.chain().state_blocks = Some(blocks);
+    }
+
     pub fn inject(&self, fault: Fault) {
         let mut chain = self.chain();
         match fault {
@@ -160,6 +175,7 @@ impl SandboxRail {
             Fault::RevertNext => chain.revert_next = true,
             Fault::FeeSpike { multiplier } => chain.fee_multiplier = multiplier.max(1),
             Fault::RefuseBroadcasts => chain.refuse_broadcasts = true,
+            Fault::ForeignSpend => chain.foreign_next = true,
             Fault::Restore => {
                 chain.outage = false;
                 chain.stuck = false;
@@ -167,15 +183,18 @@ impl SandboxRail {
                 chain.fee_multiplier = 1;
                 chain.drop_next = false;
                 chain.revert_next = false;
+                chain.foreign_next = false;
             }
             Fault::Reorg { depth } => {
                 let keep = chain.blocks.len().saturating_sub(depth);
                 let removed: Vec<Block> = chain.blocks.drain(keep..).collect();
                 for txid in removed.iter().flat_map(|b| &b.txs) {
-                    // A pruned body cannot go back to the mempool: the transaction is dropped
-                    // (its sender still has the bytes).
+                    // A pruned body (or a foreign transaction's, never known) cannot go back to
+                    // the mempool: the transaction is dropped, its nonce free again (its sender
+                    // still has the bytes).
                     let Some(tx) = chain.known.get(txid).cloned() else {
                         chain.included.remove(txid);
+                        chain.spent.retain(|_, spender| spender != txid);
                         continue;
                     };
                     let reverted = chain.included.remove(txid).is_some_and(|i| i.reverted);
@@ -254,6 +273,14 @@ impl SandboxRail {
             // that is missing or cannot pay blocks every later one.
             let mut ready = Vec::new();
             let mut next = first_unspent(&chain.spent);
+            if std::mem::take(&mut chain.foreign_next) {
+                // Not railyard's transaction: it is charged nothing railyard books.
+                let txid = self.next_hash(chain);
+                chain.spent.insert(next, txid);
+                chain.included.insert(txid, Inclusion { index, reverted: false, fee_paid: Amount::ZERO });
+                txs.push(txid);
+                next += 1;
+            }
             loop {
                 let best = chain
                     .mempool
@@ -432,6 +459,13 @@ impl Rail for SandboxRail {
         for nonce in &nonces {
             if let Some(txid) = chain.spent.get(nonce) {
                 let index = chain.included[txid].index;
+                if let Some(kept) = chain.state_blocks
+                    && head - index > kept
+                {
+                    let reason =
+                        format!("nonce {nonce} was spent more than {kept} blocks ago; this node keeps no older state");
+                    return Ok(Observation::SpenderUnknown { reason });
+                }
                 return Ok(Observation::Replaced { by: *txid, depth: (head - index) as u64 });
             }
         }

@@ -96,6 +96,13 @@ pub fn assess(watch: &SettlementWatch, policy: &AnomalyPolicy, now: Timestamp) -
             Action::RollBack { proof: DeathProof::ConflictFinal { txid: *by } }
         }
         Observation::Confirmed { .. } | Observation::Reverted { .. } | Observation::Replaced { .. } => Action::Wait,
+        // Reissuing could pay twice (the unknown spender may be a version of this very
+        // settlement rebuilt elsewhere), waiting learns nothing new: a person must look.
+        Observation::SpenderUnknown { reason } => Action::Hold {
+            reason: format!(
+                "its nonce or inputs are spent, and the node cannot say by which transaction ({reason}): check the sender's history on a full node or an explorer, then resolve it"
+            ),
+        },
         Observation::ReorgedOut => Action::WatchAgain,
         Observation::Dropped if watch.rebroadcasts < policy.rebroadcasts_max => Action::Rebroadcast,
         Observation::Dropped => Action::Hold { reason: format!("dropped {} times", watch.rebroadcasts + 1) },

@@ -282,7 +282,8 @@ impl Sim {
         // `confirmations_final` survives one of at most `confirmations_final - 1`.
         let within = self.world.chains[chain].confirmations_final as usize - 1;
         let deepest = within + if self.options.deep_reorgs { 3 } else { 0 };
-        let fault = match self.rng.u8(0..7) {
+        let fault = match self.rng.u8(0..8) {
+            7 => Fault::ForeignSpend,
             0 => Fault::Outage,
             1 => Fault::Stuck,
             2 => Fault::DropNext,

@@ -461,3 +461,48 @@ async fn scenario_10_the_fee_booked_is_the_fee_paid() {
     assert_eq!(world.sandboxes[0].fees_paid(), Amount::new(1_000), "charged the block's price");
     assert_eq!(booked.balance.credits_posted, Amount::new(1_000), "booked what was charged, not {offered}");
 }
+
+/// Scenario 12: while the engine is down, a transaction railyard did not sign spends the
+/// nonce of a settlement in flight, and by the time the engine looks again the spend is older
+/// than the state its node keeps, so the node cannot name the spender. The settlement is
+/// neither reissued (its payments may have been paid by that transaction) nor watched for
+/// ever without a reason: its payments are held, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_12_a_spender_the_node_cannot_name_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    world.sandboxes[0].keep_state(3);
+    world.sandboxes[0].inject(Fault::Stuck);
+    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 2);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let now = T0.saturating_add_ms(BLOCK_MS);
+    world.advance(now);
+    engine.tick(now).await.unwrap();
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Broadcast; 2]);
+    drop(engine);
+
+    world.sandboxes[0].inject(Fault::Restore);
+    world.sandboxes[0].inject(Fault::ForeignSpend);
+    let now = now.saturating_add_ms(10 * BLOCK_MS);
+    world.advance(now);
+    let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+    let now = run_until_done(&mut engine, &world, now, 10).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Held { in_flight: true }; 2]);
+    let reason = super::held_reason(&engine, payments[0]).unwrap();
+    assert!(reason.contains("cannot say by which transaction"), "{reason}");
+    assert!(reason.contains("more than 3 blocks ago"), "{reason}");
+    assert_eq!(engine.payment(payments[0]).unwrap().unwrap().attempt, 1, "not reissued");
+    // Held once, not again on every round.
+    let holds_before = engine.journal().read_range(1, 1_000_000).unwrap().len();
+    run_until_done(&mut engine, &world, now, 5).await;
+    let holds_after = engine.journal().read_range(1, 1_000_000).unwrap().len();
+    assert_eq!(holds_before, holds_after, "nothing more to journal while held");
+}

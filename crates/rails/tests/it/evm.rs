@@ -98,6 +98,8 @@ struct Chain {
     anvil: Anvil,
     rail: EvmRail,
     token: [u8; 20],
+    batch: [u8; 20],
+    chain_id: u64,
 }
 
 async fn chain(chain_id: u64) -> Chain {
@@ -117,7 +119,7 @@ async fn chain(chain_id: u64) -> Chain {
     )
     .await
     .unwrap();
-    Chain { anvil, rail, token: token.into_array() }
+    Chain { anvil, rail, token: token.into_array(), batch: batch.into_array(), chain_id }
 }
 
 fn config(anvil: &Anvil, chain_id: u64, batch_contract: [u8; 20], token: [u8; 20]) -> EvmConfig {
@@ -137,6 +139,7 @@ fn config(anvil: &Anvil, chain_id: u64, batch_contract: [u8; 20], token: [u8; 20
         priority_fee_per_gas: GWEI,
         gas_margin_percent: 20,
         request_timeout: Duration::from_secs(10),
+        nonce_search_blocks: 128,
     }
 }
 
@@ -354,6 +357,20 @@ async fn a_cancel_spends_the_nonce_and_pays_nobody_and_a_foreign_spend_is_replac
     let foreign =
         chain.anvil.provider().get_transaction_receipt(by.into()).await.unwrap().expect("the foreign spend is mined");
     assert_eq!(foreign.from, signer(HOT_KEY).address());
+
+    // Issue 10, scenario 12: the spender is searched for only in recent blocks (an ordinary
+    // node keeps no older state). Past the window the rail says it cannot tell, rather than
+    // asking the node for state it does not have.
+    for _ in 0..5 {
+        chain.anvil.mine().await;
+    }
+    let narrow = EvmConfig { nonce_search_blocks: 3, ..config(&chain.anvil, chain.chain_id, chain.batch, chain.token) };
+    let narrow = EvmRail::connect(narrow, &SecretKey::from_hex(HOT_KEY).unwrap()).await.unwrap();
+    let observed = narrow.observe(&watch(&[&orphan])).await.unwrap();
+    let Observation::SpenderUnknown { reason } = observed else { panic!("{observed:?}") };
+    assert!(reason.contains("further back than the 3 blocks searched"), "{reason}");
+    let observed = chain.rail.observe(&watch(&[&orphan])).await.unwrap();
+    assert!(matches!(observed, Observation::Replaced { by: b, depth: 7 } if b == by), "{observed:?}");
 }
 
 #[test]

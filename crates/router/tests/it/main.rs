@@ -290,6 +290,13 @@ fn anomaly_rules_table() {
             Action::RollBack { proof: DeathProof::ConflictFinal { txid: f } },
         ),
         (watching(Observation::ReorgedOut), T0, Action::WatchAgain),
+        (
+            watching(Observation::SpenderUnknown { reason: "spent long ago".into() }),
+            T0,
+            Action::Hold {
+                reason: "its nonce or inputs are spent, and the node cannot say by which transaction (spent long ago): check the sender's history on a full node or an explorer, then resolve it".into(),
+            },
+        ),
         (watching(Observation::Dropped), T0, Action::Rebroadcast),
         (
             SettlementWatch { rebroadcasts: 1, ..watching(Observation::Dropped) },

@@ -27,6 +27,7 @@ fn observation() -> impl Strategy<Value = Observation> {
         Just(Observation::Pending),
         Just(Observation::Dropped),
         Just(Observation::ReorgedOut),
+        Just(Observation::SpenderUnknown { reason: "no state".into() }),
         (0u8..4, depth.clone(), fee.clone()).prop_map(|(t, depth, fee_paid)| Observation::Confirmed {
             txid: txid(t),
             block: [9; 32],
