@@ -67,6 +67,7 @@ fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
         seed,
         block_time_ms: BLOCK_MS,
         fee: Amount::new(1_000),
+        fee_per_payout: Amount::ZERO,
         fee_cap: Amount::new(100_000),
     };
     let rail = SandboxRail::new(config, T0);
@@ -130,6 +131,7 @@ fn config() -> EngineConfig {
         reconcile_settlements_max: 1_000,
         reconcile_balances: false,
         unroutable_hold_ms: 600_000,
+        quote_refresh_ms: 60_000,
     }
 }
 

@@ -109,6 +109,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
         reconcile_settlements_max: 1_000,
         reconcile_balances: false,
         unroutable_hold_ms: 600_000,
+        quote_refresh_ms: 60_000,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct File {
     /// How long a payment no rail can take waits before it is held with the reasons.
     #[serde(default = "unroutable_hold_default")]
     pub unroutable_hold_ms: u64,
+    /// How often an idle rail's fees are quoted again for the router (0: never).
+    #[serde(default = "quote_refresh_default")]
+    pub quote_refresh_ms: u64,
     pub classes: Vec<ClassFile>,
     pub urgent: Vec<String>,
     pub queue: QueueFile,
@@ -60,6 +63,10 @@ pub struct ClassFile {
     /// classes never wait).
     #[serde(default = "batch_window_default")]
     pub batch_window_ms: u64,
+}
+
+fn quote_refresh_default() -> u64 {
+    60_000
 }
 
 fn unroutable_hold_default() -> u64 {
@@ -91,6 +98,9 @@ pub enum RailFile {
         confirmations_final: u32,
         batch_size_max: usize,
         fee: String,
+        /// Added to `fee` for each payout a settlement carries (default none).
+        #[serde(default = "zero")]
+        fee_per_payout: String,
         fee_cap: String,
         seed: u64,
     },
@@ -335,6 +345,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         reconcile_settlements_max: 1_000,
         reconcile_balances: file.reconcile_balances,
         unroutable_hold_ms: file.unroutable_hold_ms,
+        quote_refresh_ms: file.quote_refresh_ms,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
     Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
@@ -352,6 +363,10 @@ fn final_depth(key: &dyn Fn(&str) -> String, confirmations_final: u32) -> Result
     Ok(())
 }
 
+fn zero() -> String {
+    "0".into()
+}
+
 fn rail_spec(
     rail: &RailFile,
     key: &dyn Fn(&str) -> String,
@@ -367,6 +382,7 @@ fn rail_spec(
             confirmations_final,
             batch_size_max,
             fee,
+            fee_per_payout,
             fee_cap,
             seed,
         } => {
@@ -397,6 +413,7 @@ fn rail_spec(
                 seed: *seed,
                 block_time_ms: *block_time_ms,
                 fee: amount(&key("fee"), Asset::ETH, fee)?,
+                fee_per_payout: amount(&key("fee_per_payout"), Asset::ETH, fee_per_payout)?,
                 fee_cap: amount(&key("fee_cap"), Asset::ETH, fee_cap)?,
             }))
         }

@@ -20,6 +20,7 @@ mod gate;
 mod history;
 mod intake;
 mod operator;
+mod quotes;
 mod reconcile;
 mod recovery;
 mod routing;
@@ -79,6 +80,9 @@ pub struct EngineConfig {
     /// A payment no rail can take (every rail ineligible: pools short, breakers open, limits)
     /// for this long is held with the reasons, and the merchant told.
     pub unroutable_hold_ms: u64,
+    /// A rail not quoted for this long is quoted for a reference batch before routing, so
+    /// the router compares rails by what they cost now (0: only settlements' own quotes).
+    pub quote_refresh_ms: u64,
 }
 
 /// The most one payment can take in a journal record (a reference of 128 four-byte characters,
@@ -221,9 +225,10 @@ pub struct Engine {
     commit_wait: Duration,
     /// The state's hash as the journal rebuilt it at open, before recovery acted.
     recovered_hash: [u8; 32],
-    /// Each rail's last fee quote (the most one settlement may cost): the router keeps that
-    /// much of the fee asset in the pool before it chooses the rail.
-    fee_quotes: BTreeMap<RailId, Amount>,
+    /// Each rail's last fee quote: the fee per payout the router scores it by, and the most
+    /// one settlement may cost (the router keeps that much of the fee asset in the pool
+    /// before it chooses the rail).
+    quotes: BTreeMap<RailId, quotes::Quoted>,
     next_reconcile: Timestamp,
     last_reconciliation: Option<Reconciliation>,
 }
@@ -320,7 +325,7 @@ impl Engine {
             commits: 0,
             commit_wait: Duration::ZERO,
             recovered_hash,
-            fee_quotes: BTreeMap::new(),
+            quotes: BTreeMap::new(),
             next_reconcile: now,
             last_reconciliation: None,
         };
@@ -378,6 +383,7 @@ impl Engine {
         self.watch_all(now).await?;
         self.hold_stale(now)?;
         self.failover(now);
+        self.refresh_quotes(now).await;
         self.route(now)?;
         for rail in self.rails.clone() {
             self.plan(&rail, now).await?;

@@ -89,7 +89,7 @@ impl Engine {
         self.known_rail(rail)?;
         let mut paused = self.state.paused.clone();
         paused.insert(rail);
-        let states = rail_states(&self.rails, &self.breakers, &paused, &self.fee_quotes, now);
+        let states = rail_states(&self.rails, &self.breakers, &paused, &self.quotes, now);
         let (router, state) = (&self.router, &self.state);
         let report = self.staging.drain(rail, dry_run, now, |item| {
             let payment = &state.book.payments[&item.id].payment;

@@ -10,18 +10,27 @@ use rails::Rail;
 use router::{Breaker, RailState};
 
 use crate::Engine;
+use crate::quotes::Quoted;
 
 /// What the router needs to know of each rail now. A paused rail looks like one whose breaker
-/// is open: never chosen.
-/// A rail's fee reserve is its last quote's most (one settlement's fee); before any quote, one
-/// unit, so that a rail whose fee pool is empty is never chosen.
+/// is open: never chosen. A rail's fee reserve is its last quote's most (one settlement's fee,
+/// with headroom); before any quote, one unit, so that a rail whose fee pool is empty is never
+/// chosen. Its fee cost is its fee per payout in permille of the cheapest rail's (1000 for the
+/// cheapest): unit-free, so the weights trade it against time whatever the fee asset's scale.
+/// A rail not quoted yet counts as the dearest known.
 pub(crate) fn rail_states<'a>(
     rails: &'a [Arc<dyn Rail>],
     breakers: &BTreeMap<RailId, Breaker>,
     paused: &BTreeSet<RailId>,
-    fee_quotes: &BTreeMap<RailId, Amount>,
+    quotes: &BTreeMap<RailId, Quoted>,
     now: Timestamp,
 ) -> Vec<RailState<'a>> {
+    let cheapest = quotes.values().map(|q| q.per_payout.units().max(1)).min();
+    let permille = |q: &Quoted| {
+        let cheapest = cheapest.unwrap_or(1);
+        u64::try_from(q.per_payout.units().max(1).saturating_mul(1000) / cheapest).unwrap_or(u64::MAX)
+    };
+    let dearest = quotes.values().map(permille).max().unwrap_or(1000);
     rails
         .iter()
         .map(|rail| {
@@ -32,11 +41,12 @@ pub(crate) fn rail_states<'a>(
             } else {
                 breaker.state(now)
             };
+            let quote = quotes.get(&caps.rail);
             RailState {
                 capabilities: caps,
                 breaker: state,
-                fee_cost: 1,
-                fee_reserve: fee_quotes.get(&caps.rail).copied().unwrap_or(Amount::new(1)),
+                fee_cost: quote.map_or(dearest, permille),
+                fee_reserve: quote.map_or(Amount::new(1), |q| q.reserve),
                 success_permille: breaker.success_permille(),
             }
         })
@@ -55,7 +65,7 @@ impl Engine {
             .map(|(rail, _)| *rail)
             .collect();
         for failed in open {
-            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.fee_quotes, now);
+            let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.quotes, now);
             let (router, state) = (&self.router, &self.state);
             // What waited in the batcher for that rail goes back to routing.
             let report = self.staging.drain(failed, false, now, |item| {
@@ -114,7 +124,7 @@ impl Engine {
                 (payment, payment.deadline.unwrap_or(now.saturating_add_ms(default)))
             })
             .collect();
-        let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.fee_quotes, now);
+        let states = rail_states(&self.rails, &self.breakers, &self.state.paused, &self.quotes, now);
         let state = &self.state;
         // Urgent payments may use pools below their minimum, the rest may not: two groups,
         // each decided against the pools as the decisions before it left them. (What the two

@@ -32,9 +32,15 @@ impl Staging {
         Staging { unrouted, unroutable: BTreeMap::new(), queue, batcher }
     }
 
-    /// Payments that (re)entered Queued in the book wait to be routed.
+    /// Payments that (re)entered Queued in the book wait to be routed. Their time without a
+    /// rail starts again: a payment an operator retried right after it was held for having
+    /// no rail was held again at once, before its rail's breaker could close (found by the
+    /// simulator, seed 414).
     pub(crate) fn waiting(&mut self, payments: impl IntoIterator<Item = PaymentId>) {
-        self.unrouted.extend(payments);
+        for payment in payments {
+            self.unroutable.remove(&payment);
+            self.unrouted.insert(payment);
+        }
     }
 
     /// The unrouted payments still Queued in the book (any that left Queued drop out here).

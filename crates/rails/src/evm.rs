@@ -502,8 +502,12 @@ impl Rail for EvmRail {
 
     async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         check_batch(&self.capabilities, batch)?;
-        // A nonce is handed out only once the chain's own is known.
+        // A nonce is handed out only once the chain's own is known, and never below the
+        // account's pending nonce now: a transaction railyard did not sign (someone else used
+        // the hot wallet) would otherwise make the next settlement collide with it and die.
         self.ensure_connected().await?;
+        let pending = self.timed(self.provider.get_transaction_count(self.signer.address()).pending()).await?;
+        self.ensure_next_nonce_at_least(pending);
         let (to, value, input) = self.call_for(batch)?;
         self.sign(self.take_nonce(), to, value, input, fee)
     }

@@ -18,8 +18,10 @@ pub struct SandboxConfig {
     pub capabilities: Capabilities,
     pub seed: u64,
     pub block_time_ms: u64,
-    /// The fee a settlement pays while there is no fee spike.
+    /// The fee a settlement pays while there is no fee spike: `fee`, plus `fee_per_payout`
+    /// for each payout it carries (as gas grows with a batch on an EVM chain).
     pub fee: Amount,
+    pub fee_per_payout: Amount,
     /// The most a settlement may cost; a quote above it is `FeeAboveCap`.
     pub fee_cap: Amount,
 }
@@ -253,8 +255,10 @@ impl SandboxRail {
         *hasher.finalize().as_bytes()
     }
 
-    fn min_fee(&self, chain: &Chain) -> Option<Amount> {
-        self.config.fee.checked_mul(u128::from(chain.fee_multiplier))
+    /// The block's price for a transaction of `payouts` payouts.
+    fn min_fee(&self, chain: &Chain, payouts: usize) -> Option<Amount> {
+        let per_payout = self.config.fee_per_payout.checked_mul(payouts as u128)?;
+        self.config.fee.checked_add(per_payout)?.checked_mul(u128::from(chain.fee_multiplier))
     }
 
     fn produce_block(&self, chain: &mut Chain) {
@@ -262,7 +266,6 @@ impl SandboxRail {
         let index = chain.blocks.len();
         let mut txs = Vec::new();
         if !chain.stuck {
-            let min_fee = self.min_fee(chain).unwrap_or(Amount::MAX);
             // Versions whose nonce is spent can never be mined.
             let spent: Vec<[u8; 32]> =
                 chain.mempool.iter().filter(|(_, tx)| chain.spent.contains_key(&tx.nonce)).map(|(id, _)| *id).collect();
@@ -285,7 +288,9 @@ impl SandboxRail {
                 let best = chain
                     .mempool
                     .iter()
-                    .filter(|(_, tx)| tx.nonce == next && tx.fee >= min_fee)
+                    .filter(|(_, tx)| {
+                        tx.nonce == next && tx.fee >= self.min_fee(chain, tx.payouts.len()).unwrap_or(Amount::MAX)
+                    })
                     .max_by_key(|(_, tx)| tx.fee)
                     .map(|(id, tx)| (*id, tx.clone()));
                 let Some(found) = best else { break };
@@ -297,7 +302,7 @@ impl SandboxRail {
                 let reverted = std::mem::take(&mut chain.revert_next);
                 chain.spent.insert(tx.nonce, txid);
                 // The block's price, never more than the transaction offered.
-                let fee_paid = min_fee.min(tx.fee);
+                let fee_paid = self.min_fee(chain, tx.payouts.len()).unwrap_or(Amount::MAX).min(tx.fee);
                 chain.included.insert(txid, Inclusion { index, reverted, fee_paid });
                 if !reverted && chain.keep_blocks.is_none() {
                     for (destination, amount) in &tx.payouts {
@@ -371,6 +376,11 @@ fn first_unspent(spent: &BTreeMap<u64, [u8; 32]>) -> u64 {
     next
 }
 
+/// The account's pending nonce: past every nonce spent or waiting in the mempool.
+fn pending_nonce(chain: &Chain) -> u64 {
+    chain.spent.keys().chain(chain.mempool.values().map(|t| &t.nonce)).max().map_or(0, |n| n + 1)
+}
+
 fn available(chain: &Chain) -> Result<(), RailError> {
     if chain.outage { Err(RailError::Unavailable("sandbox outage".into())) } else { Ok(()) }
 }
@@ -389,7 +399,9 @@ impl Rail for SandboxRail {
         check_batch(&self.config.capabilities, batch)?;
         let chain = self.chain();
         available(&chain)?;
-        let fee = self.min_fee(&chain).ok_or(RailError::FeeAboveCap { fee: Amount::MAX, cap: self.config.fee_cap })?;
+        let fee = self
+            .min_fee(&chain, batch.payouts.len())
+            .ok_or(RailError::FeeAboveCap { fee: Amount::MAX, cap: self.config.fee_cap })?;
         if fee > self.config.fee_cap {
             return Err(RailError::FeeAboveCap { fee, cap: self.config.fee_cap });
         }
@@ -400,8 +412,10 @@ impl Rail for SandboxRail {
         check_batch(&self.config.capabilities, batch)?;
         let fee = Self::fee_of(fee)?;
         let mut chain = self.chain();
-        let nonce = chain.next_nonce;
-        chain.next_nonce += 1;
+        // Never below the account's pending nonce (as the EVM adapter does): a foreign spend
+        // moves it past railyard's own count.
+        let nonce = chain.next_nonce.max(pending_nonce(&chain));
+        chain.next_nonce = nonce + 1;
         Ok(self.sign(&SandboxTx { seed: self.config.seed, nonce, fee, asset: batch.asset, payouts: payouts_of(batch) }))
     }
 
@@ -503,7 +517,7 @@ impl Rail for SandboxRail {
     /// died in between) is used again, so it leaves no gap that would block every later one.
     fn recover_spends(&self, spends: &[Spend]) -> Result<(), RailError> {
         let mut chain = self.chain();
-        let on_chain = chain.spent.keys().chain(chain.mempool.values().map(|t| &t.nonce)).max().map_or(0, |n| n + 1);
+        let on_chain = pending_nonce(&chain);
         let journaled = spends
             .iter()
             .filter_map(|s| match s {

@@ -91,6 +91,8 @@ pub(crate) struct Expected {
 }
 
 const TRACE_KEPT: usize = 24;
+/// Rounds of an operator resolving every hold once the faults are over.
+const OPERATOR_ROUNDS: usize = 3;
 
 struct Sim {
     seed: u64,
@@ -157,15 +159,23 @@ pub async fn run(seed: u64, options: &Options) -> Result<Summary, Violation> {
         return Err(sim.liveness_violation("the faults stopped"));
     }
     // Then the treasury tops up every pool and an operator acts on every hold: now every
-    // payment must settle (or stay failed, if an operator failed it).
-    sim.clear_holds().await?;
-    for _ in 0..options.liveness_steps {
+    // payment must settle (or stay failed, if an operator failed it). A resumed settlement
+    // may still die once (a cancel broadcast while it was stuck is mined when the nonce ahead
+    // of it is), and a payment past its attempts is held again: the operator acts on holds
+    // as they come, at most `OPERATOR_ROUNDS` times.
+    for _ in 0..OPERATOR_ROUNDS {
+        sim.clear_holds().await?;
+        for _ in 0..options.liveness_steps {
+            if sim.all_done()? {
+                break;
+            }
+            sim.step += 1;
+            sim.advance();
+            sim.tick_and_check().await?;
+        }
         if sim.all_final()? {
             break;
         }
-        sim.step += 1;
-        sim.advance();
-        sim.tick_and_check().await?;
     }
     if !sim.all_final()? {
         return Err(sim.liveness_violation("every pool was funded and every hold resolved"));

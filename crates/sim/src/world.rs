@@ -64,6 +64,7 @@ impl World {
                     seed: seed.wrapping_mul(31).wrapping_add(i as u64),
                     block_time_ms,
                     fee: Amount::new(u128::from(rng.u64(500..=2_000))),
+                    fee_per_payout: Amount::ZERO,
                     fee_cap: Amount::new(100_000),
                 };
                 Chain {
@@ -133,6 +134,7 @@ impl World {
             reconcile_settlements_max: 100,
             reconcile_balances: false,
             unroutable_hold_ms: 30_000,
+            quote_refresh_ms: 60_000,
         };
         World { chains, funding, config }
     }

@@ -46,6 +46,7 @@ fn sandbox(rail: &str, chain: u64, seed: u64) -> Arc<SandboxRail> {
         seed,
         block_time_ms: BLOCK_MS,
         fee: Amount::new(1_000),
+        fee_per_payout: Amount::ZERO,
         fee_cap: Amount::new(100_000),
     };
     Arc::new(SandboxRail::new(config, T0))
@@ -126,6 +127,7 @@ pub(crate) fn config() -> EngineConfig {
         reconcile_settlements_max: 1_000,
         reconcile_balances: true,
         unroutable_hold_ms: 600_000,
+        quote_refresh_ms: 60_000,
     }
 }
 

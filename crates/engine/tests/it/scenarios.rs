@@ -97,6 +97,7 @@ async fn scenario_11_zero_confirmations_to_final_is_refused() {
         seed: 9,
         block_time_ms: BLOCK_MS,
         fee: Amount::new(1_000),
+        fee_per_payout: Amount::ZERO,
         fee_cap: Amount::new(100_000),
     };
     rails[0] = std::sync::Arc::new(SandboxRail::new(config_of, T0));

@@ -24,6 +24,7 @@ fn rail(seed: u64) -> SandboxRail {
         seed,
         block_time_ms: BLOCK_MS,
         fee: Amount::new(1_000),
+        fee_per_payout: Amount::ZERO,
         fee_cap: Amount::new(5_000),
     };
     SandboxRail::new(config, Timestamp(0))
