@@ -2,8 +2,11 @@
 //! teaches it the rail's fee per payout; a rail that has not been quoted for
 //! `quote_refresh_ms` (an idle rail, or one just started) is quoted for a reference batch, all
 //! such rails at once under the rail timeout, so the router compares rails by what they cost
-//! now rather than by what they cost when last used. A refresh that fails counts against the
-//! rail's breaker: an idle rail whose node is down is found before anything is routed to it.
+//! now rather than by what they cost when last used. A refresh is also a health check: its
+//! outcome goes to the rail's breaker (an idle rail whose node is down is found before
+//! anything is routed to it), and a half-open rail is quoted every round, so that a rail back
+//! from an outage closes its breaker and wins its traffic back without waiting for payments
+//! the router would not send it.
 
 use std::sync::Arc;
 
@@ -14,13 +17,13 @@ use router::{BreakerState, Outcome};
 use crate::settling::with_headroom;
 use crate::{Engine, timed};
 
-/// A rail's last quote: the fee reserved for a settlement (with headroom for its bumps), the
-/// fee per payout it implied, and when it was taken.
+/// What the engine knows of a rail's fees: the fee reserved for a settlement (its last
+/// quote's most, with headroom for its bumps), and the fee per payout of its last reference
+/// quote, with when that was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Quoted {
     pub(crate) reserve: Amount,
-    pub(crate) per_payout: Amount,
-    pub(crate) at: Timestamp,
+    pub(crate) per_payout: Option<(Amount, Timestamp)>,
 }
 
 /// Payouts in the reference batch a refresh quotes (a typical settlement's size, at most the
@@ -28,11 +31,21 @@ pub(crate) struct Quoted {
 const REFERENCE_PAYOUTS: usize = 20;
 
 impl Engine {
-    /// Learns from a quote of `payouts` payouts on `rail`.
-    pub(crate) fn learn_quote(&mut self, rail: RailId, payouts: usize, fee_max: Amount, now: Timestamp) {
+    /// Learns the fee reserve from a settlement's own quote: the most a settlement costs now.
+    /// Its fee per payout is not learnt from it: it depends on how many payouts that one
+    /// settlement carried (a lone urgent payout carries the whole base fee), so the rail
+    /// serving the most urgent traffic would look the dearest.
+    pub(crate) fn learn_reserve(&mut self, rail: RailId, fee_max: Amount) {
         let reserve = with_headroom(fee_max, self.config.anomaly.bump_budget.saturating_add(1));
+        self.quotes.entry(rail).or_insert(Quoted { reserve, per_payout: None }).reserve = reserve;
+    }
+
+    /// Learns from a reference batch's quote: the fee per payout the router compares rails by
+    /// (every rail quoted at the same batch size), and the reserve.
+    fn learn_reference(&mut self, rail: RailId, payouts: usize, fee_max: Amount, now: Timestamp) {
         let per_payout = Amount::new(fee_max.units().div_ceil(payouts.max(1) as u128));
-        self.quotes.insert(rail, Quoted { reserve, per_payout, at: now });
+        self.learn_reserve(rail, fee_max);
+        self.quotes.get_mut(&rail).expect("just learnt").per_payout = Some((per_payout, now));
     }
 
     /// Quotes a reference batch on every rail whose quote is older than `quote_refresh_ms`
@@ -47,9 +60,12 @@ impl Engine {
             .iter()
             .filter(|rail| {
                 let id = rail.capabilities().rail;
-                let fresh = self.quotes.get(&id).is_some_and(|q| now.saturating_since(q.at) < every);
-                let open = matches!(self.breakers[&id].state(now), BreakerState::Open { .. });
-                !fresh && !open && !self.state.paused.contains(&id)
+                let taken = self.quotes.get(&id).and_then(|q| q.per_payout).map(|(_, at)| at);
+                let fresh = taken.is_some_and(|at| now.saturating_since(at) < every);
+                let state = self.breakers[&id].state(now);
+                let open = matches!(state, BreakerState::Open { .. });
+                // A half-open rail is quoted every round: its quotes are its probes.
+                (!fresh || state == BreakerState::HalfOpen) && !open && !self.state.paused.contains(&id)
             })
             .cloned()
             .collect();
@@ -69,7 +85,10 @@ impl Engine {
             let (Some(batch), Some(answer)) = (batch, answer) else { continue };
             let id = rail.capabilities().rail;
             match answer {
-                Ok(quote) => self.learn_quote(id, batch.payouts.len(), quote.fee_max, now),
+                Ok(quote) => {
+                    self.learn_reference(id, batch.payouts.len(), quote.fee_max, now);
+                    self.breakers.get_mut(&id).expect("a breaker per rail").record(Outcome::Success, now);
+                }
                 Err(error) => {
                     tracing::warn!(rail = %id, %error, "fee quote refresh failed");
                     self.breakers.get_mut(&id).expect("a breaker per rail").record(Outcome::Failure, now);

@@ -25,12 +25,10 @@ pub(crate) fn rail_states<'a>(
     quotes: &BTreeMap<RailId, Quoted>,
     now: Timestamp,
 ) -> Vec<RailState<'a>> {
-    let cheapest = quotes.values().map(|q| q.per_payout.units().max(1)).min();
-    let permille = |q: &Quoted| {
-        let cheapest = cheapest.unwrap_or(1);
-        u64::try_from(q.per_payout.units().max(1).saturating_mul(1000) / cheapest).unwrap_or(u64::MAX)
-    };
-    let dearest = quotes.values().map(permille).max().unwrap_or(1000);
+    let costs: Vec<u128> = quotes.values().filter_map(|q| q.per_payout).map(|(cost, _)| cost.units().max(1)).collect();
+    let cheapest = costs.iter().copied().min().unwrap_or(1);
+    let permille = |cost: u128| u64::try_from(cost.max(1).saturating_mul(1000) / cheapest).unwrap_or(u64::MAX);
+    let dearest = costs.iter().copied().map(permille).max().unwrap_or(1000);
     rails
         .iter()
         .map(|rail| {
@@ -45,7 +43,7 @@ pub(crate) fn rail_states<'a>(
             RailState {
                 capabilities: caps,
                 breaker: state,
-                fee_cost: quote.map_or(dearest, permille),
+                fee_cost: quote.and_then(|q| q.per_payout).map_or(dearest, |(cost, _)| permille(cost.units())),
                 fee_reserve: quote.map_or(Amount::new(1), |q| q.reserve),
                 success_permille: breaker.success_permille(),
             }

@@ -50,7 +50,7 @@ impl Engine {
             // of its budget and a cancel, each an eighth dearer than the last. What the
             // version that is mined pays is posted; the rest goes back to the pool.
             let fee_reserved = with_headroom(quote.fee_max, self.config.anomaly.bump_budget.saturating_add(1));
-            self.learn_quote(caps.rail, batch.payouts.len(), quote.fee_max, now);
+            self.learn_reserve(caps.rail, quote.fee_max);
             self.settlements_made += 1;
             // Unique and increasing: the journal's tip (a settlement planned before a restart
             // was committed, so the tip has moved past it since) and a counter of this process.

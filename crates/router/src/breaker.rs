@@ -139,8 +139,14 @@ impl Breaker {
                 self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
                 self.probe_successes += 1;
                 if self.probe_successes >= self.config.successes_to_close {
+                    // The rail has proven itself again: the failures of the outage that
+                    // opened the breaker no longer count against it (they kept its success
+                    // rate so low that the router never chose it again after an outage,
+                    // found by the routing-quality comparison).
                     self.state = BreakerState::Closed;
                     self.consecutive_failures = 0;
+                    self.history = 0;
+                    self.recorded = 0;
                 }
             }
             (BreakerState::HalfOpen, Outcome::Failure) => {

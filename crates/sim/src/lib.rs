@@ -13,6 +13,7 @@
 
 mod check;
 mod operate;
+pub mod quality;
 mod world;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -191,7 +191,10 @@ fn breaker_lifecycle() {
     assert!(breaker.admit(at(2_007)));
     breaker.record(Outcome::Success, at(2_008));
     assert_eq!(breaker.state(at(2_009)), BreakerState::Closed);
-    assert_eq!(breaker.success_permille(), 2 * 1000 / 6);
+    assert_eq!(breaker.success_permille(), 1000, "closing forgets the outage's failures");
+    breaker.record(Outcome::Failure, at(2_010));
+    breaker.record(Outcome::Success, at(2_011));
+    assert_eq!(breaker.success_permille(), 500, "and counts from there");
     let mut fresh = Breaker::new(config);
     assert_eq!(fresh.success_permille(), 1000);
     fresh.record(Outcome::Failure, at(0));
