@@ -219,6 +219,23 @@ impl Engine {
                 | Event::PaymentResolved { payment, resolution: Resolution::Fail, .. } => {
                     vec![(*payment, PaymentState::Failed)]
                 }
+                // A settled payment whose settlement a deep reorg undid, and its return: news
+                // each time, told apart by when.
+                Event::FinalityLost { payments, at, .. } => {
+                    let state = PaymentState::Held { in_flight: true };
+                    for payment in payments {
+                        let id = derived(&[b"notice-finality-lost", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
+                        out.push(Event::Notification { id, payment: *payment, state, at: *at });
+                    }
+                    Vec::new()
+                }
+                Event::FinalityRestored { settlement, at } => {
+                    for payment in self.state.lost.get(settlement).map_or(&[][..], |l| &l.payments) {
+                        let id = derived(&[b"notice-finality-restored", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
+                        out.push(Event::Notification { id, payment: *payment, state: PaymentState::Settled, at: *at });
+                    }
+                    Vec::new()
+                }
                 _ => Vec::new(),
             };
             let at = event.at();

@@ -177,6 +177,9 @@ pub struct Footprint {
 enum Effect {
     /// Send these signed bytes; on success, journal that the settlement was broadcast.
     Broadcast { settlement: SettlementId, tx: SignedTx },
+    /// Send again the bytes of a final settlement a deep reorg took off its chain (it is no
+    /// longer in the book: nothing is journaled of the outcome).
+    Rebroadcast { rail: RailId, settlement: SettlementId, tx: SignedTx },
 }
 
 pub struct Engine {

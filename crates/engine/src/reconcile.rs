@@ -13,7 +13,7 @@ use model::*;
 use rails::{Rail, Watch};
 
 use crate::history::{self, SETTLEMENT, decode, destination_key};
-use crate::{Engine, EngineError, timed};
+use crate::{Effect, Engine, EngineError, timed};
 
 /// One disagreement between the journal and a chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Reconciliation {
 
 impl Engine {
     /// Runs one reconciliation now and waits for it (the timer runs the same check as a task).
-    pub async fn reconcile(&mut self) -> Result<Reconciliation, EngineError> {
+    pub async fn reconcile(&mut self, now: Timestamp) -> Result<Reconciliation, EngineError> {
         self.running()?;
         self.commit().await?;
         let records = self.reconcile_records()?;
@@ -66,6 +66,8 @@ impl Engine {
         )
         .await?;
         self.note(&report);
+        self.act_on_finality(&report, now)?;
+        self.commit_and_act(now).await?;
         Ok(report)
     }
 
@@ -75,6 +77,7 @@ impl Engine {
             match futures::FutureExt::now_or_never(task) {
                 Some(Ok(Ok(report))) => {
                     self.note(&report);
+                    self.act_on_finality(&report, now)?;
                     self.last_reconciliation = Some(report);
                 }
                 Some(Ok(Err(error))) => tracing::warn!(%error, "reconciliation failed"),
@@ -103,7 +106,10 @@ impl Engine {
     /// rolling window, without repeats, at most `reconcile_settlements_max`.
     fn reconcile_records(&mut self) -> Result<Vec<SettlementRecord>, EngineError> {
         let max = self.config.reconcile_settlements_max;
-        let due: Vec<Vec<u8>> = self.reconcile_due.drain(..).map(|id| history::key(SETTLEMENT, id.0)).collect();
+        // Settlements whose finality was lost are checked on every run, until it is back.
+        let lost: Vec<SettlementId> = self.state.lost.keys().copied().collect();
+        let due: Vec<Vec<u8>> =
+            lost.into_iter().chain(self.reconcile_due.drain(..)).map(|id| history::key(SETTLEMENT, id.0)).collect();
         let mut seen = BTreeSet::new();
         let mut records = Vec::new();
         for bytes in self.journal.history_many(&due)?.into_iter().flatten() {
@@ -123,6 +129,51 @@ impl Engine {
             }
         }
         Ok(records)
+    }
+}
+
+impl Engine {
+    /// Acts on what a run found of final settlements (issue 10, scenario 7). One no longer on
+    /// its chain at final depth lost its finality to a reorg deeper than the rail's: its
+    /// payments are held with the reason and their merchants told (journaled), and its bytes
+    /// are sent again (the same nonce or inputs: it can pay at most once), on every run until
+    /// the chain has it at final depth again; then its payments are settled again, and told.
+    fn act_on_finality(&mut self, report: &Reconciliation, now: Timestamp) -> Result<(), EngineError> {
+        let mut events = Vec::new();
+        for difference in &report.differences {
+            let Difference::FinalNotOnChain { settlement, observed } = difference else { continue };
+            if let Some(lost) = self.state.lost.get(settlement) {
+                let (rail, tx) = (lost.rail, lost.tx.clone());
+                self.effects.push(Effect::Rebroadcast { rail, settlement: *settlement, tx });
+                continue;
+            }
+            let Some(record) = self.settlement(*settlement)? else { continue };
+            // Every paying version pays the same legs with the same nonce or inputs; the last
+            // one offers the most fee, so it is the likeliest to be mined again.
+            let paying = record.txs.iter().rev().find(|t| !record.cancels.contains(&t.txid));
+            let Some(tx) = paying.cloned() else { continue };
+            let rail = record.settlement.rail;
+            tracing::error!(
+                %settlement, %rail, ?observed,
+                "a final settlement is off its chain (a reorg deeper than finality): its payments are held and it is sent again"
+            );
+            let payments: Vec<PaymentId> = record.settlement.legs.iter().map(|l| l.payment).collect();
+            self.effects.push(Effect::Rebroadcast { rail, settlement: *settlement, tx: tx.clone() });
+            events.push(Event::FinalityLost { settlement: *settlement, rail, tx, payments, at: now });
+        }
+        for settlement in &report.clean {
+            if self.state.lost.contains_key(settlement) {
+                tracing::info!(%settlement, "a settlement whose finality was lost is final again");
+                events.push(Event::FinalityRestored { settlement: *settlement, at: now });
+            }
+        }
+        if events.is_empty() { Ok(()) } else { self.stage(events) }
+    }
+
+    /// The final settlements a deep reorg took off their chains, and what railyard does about
+    /// each (its payments are held until it is back at final depth).
+    pub fn finality_lost(&self) -> &std::collections::BTreeMap<SettlementId, crate::state::LostFinality> {
+        &self.state.lost
     }
 }
 

@@ -361,7 +361,7 @@ impl Engine {
                 let _ = reply.send(self.resolve(payment, resolution, &operator, &reason, now).await);
             }
             Command::Reconcile { reply } => {
-                let _ = reply.send(self.reconcile().await);
+                let _ = reply.send(self.reconcile(now).await);
             }
             Command::Acknowledge { ids, reply } => {
                 let _ = reply.send(self.acknowledge(&ids, now).await);

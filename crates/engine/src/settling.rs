@@ -127,15 +127,37 @@ impl Engine {
             return Ok(());
         }
         let timeout = self.config.rail_timeout;
-        let calls = effects.iter().map(|effect| {
-            let Effect::Broadcast { settlement, tx } = effect;
-            let rail = self.rail_of(*settlement);
-            async move { timed(timeout, rail.broadcast(tx)).await }
+        let targets: Vec<(RailId, SettlementId, &SignedTx)> = effects
+            .iter()
+            .map(|effect| match effect {
+                Effect::Broadcast { settlement, tx } => {
+                    (self.state.book.settlements[settlement].settlement.rail, *settlement, tx)
+                }
+                Effect::Rebroadcast { rail, settlement, tx } => (*rail, *settlement, tx),
+            })
+            .collect();
+        let calls = targets.iter().map(|(rail, _, tx)| {
+            let rail = self.rail(*rail).cloned();
+            async move {
+                match rail {
+                    Some(rail) => timed(timeout, rail.broadcast(tx)).await,
+                    None => Err(rails::RailError::Config("the rail is not configured".into())),
+                }
+            }
         });
         let outcomes = futures::future::join_all(calls).await;
-        for (effect, outcome) in effects.into_iter().zip(outcomes) {
-            let Effect::Broadcast { settlement, tx } = effect;
-            let rail = self.state.book.settlements[&settlement].settlement.rail;
+        let targets: Vec<(RailId, SettlementId, SignedTx)> =
+            targets.into_iter().map(|(rail, settlement, tx)| (rail, settlement, tx.clone())).collect();
+        for ((effect, (rail, settlement, tx)), outcome) in effects.iter().zip(targets).zip(outcomes) {
+            if let Effect::Rebroadcast { .. } = effect {
+                match outcome {
+                    Ok(()) => tracing::info!(rail = %rail, %settlement, "final settlement off its chain: sent again"),
+                    Err(error) => {
+                        tracing::warn!(rail = %rail, %settlement, %error, "final settlement off its chain: sending it again failed")
+                    }
+                }
+                continue;
+            }
             let breaker = self.breakers.get_mut(&rail).expect("breaker");
             if let Some(info) = self.watching.get_mut(&settlement) {
                 match &outcome {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use journal::Replica;
-use model::{Amount, Asset, Book, ClassName, Event, RailId};
+use model::{Amount, Asset, Book, ClassName, Event, RailId, SettlementId};
 use router::{PoolConfig, Pools, Reserve};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,16 @@ pub struct StateConfig {
     pub fee_assets: BTreeMap<RailId, Asset>,
     /// Classes allowed to reserve below a pool's minimum.
     pub urgent: Vec<ClassName>,
+}
+
+/// A final settlement no longer on its chain: what to broadcast again, and whose payments
+/// are held for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostFinality {
+    pub rail: RailId,
+    pub tx: model::SignedTx,
+    pub payments: Vec<model::PaymentId>,
+    pub since: model::Timestamp,
 }
 
 /// A notice owed to a merchant: a payment reached a terminal state.
@@ -35,6 +45,9 @@ pub struct EngineState {
     pub outbox: BTreeMap<u128, Notice>,
     /// Rails an operator paused: nothing new is planned on them.
     pub paused: std::collections::BTreeSet<RailId>,
+    /// Final settlements a reorg deeper than finality took off their chain, until the chain
+    /// has them at final depth again (rare: bounded by how often chains break finality).
+    pub lost: BTreeMap<SettlementId, LostFinality>,
     #[serde(skip)]
     urgent: Vec<ClassName>,
 }
@@ -45,6 +58,8 @@ pub enum StateError {
     Book(#[from] model::BookError),
     #[error(transparent)]
     Pools(#[from] router::PoolError),
+    #[error("settlement {0}'s finality {1}")]
+    Finality(SettlementId, &'static str),
     #[error("settlement {0}: its legs sum past the largest amount")]
     Overflow(model::SettlementId),
 }
@@ -57,6 +72,7 @@ impl EngineState {
             pools: Pools::new(&config.pools, &fee_pools)?,
             outbox: BTreeMap::new(),
             paused: std::collections::BTreeSet::new(),
+            lost: BTreeMap::new(),
             urgent: config.urgent.clone(),
         })
     }
@@ -110,6 +126,18 @@ impl EngineState {
                 self.outbox.remove(id);
                 Ok(())
             }
+            Event::FinalityLost { settlement, rail, tx, payments, at } => {
+                if self.lost.contains_key(settlement) {
+                    return Err(StateError::Finality(*settlement, "is already lost"));
+                }
+                let lost = LostFinality { rail: *rail, tx: tx.clone(), payments: payments.clone(), since: *at };
+                self.lost.insert(*settlement, lost);
+                Ok(())
+            }
+            Event::FinalityRestored { settlement, .. } => match self.lost.remove(settlement) {
+                Some(_) => Ok(()),
+                None => Err(StateError::Finality(*settlement, "was not lost")),
+            },
             Event::RailPaused { rail, .. } => {
                 self.paused.insert(*rail);
                 Ok(())

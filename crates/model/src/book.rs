@@ -179,7 +179,9 @@ impl Book {
             | Event::NotificationDelivered { .. }
             | Event::RailPaused { .. }
             | Event::RailResumed { .. }
-            | Event::RailDrained { .. } => Ok(()),
+            | Event::RailDrained { .. }
+            | Event::FinalityLost { .. }
+            | Event::FinalityRestored { .. } => Ok(()),
             Event::PaymentResolved { payment, resolution, .. } => {
                 let to = match resolution {
                     crate::event::Resolution::Retry => PaymentState::Queued,

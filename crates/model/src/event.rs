@@ -156,6 +156,23 @@ pub enum Event {
         payments: Vec<Payment>,
         at: Timestamp,
     },
+    /// Reconciliation found a final settlement no longer on its chain at final depth (a reorg
+    /// deeper than the rail's finality). Its payments stay settled in the book (the ledger
+    /// posted them) but are held for an operator, their merchants are told, and `tx` (the
+    /// version that was final: the same nonce or inputs, so it can pay at most once) is
+    /// broadcast again until the chain has it at final depth again.
+    FinalityLost {
+        settlement: SettlementId,
+        rail: RailId,
+        tx: SignedTx,
+        payments: Vec<PaymentId>,
+        at: Timestamp,
+    },
+    /// Reconciliation found a settlement whose finality was lost back at final depth.
+    FinalityRestored {
+        settlement: SettlementId,
+        at: Timestamp,
+    },
 }
 
 /// What an operator decides for a held payment.
@@ -194,7 +211,9 @@ impl Event {
             | Event::PaymentResolved { at, .. }
             | Event::Notification { at, .. }
             | Event::NotificationDelivered { at, .. }
-            | Event::PaymentReissued { at, .. } => *at,
+            | Event::PaymentReissued { at, .. }
+            | Event::FinalityLost { at, .. }
+            | Event::FinalityRestored { at, .. } => *at,
         }
     }
 }

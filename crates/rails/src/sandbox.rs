@@ -317,7 +317,9 @@ impl SandboxRail {
         if let Some(keep) = chain.keep_blocks
             && let Some(old) = chain.blocks.len().checked_sub(keep + 1)
         {
-            let forgotten = std::mem::take(&mut chain.blocks[old].txs);
+            // The bodies go; the block keeps its txids (as `included` does), so a reorg
+            // deeper than that still undoes what the block held.
+            let forgotten = chain.blocks[old].txs.clone();
             for txid in forgotten {
                 chain.known.remove(&txid);
             }

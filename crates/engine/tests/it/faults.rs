@@ -138,7 +138,7 @@ async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
         assert!(stopped(&engine.pause(name("base"), "op", "x", now).await.unwrap_err()));
         assert!(stopped(&engine.drain(name("base"), true, "op", "x", now).await.unwrap_err()));
         assert!(stopped(&engine.resolve(PaymentId(1), Resolution::Fail, "op", "x", now).await.unwrap_err()));
-        assert!(matches!(engine.reconcile().await, Err(EngineError::Stopped(_))));
+        assert!(matches!(engine.reconcile(now).await, Err(EngineError::Stopped(_))));
         assert!(matches!(
             engine.fund_pool(name("base"), Asset::ETH, Amount::new(1), 99, now).await,
             Err(EngineError::Stopped(_))

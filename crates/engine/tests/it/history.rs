@@ -88,13 +88,13 @@ async fn reconciliation_is_bounded_per_run_and_rolls_over_history() {
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 1_000, T0).await;
-    run_until_done(&mut engine, &world, T0, 1_000).await;
+    let now = run_until_done(&mut engine, &world, T0, 1_000).await;
     let settlements = engine.journal().history_scan(b"s", None, usize::MAX).unwrap().len();
     assert!(settlements > 8, "{settlements} settlements");
     let mut checked = 0;
     let mut runs = 0;
     while checked < 2 * settlements {
-        let report = engine.reconcile().await.unwrap();
+        let report = engine.reconcile(now).await.unwrap();
         assert!(report.settlements_checked <= 4, "{report:?}");
         assert!(report.differences.is_empty(), "{:?}", report.differences);
         checked += report.settlements_checked;
@@ -104,7 +104,7 @@ async fn reconciliation_is_bounded_per_run_and_rolls_over_history() {
     world.sandboxes[0].inject(rails::sandbox::Fault::Reorg { depth: 50 });
     let mut found = false;
     for _ in 0..settlements {
-        let report = engine.reconcile().await.unwrap();
+        let report = engine.reconcile(now).await.unwrap();
         if report.differences.iter().any(|d| matches!(d, Difference::FinalNotOnChain { .. })) {
             found = true;
             break;
@@ -125,10 +125,10 @@ async fn destination_totals_are_written_only_for_the_balance_check() {
         let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
         fund(&mut engine, T0).await;
         submit_all(&mut engine, 500, T0).await;
-        run_until_done(&mut engine, &world, T0, 500).await;
+        let now = run_until_done(&mut engine, &world, T0, 500).await;
         let totals = engine.journal().history_scan(b"d", None, 1_000).unwrap();
         assert_eq!(totals.len(), if balances { 500 } else { 0 }, "balances {balances}");
-        let report = engine.reconcile().await.unwrap();
+        let report = engine.reconcile(now).await.unwrap();
         assert!(report.differences.is_empty(), "{:?}", report.differences);
         assert!(report.settlements_checked > 0 && report.clean.len() == report.settlements_checked);
         assert_eq!(report.destinations_checked, if balances { 500 } else { 0 });

@@ -496,15 +496,15 @@ async fn reconciliation_finds_a_reorg_past_finality_and_nothing_else() {
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 500, T0).await;
-    run_until_done(&mut engine, &world, T0, 500).await;
-    let clean = engine.reconcile().await.unwrap();
+    let now = run_until_done(&mut engine, &world, T0, 500).await;
+    let clean = engine.reconcile(now).await.unwrap();
     assert!(clean.differences.is_empty(), "{:?}", clean.differences);
     assert!(clean.settlements_checked > 0 && clean.destinations_checked == 500, "{clean:?}");
     assert!(engine.last_reconciliation().is_some(), "the timer ran it too");
 
     // A reorg deeper than finality on one chain: its recent blocks' payouts vanish.
     world.sandboxes[0].inject(Fault::Reorg { depth: 50 });
-    let report = engine.reconcile().await.unwrap();
+    let report = engine.reconcile(now).await.unwrap();
     assert!(
         report.differences.iter().any(|d| matches!(d, Difference::FinalNotOnChain { .. })),
         "{:?}",

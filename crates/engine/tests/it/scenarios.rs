@@ -507,3 +507,75 @@ async fn scenario_12_a_spender_the_node_cannot_name_is_held() {
     let holds_after = engine.journal().read_range(1, 1_000_000).unwrap().len();
     assert_eq!(holds_before, holds_after, "nothing more to journal while held");
 }
+
+/// Scenario 7: a final settlement is taken off its chain by a reorg deeper than finality, and
+/// its node forgot the transaction (a pruned node drops what it no longer holds the body of).
+/// Reconciliation does not only report it: the payments are held with the reason and their
+/// merchants told, the lost finality survives a restart, the same bytes are sent again (the
+/// same nonce: it can pay at most once), and once the chain has the settlement at final depth
+/// again the payments are settled again and told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_7_a_final_settlement_reorged_past_finality_is_sent_again_and_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let world = World::new();
+    world.sandboxes[0].prune(1);
+    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let mut batch = drafts(1, 3);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    let now = run_until_done(&mut engine, &world, T0, 30).await;
+    assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
+    let settlement = engine.payment(payments[0]).unwrap().unwrap().settlement.unwrap();
+    let delivered: Vec<u128> = engine.state().outbox.keys().copied().collect();
+    engine.acknowledge(&delivered, now).await.unwrap();
+
+    world.sandboxes[0].inject(Fault::Reorg { depth: 50 });
+    let report = engine.reconcile(now).await.unwrap();
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| matches!(d, Difference::FinalNotOnChain { settlement: s, .. } if *s == settlement)),
+        "{report:?}"
+    );
+    assert!(engine.finality_lost().contains_key(&settlement));
+    let mut told: Vec<(PaymentId, PaymentState)> =
+        engine.state().outbox.values().map(|n| (n.payment, n.state)).collect();
+    told.sort_by_key(|(p, _)| *p);
+    let mut held: Vec<(PaymentId, PaymentState)> =
+        payments.iter().map(|p| (*p, PaymentState::Held { in_flight: true })).collect();
+    held.sort_by_key(|(p, _)| *p);
+    assert_eq!(told, held, "each merchant is told its payment is held");
+
+    // Lost finality is journaled state: a restart keeps it, and the next run sends it again.
+    drop(engine);
+    let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+    assert!(engine.finality_lost().contains_key(&settlement), "survives a restart");
+    let now = run_until_done(&mut engine, &world, now, 5).await;
+    engine.reconcile(now).await.unwrap();
+    let now = run_until_done(&mut engine, &world, now, 5).await;
+    let report = engine.reconcile(now).await.unwrap();
+    assert!(report.clean.contains(&settlement), "mined again and final: {report:?}");
+    assert!(engine.finality_lost().is_empty());
+    let settled_again =
+        engine.state().outbox.values().filter(|n| n.state == PaymentState::Settled && payments.contains(&n.payment));
+    assert_eq!(settled_again.count(), 3, "the merchants are told it is settled again");
+    let records = engine.journal().read_range(1, 1_000_000).unwrap();
+    let count = |lost: bool| {
+        records
+            .iter()
+            .filter(|r| match Event::decode(&r.payload).unwrap() {
+                Event::FinalityLost { .. } => lost,
+                Event::FinalityRestored { .. } => !lost,
+                _ => false,
+            })
+            .count()
+    };
+    assert_eq!((count(true), count(false)), (1, 1), "lost once, restored once");
+}
