@@ -126,6 +126,14 @@ impl Engine {
         if !legal {
             return Err(OperatorError::CannotResolve { payment, state, resolution });
         }
+        // Its settlement can be watched again only on a configured rail.
+        if resolution == Resolution::Resume
+            && let Some(settlement) = self.state.book.payments[&payment].settlement
+            && let Some(record) = self.state.book.settlements.get(&settlement)
+            && self.rail(record.settlement.rail).is_none()
+        {
+            return Err(OperatorError::UnknownRail(record.settlement.rail));
+        }
         let (operator, reason) = (operator.to_owned(), reason.to_owned());
         // A held settlement is one transaction: resuming any of its payments resumes every
         // payment of it still held (resuming one leg alone left the others held, and the

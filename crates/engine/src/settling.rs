@@ -158,7 +158,10 @@ impl Engine {
                 }
                 continue;
             }
-            let breaker = self.breakers.get_mut(&rail).expect("breaker");
+            let Some(breaker) = self.breakers.get_mut(&rail) else {
+                tracing::warn!(rail = %rail, %settlement, "not sent: the rail is not configured");
+                continue;
+            };
             if let Some(info) = self.watching.get_mut(&settlement) {
                 match &outcome {
                     Ok(()) => (info.refusals, info.last_refusal) = (0, None),

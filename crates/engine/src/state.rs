@@ -87,16 +87,12 @@ impl EngineState {
                 // pools' policy (minimums) was checked when the engine decided; applying the
                 // decision checks only that the pools can hold it.
                 let reserve = self.reserve_for(settlement)?;
-                self.pools.open(reserve.rail, reserve.asset);
-                self.pools.open(reserve.rail, reserve.fee_asset);
                 self.pools.can_hold(&reserve)?;
                 self.book.apply(event)?;
                 self.pools.reserve(&reserve).expect("checked by can_hold");
                 Ok(())
             }
             Event::PoolFunded { rail, asset, amount, transfer, .. } => {
-                // A fact: its pool exists even if today's configuration no longer has the rail.
-                self.pools.open(*rail, *asset);
                 self.pools.fund(*rail, *asset, *amount, ledger::TransferId(*transfer))?;
                 Ok(())
             }
@@ -209,7 +205,8 @@ impl Replica for Replayed {
         let mut state: EngineState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
         // Today's pool configuration, not the one the snapshot was written with: the same
         // state a full replay under today's configuration gives.
-        state.pools.reconfigure(&config.pools).map_err(|e| e.to_string())?;
+        let fee_pools: Vec<(RailId, Asset)> = config.fee_assets.iter().map(|(r, a)| (*r, *a)).collect();
+        state.pools.reconfigure(&config.pools, &fee_pools).map_err(|e| e.to_string())?;
         state.urgent = config.urgent.clone();
         Ok(Replayed(state))
     }

@@ -100,6 +100,8 @@ struct Chain {
     /// are not kept (see `SandboxRail::prune`).
     keep_blocks: Option<usize>,
     foreign_next: bool,
+    /// Transactions railyard did not sign: the chain charges them, but not to railyard.
+    foreign: BTreeSet<[u8; 32]>,
     /// A node without historical state: who spent a nonce can be told only for spends in the
     /// last this many blocks (see `SandboxRail::keep_state`).
     state_blocks: Option<usize>,
@@ -132,6 +134,7 @@ impl SandboxRail {
             hash_counter: 0,
             keep_blocks: None,
             foreign_next: false,
+            foreign: BTreeSet::new(),
             state_blocks: None,
         };
         SandboxRail { config, chain: Mutex::new(chain) }
@@ -191,9 +194,8 @@ impl SandboxRail {
                 let keep = chain.blocks.len().saturating_sub(depth);
                 let removed: Vec<Block> = chain.blocks.drain(keep..).collect();
                 for txid in removed.iter().flat_map(|b| &b.txs) {
-                    // A pruned body (or a foreign transaction's, never known) cannot go back to
-                    // the mempool: the transaction is dropped, its nonce free again (its sender
-                    // still has the bytes).
+                    // A pruned body cannot go back to the mempool: the transaction is dropped,
+                    // its nonce free again (its sender still has the bytes).
                     let Some(tx) = chain.known.get(txid).cloned() else {
                         chain.included.remove(txid);
                         chain.spent.retain(|_, spender| spender != txid);
@@ -242,6 +244,14 @@ impl SandboxRail {
         self.chain().known.len()
     }
 
+    /// The account's nonces as the chain sees them, for a person reading a failure: the
+    /// first unspent one and those waiting in the mempool.
+    pub fn nonces(&self) -> String {
+        let chain = self.chain();
+        let waiting: BTreeSet<u64> = chain.mempool.values().map(|t| t.nonce).collect();
+        format!("first unspent nonce {}, mempool nonces {waiting:?}", first_unspent(&chain.spent))
+    }
+
     pub fn head(&self) -> u64 {
         self.chain().blocks.len() as u64
     }
@@ -277,12 +287,15 @@ impl SandboxRail {
             let mut ready = Vec::new();
             let mut next = first_unspent(&chain.spent);
             if std::mem::take(&mut chain.foreign_next) {
-                // Not railyard's transaction: it is charged nothing railyard books.
+                // Someone else's transfer from the same account, paying nobody railyard
+                // knows: like any transaction, a reorg puts it back in the mempool.
                 let txid = self.next_hash(chain);
-                chain.spent.insert(next, txid);
-                chain.included.insert(txid, Inclusion { index, reverted: false, fee_paid: Amount::ZERO });
-                txs.push(txid);
-                next += 1;
+                // It outbids any version of railyard's at that nonce: this block takes it.
+                let fee = Amount::MAX;
+                let tx = SandboxTx { seed: self.config.seed, nonce: next, fee, asset: Asset::ETH, payouts: Vec::new() };
+                chain.foreign.insert(txid);
+                chain.known.insert(txid, tx.clone());
+                chain.mempool.insert(txid, tx);
             }
             loop {
                 let best = chain
@@ -302,7 +315,11 @@ impl SandboxRail {
                 let reverted = std::mem::take(&mut chain.revert_next);
                 chain.spent.insert(tx.nonce, txid);
                 // The block's price, never more than the transaction offered.
-                let fee_paid = self.min_fee(chain, tx.payouts.len()).unwrap_or(Amount::MAX).min(tx.fee);
+                let fee_paid = if chain.foreign.contains(&txid) {
+                    Amount::ZERO // charged, but not to railyard
+                } else {
+                    self.min_fee(chain, tx.payouts.len()).unwrap_or(Amount::MAX).min(tx.fee)
+                };
                 chain.included.insert(txid, Inclusion { index, reverted, fee_paid });
                 if !reverted && chain.keep_blocks.is_none() {
                     for (destination, amount) in &tx.payouts {

@@ -84,6 +84,8 @@ struct Reservation {
 pub struct Pools {
     ledger: Ledger,
     configs: BTreeMap<(RailId, Asset), PoolConfig>,
+    /// Each rail's pool of its fee asset (configured or not).
+    fee_pools: std::collections::BTreeSet<(RailId, Asset)>,
     reservations: BTreeMap<SettlementId, Reservation>,
 }
 
@@ -142,8 +144,18 @@ fn transfer_id(settlement: SettlementId, what: &str) -> TransferId {
 }
 
 impl Pools {
+    /// The pools of a configuration. Their ledger accounts open with the first fact about
+    /// them (a funding, a reservation), not here: the ledger then holds the same accounts
+    /// however the state was rebuilt (a full replay under today's configuration, or a
+    /// snapshot written under another: a rail removed since left its accounts only in the
+    /// snapshot, found by the simulator).
     pub fn new(configs: &[PoolConfig], fee_assets: &[(RailId, Asset)]) -> Result<Pools, PoolError> {
-        let mut pools = Pools { ledger: Ledger::new(), configs: BTreeMap::new(), reservations: BTreeMap::new() };
+        let mut pools = Pools {
+            ledger: Ledger::new(),
+            configs: BTreeMap::new(),
+            fee_pools: fee_assets.iter().copied().collect(),
+            reservations: BTreeMap::new(),
+        };
         for config in configs {
             if !(config.min <= config.target && config.target <= config.max) {
                 return Err(PoolError::Config(format!(
@@ -154,18 +166,13 @@ impl Pools {
             if pools.configs.insert((config.rail, config.asset), *config).is_some() {
                 return Err(PoolError::Config(format!("pool {} on {} is configured twice", config.asset, config.rail)));
             }
-            pools.open_accounts(config.rail, config.asset);
-        }
-        for (rail, asset) in fee_assets {
-            pools.open_accounts(*rail, *asset);
         }
         Ok(pools)
     }
 
-    /// Opens the accounts of `rail`'s pool of `asset` if they do not exist: replay opens the
-    /// pools its facts name, configured today or not.
-    pub fn open(&mut self, rail: RailId, asset: Asset) {
-        if !self.has_pool(rail, asset) {
+    /// Opens the accounts of `rail`'s pool of `asset` if they do not exist yet.
+    fn open(&mut self, rail: RailId, asset: Asset) {
+        if self.ledger.account(account_id(Owner::Pool(rail), asset)).is_none() {
             self.open_accounts(rail, asset);
         }
     }
@@ -189,13 +196,24 @@ impl Pools {
     }
 
     /// Moves `amount` from the treasury into the pool (a deposit to the rail's hot wallet).
+    /// A funding is a fact: its pool's accounts open if they are not (a rail configured
+    /// today or not; whether the treasury may fund it is the caller's rule).
     pub fn fund(&mut self, rail: RailId, asset: Asset, amount: Amount, id: TransferId) -> Result<(), PoolError> {
+        // A refused funding changes nothing: accounts it opened are taken back (rare: only a
+        // pool's first funding opens them).
+        let before = self.ledger.account(account_id(Owner::Pool(rail), asset)).is_none().then(|| self.ledger.clone());
+        self.open(rail, asset);
         let op = Op::Single {
             debit: account_id(Owner::Treasury, asset),
             credit: account_id(Owner::Pool(rail), asset),
             amount,
         };
-        self.ledger.apply(&Transfer { id, op })?;
+        if let Err(error) = self.ledger.apply(&Transfer { id, op }) {
+            if let Some(before) = before {
+                self.ledger = before;
+            }
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -204,9 +222,12 @@ impl Pools {
         self.configs.keys().copied()
     }
 
-    /// Whether `rail` has a pool of `asset` (configured, or the rail's fee asset).
+    /// Whether `rail` has a pool of `asset`: configured, the rail's fee asset, or holding
+    /// facts from before a configuration change.
     pub fn has_pool(&self, rail: RailId, asset: Asset) -> bool {
-        self.ledger.account(account_id(Owner::Pool(rail), asset)).is_some()
+        self.configs.contains_key(&(rail, asset))
+            || self.fee_pools.contains(&(rail, asset))
+            || self.ledger.account(account_id(Owner::Pool(rail), asset)).is_some()
     }
 
     /// What the pool can still reserve (posted credits less everything debited or reserved).
@@ -251,7 +272,8 @@ impl Pools {
         if amount.is_zero() {
             return Err(PoolError::Empty(settlement));
         }
-        for asset in [asset, fee_asset] {
+        let fee_pool = (!fee.is_zero()).then_some(fee_asset);
+        for asset in std::iter::once(asset).chain(fee_pool) {
             if !self.has_pool(rail, asset) {
                 return Err(PoolError::NoPool { rail, asset });
             }
@@ -274,7 +296,7 @@ impl Pools {
 
     /// Takes today's pool configuration (minimums, targets, new pools) over what a snapshot
     /// was written with; accounts and reservations stay as they are.
-    pub fn reconfigure(&mut self, configs: &[PoolConfig]) -> Result<(), PoolError> {
+    pub fn reconfigure(&mut self, configs: &[PoolConfig], fee_assets: &[(RailId, Asset)]) -> Result<(), PoolError> {
         let mut next = BTreeMap::new();
         for config in configs {
             if !(config.min <= config.target && config.target <= config.max) {
@@ -284,11 +306,9 @@ impl Pools {
                 )));
             }
             next.insert((config.rail, config.asset), *config);
-            if !self.has_pool(config.rail, config.asset) {
-                self.open_accounts(config.rail, config.asset);
-            }
         }
         self.configs = next;
+        self.fee_pools = fee_assets.iter().copied().collect();
         Ok(())
     }
 
@@ -296,6 +316,10 @@ impl Pools {
     pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
         self.can_hold(request)?;
         let Reserve { settlement, rail, asset, amount, fee_asset, fee, .. } = *request;
+        self.open(rail, asset);
+        if !fee.is_zero() {
+            self.open(rail, fee_asset);
+        }
         let (amount_id, fee_id) = (transfer_id(settlement, "amount"), transfer_id(settlement, "fee"));
         let pool = |asset| account_id(Owner::Pool(rail), asset);
         let mut chain = vec![Transfer {

@@ -111,6 +111,9 @@ struct Sim {
     journal_failure_armed: bool,
     faults: u64,
     crashes: u64,
+    /// A chain the treasury took out of the configuration while the engine was down (it
+    /// comes back at a later restart, and when the faults are lifted).
+    removed: Option<usize>,
 }
 
 /// Runs one seed. The journal lives in a temporary directory removed afterwards.
@@ -135,6 +138,7 @@ pub async fn run(seed: u64, options: &Options) -> Result<Summary, Violation> {
         journal_failure_armed: false,
         faults: 0,
         crashes: 0,
+        removed: None,
     };
     sim.open().await?;
     sim.fund().await?;
@@ -207,7 +211,7 @@ impl Sim {
     }
 
     async fn open(&mut self) -> Result<(), Violation> {
-        let opened = Engine::open(&self.path, self.world.config.clone(), self.world.rails(), self.now).await;
+        let opened = Engine::open(&self.path, self.config(), self.rails(), self.now).await;
         match opened {
             Ok(engine) => {
                 self.engine = Some(engine);
@@ -215,6 +219,25 @@ impl Sim {
             }
             Err(error) => Err(self.violation(Invariant::Restarts, format!("the engine does not open: {error}"))),
         }
+    }
+
+    /// The configuration the engine opens with: the world's, less a rail taken out.
+    fn config(&self) -> engine::EngineConfig {
+        let mut config = self.world.config.clone();
+        if let Some(chain) = self.removed {
+            let rail = self.world.chains[chain].id;
+            config.state.pools.retain(|p| p.rail != rail);
+            config.state.fee_assets.remove(&rail);
+        }
+        config
+    }
+
+    fn rails(&self) -> Vec<std::sync::Arc<dyn rails::Rail>> {
+        let mut rails = self.world.rails();
+        if let Some(chain) = self.removed {
+            rails.remove(chain);
+        }
+        rails
     }
 
     async fn fund(&mut self) -> Result<(), Violation> {
@@ -266,7 +289,7 @@ impl Sim {
         let count = self.rng.u64(1..=20).min(self.options.payments - self.submitted);
         let merchant = MerchantId(self.rng.u64(1..=world::MERCHANTS));
         let first = self.submitted;
-        let drafts = world::batch(self.seed, first, count, &self.world, &mut self.rng);
+        let drafts = world::batch(self.seed, first, count, &self.world, self.removed, &mut self.rng);
         let key = format!("batch-{first}");
         let now = self.now;
         let result = self.engine().submit(merchant, &key, &drafts, now).await;
@@ -321,7 +344,7 @@ impl Sim {
         // The state is the journal plus what was staged for the next commit (the outcomes of
         // the last broadcasts); a crash loses the staged part, and the engine reopens on the
         // journal alone, from its latest snapshot.
-        let replayed = check::replay_from_scratch(&self.path, &self.world.config)
+        let replayed = check::replay_from_scratch(&self.path, &self.config())
             .map_err(|error| self.violation(Invariant::ReplayHash, error))?;
         let mut expected = replayed.clone();
         for event in &staged {
@@ -335,7 +358,7 @@ impl Sim {
         }
         let changed = self.while_down();
         let replayed = if changed {
-            check::replay_from_scratch(&self.path, &self.world.config).map_err(|error| {
+            check::replay_from_scratch(&self.path, &self.config()).map_err(|error| {
                 self.violation(Invariant::Restarts, format!("after a configuration change: {error}"))
             })?
         } else {
@@ -373,6 +396,21 @@ impl Sim {
                 self.faults += 1;
                 self.note(format!("{}: Reorg {{ depth: {depth} }} while down", self.world.chains[chain].id));
             }
+        }
+        if self.rng.u8(0..8) == 0 {
+            // The treasury takes a rail out of the configuration, or puts it back.
+            let line = match self.removed.take() {
+                Some(chain) => {
+                    format!("while down, rail {} came back into the configuration", self.world.chains[chain].id)
+                }
+                None => {
+                    let chain = self.rng.usize(0..self.world.chains.len());
+                    self.removed = Some(chain);
+                    format!("while down, rail {} was taken out of the configuration", self.world.chains[chain].id)
+                }
+            };
+            self.note(line);
+            return true;
         }
         if self.rng.u8(0..4) != 0 {
             return false;

@@ -75,6 +75,13 @@ impl Sim {
             self.engine().journal().fail_after(u64::MAX);
             self.journal_failure_armed = false;
         }
+        if let Some(chain) = self.removed.take() {
+            self.note(format!("rail {} back in the configuration; restarted", self.world.chains[chain].id));
+            self.engine = None;
+            self.crashes += 1;
+            self.open().await?;
+            self.check_acknowledged()?;
+        }
         let paused: Vec<RailId> = self.engine().state().paused.iter().copied().collect();
         let now = self.now;
         for rail in paused {
@@ -181,13 +188,24 @@ impl Sim {
                 };
                 let settlement =
                     r.settlement.and_then(|id| state.book.settlements.get(&id)).map_or(String::new(), |s| {
+                        let nonces: Vec<String> = s
+                            .txs
+                            .iter()
+                            .filter_map(|t| match t.spend {
+                                Spend::Nonce { nonce, .. } => Some(nonce.to_string()),
+                                Spend::Inputs(_) => None,
+                            })
+                            .collect();
+                        let chain = self.world.chains.iter().find(|c| c.id == s.settlement.rail);
                         format!(
-                            " in settlement {} on {} ({:?}, {} versions, {} cancels)",
+                            " in settlement {} on {} ({:?}, {} versions, {} cancels, nonce {}; chain: {})",
                             s.settlement.id,
                             s.settlement.rail,
                             s.state,
                             s.txs.len(),
-                            s.cancels.len()
+                            s.cancels.len(),
+                            nonces.first().map_or("-", String::as_str),
+                            chain.map_or(String::new(), |c| c.rail.nonces())
                         )
                     });
                 format!(

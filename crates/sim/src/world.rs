@@ -158,12 +158,22 @@ impl World {
 
 /// One merchant batch: `count` payments numbered from `first`, each to a destination of its
 /// own (so a payment paid twice shows on chain as twice its amount).
-pub(crate) fn batch(seed: u64, first: u64, count: u64, world: &World, rng: &mut fastrand::Rng) -> Vec<Draft> {
+/// A payment may name the network of a rail out of the configuration, but never only that
+/// one (intake refuses what no configured rail can carry).
+pub(crate) fn batch(
+    seed: u64,
+    first: u64,
+    count: u64,
+    world: &World,
+    removed: Option<usize>,
+    rng: &mut fastrand::Rng,
+) -> Vec<Draft> {
+    let configured: Vec<usize> = (0..world.chains.len()).filter(|c| Some(*c) != removed).collect();
     (first..first + count)
         .map(|i| {
             let mut networks: Vec<Network> = world.chains.iter().filter(|_| rng.bool()).map(|c| c.network).collect();
-            if networks.is_empty() {
-                networks.push(world.chains[rng.usize(0..world.chains.len())].network);
+            if !configured.iter().any(|c| networks.contains(&world.chains[*c].network)) {
+                networks.push(world.chains[configured[rng.usize(0..configured.len())]].network);
             }
             Draft {
                 reference: format!("sim-{i}"),

@@ -25,7 +25,7 @@ async fn seeds_251_to_500_keep_every_invariant() {
 
 /// Seeds that failed once, each with what it found; they stay in the suite for good (and are
 /// in the fixed range too, but a change to the workload generator could move them out).
-const REGRESSIONS: [(u64, &str); 10] = [
+const REGRESSIONS: [(u64, &str); 11] = [
     (1, "payments queued for ever on a rail left half-open: its probe slot went to a plan that sent nothing"),
     (4, "payments queued for ever: no pool could carry them, and nothing held them"),
     (5, "payments queued for ever behind a rail whose fee pool was empty, chosen every round"),
@@ -35,6 +35,7 @@ const REGRESSIONS: [(u64, &str); 10] = [
     (414, "a payment retried right after it was held for having no rail was held again at once"),
     (1375, "a foreign spend moved the account's nonce past the rail's count: the next settlement collided and died"),
     (1764, "a resumed settlement's cancel was mined after the faults: the payment, past its attempts, was held again"),
+    (2669, "a reorged foreign spend was dropped, not put back in the mempool: its nonce stayed empty for ever"),
     (4678, "a revert still pending when the faults stopped held a payment after its last attempt"),
 ];
 
