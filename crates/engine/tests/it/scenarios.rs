@@ -11,6 +11,24 @@ fn states(engine: &Engine, payments: &[PaymentId]) -> Vec<PaymentState> {
     payments.iter().map(|p| engine.payment(*p).unwrap().unwrap().state).collect()
 }
 
+/// `count` urgent USDC payments from `start` that only base carries: they go out at once.
+fn urgent_on_base(start: u64, count: u64) -> Vec<Draft> {
+    let mut batch = drafts(start, count);
+    for draft in &mut batch {
+        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
+    }
+    batch
+}
+
+/// Submits `urgent_on_base(1, count)` as merchant 1's batch "k" at `T0`.
+async fn submit_urgent_on_base(engine: &mut Engine, count: u64) -> Vec<PaymentId> {
+    let batch = urgent_on_base(1, count);
+    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
+        panic!("accepted")
+    };
+    payments
+}
+
 /// Scenario 2: a held settlement of three payments whose operator resumes one of them is
 /// resumed whole, and when it is held again the engine holds it again (it stopped before:
 /// the other two were still held, and holding a held payment is not a transition).
@@ -22,15 +40,8 @@ async fn scenario_2_a_settlement_resumed_by_one_leg_and_held_again() {
     cfg.anomaly.rebroadcasts_max = 0; // a single drop holds the settlement for the operator
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 3);
-    for draft in &mut batch {
-        draft.asset = Asset::USDC;
-        draft.class = super::name("urgent");
-        draft.networks = vec![Network::BASE];
-    }
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let batch = urgent_on_base(1, 3);
+    let payments = submit_urgent_on_base(&mut engine, 3).await;
     let mut now = T0;
     let mut tick = async |engine: &mut Engine, ticks: u32| {
         for _ in 0..ticks {
@@ -165,16 +176,9 @@ async fn scenario_3_a_broadcast_refused_for_good_is_held_then_resumed() {
     cfg.anomaly.rebroadcasts_max = 2;
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 4);
-    for draft in &mut batch {
-        draft.asset = Asset::USDC;
-        draft.class = super::name("urgent");
-        draft.networks = vec![Network::BASE];
-    }
     world.sandboxes[0].inject(Fault::RefuseBroadcasts);
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let batch = urgent_on_base(1, 4);
+    let payments = submit_urgent_on_base(&mut engine, 4).await;
     let mut now = T0;
     for _ in 0..60 {
         now = now.saturating_add_ms(BLOCK_MS);
@@ -208,13 +212,7 @@ async fn a_settlement_behind_a_refused_nonce_is_held_not_bumped_for_ever() {
     cfg.anomaly.bump_budget = 50;
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let base_only = |start: u64| {
-        let mut batch = drafts(start, 2);
-        for draft in &mut batch {
-            (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-        }
-        batch
-    };
+    let base_only = |start: u64| urgent_on_base(start, 2);
     world.sandboxes[0].inject(Fault::RefuseBroadcasts);
     let Intake::Accepted { payments: first, .. } = engine.submit(MerchantId(1), "a", &base_only(1), T0).await.unwrap()
     else {
@@ -262,13 +260,8 @@ async fn scenario_1_a_reorg_while_the_engine_was_down() {
     cfg.anomaly.stuck_after_ms = 5_000;
     let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 2);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let batch = urgent_on_base(1, 2);
+    let payments = submit_urgent_on_base(&mut engine, 2).await;
     let mut now = T0;
     for _ in 0..10 {
         now = now.saturating_add_ms(BLOCK_MS);
@@ -309,14 +302,8 @@ async fn scenario_8_the_fee_of_a_reverted_settlement_is_booked() {
     let world = World::new();
     let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 3);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
     world.sandboxes[0].inject(Fault::RevertNext);
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let payments = submit_urgent_on_base(&mut engine, 3).await;
     run_until_done(&mut engine, &world, T0, 60).await;
     assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
     assert!(payments.iter().all(|p| engine.payment(*p).unwrap().unwrap().attempt == 2), "reissued once");
@@ -338,13 +325,8 @@ async fn scenario_8_a_batch_that_always_reverts_is_held_after_its_attempts() {
     cfg.anomaly.attempts_max = 2;
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 2);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let batch = urgent_on_base(1, 2);
+    let payments = submit_urgent_on_base(&mut engine, 2).await;
     let mut now = T0;
     for _ in 0..40 {
         world.sandboxes[0].inject(Fault::RevertNext);
@@ -436,14 +418,8 @@ async fn scenario_10_the_fee_booked_is_the_fee_paid() {
     let world = World::new();
     let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 2);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
     world.sandboxes[0].inject(Fault::Stuck);
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let payments = submit_urgent_on_base(&mut engine, 2).await;
     // Stuck past `stuck_after_ms`: bumped.
     let mut now = T0;
     for _ in 0..25 {
@@ -477,13 +453,7 @@ async fn scenario_12_a_spender_the_node_cannot_name_is_held() {
     world.sandboxes[0].inject(Fault::Stuck);
     let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 2);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let payments = submit_urgent_on_base(&mut engine, 2).await;
     let now = T0.saturating_add_ms(BLOCK_MS);
     world.advance(now);
     engine.tick(now).await.unwrap();
@@ -522,13 +492,7 @@ async fn scenario_7_a_final_settlement_reorged_past_finality_is_sent_again_and_h
     world.sandboxes[0].prune(1);
     let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
-    let mut batch = drafts(1, 3);
-    for draft in &mut batch {
-        (draft.asset, draft.class, draft.networks) = (Asset::USDC, super::name("urgent"), vec![Network::BASE]);
-    }
-    let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "k", &batch, T0).await.unwrap() else {
-        panic!("accepted")
-    };
+    let payments = submit_urgent_on_base(&mut engine, 3).await;
     let now = run_until_done(&mut engine, &world, T0, 30).await;
     assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);
     let settlement = engine.payment(payments[0]).unwrap().unwrap().settlement.unwrap();
