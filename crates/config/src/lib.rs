@@ -50,6 +50,41 @@ pub struct File {
     pub breaker: Option<BreakerConfig>,
     #[serde(default)]
     pub anomaly: Option<AnomalyPolicy>,
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+/// The HTTP API: where it listens and its limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiFile {
+    /// `host:port`; port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// The largest request body: larger is a 413.
+    pub body_bytes_max: usize,
+    /// Requests per second per API key (GCRA) and the burst above it: past it, a 429.
+    pub requests_per_second: u32,
+    pub requests_burst: u32,
+}
+
+impl Default for ApiFile {
+    fn default() -> ApiFile {
+        ApiFile {
+            listen: "127.0.0.1:8080".into(),
+            body_bytes_max: 8 << 20,
+            requests_per_second: 50,
+            requests_burst: 200,
+        }
+    }
+}
+
+/// The API settings, checked.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    pub listen: std::net::SocketAddr,
+    pub body_bytes_max: usize,
+    pub requests_per_second: u32,
+    pub requests_burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -237,6 +272,7 @@ pub struct Loaded {
     pub rails: Vec<RailSpec>,
     /// Deposits to journal at start (sandbox pools), by (rail, asset).
     pub funding: Vec<(RailId, Asset, Amount)>,
+    pub api: ApiSettings,
 }
 
 /// Validates the whole file and turns it into the engine's configuration.
@@ -348,7 +384,29 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         quote_refresh_ms: file.quote_refresh_ms,
     };
     engine.validate().map_err(|e| error("batch_payments_max", e.to_string()))?;
-    Ok(Loaded { data_dir: file.data_dir.clone(), tick: Duration::from_millis(file.tick_ms), engine, rails, funding })
+    let listen = file.api.listen.parse().map_err(|_| {
+        error("api.listen", format!("{:?} is not host:port (for example 127.0.0.1:8080)", file.api.listen))
+    })?;
+    if file.api.body_bytes_max < 1024 || file.api.requests_per_second == 0 || file.api.requests_burst == 0 {
+        return Err(error(
+            "api",
+            "body_bytes_max is at least 1024; requests_per_second and requests_burst at least 1".to_owned(),
+        ));
+    }
+    let api = ApiSettings {
+        listen,
+        body_bytes_max: file.api.body_bytes_max,
+        requests_per_second: file.api.requests_per_second,
+        requests_burst: file.api.requests_burst,
+    };
+    Ok(Loaded {
+        data_dir: file.data_dir.clone(),
+        tick: Duration::from_millis(file.tick_ms),
+        engine,
+        rails,
+        funding,
+        api,
+    })
 }
 
 /// Finality needs at least one confirmation: 0 would call a settlement final the moment it is

@@ -92,7 +92,10 @@ impl Engine {
             | Event::PaymentFailed { payment, .. }
             | Event::PaymentReissued { payment, .. }
             | Event::PaymentResolved { payment, .. } => payments.push(*payment),
-            Event::SettlementPlanned { settlement, .. } => payments.extend(settlement.legs.iter().map(|l| l.payment)),
+            Event::SettlementPlanned { settlement, .. } => {
+                self.touched_settlements.insert(settlement.id);
+                payments.extend(settlement.legs.iter().map(|l| l.payment));
+            }
             Event::SettlementReleased { settlement, .. }
             | Event::SettlementSigned { settlement, .. }
             | Event::SettlementBroadcast { settlement, .. }
@@ -102,6 +105,7 @@ impl Engine {
             | Event::SettlementReorged { settlement, .. }
             | Event::SettlementFinal { settlement, .. }
             | Event::SettlementDead { settlement, .. } => {
+                self.touched_settlements.insert(*settlement);
                 if let Some(record) = book.settlements.get(settlement) {
                     payments.extend(record.settlement.legs.iter().map(|l| l.payment));
                 }

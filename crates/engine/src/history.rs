@@ -5,7 +5,8 @@
 //! - `p` payment id → the payment's last record (postcard)
 //! - `s` settlement id → the settlement's last record
 //! - `b` batch id → the batch (merchant, count, payment ids)
-//! - `r` merchant, reference length, reference, payment id → nothing (lookup by reference)
+//! - `r` merchant, reference length, reference, payment id → nothing (lookup by reference;
+//!   written when the payment is accepted, so it covers open payments too)
 //! - `d` rail, asset, destination → total settled to it (a counter, for reconciliation; only
 //!   with `EngineConfig::reconcile_balances`)
 
@@ -61,11 +62,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError
 pub(crate) fn ops(retired: &Retired, destination_totals: bool) -> Vec<HistoryOp> {
     let mut ops = Vec::new();
     for record in &retired.payments {
-        let id = record.payment.id;
-        ops.push(put(key(PAYMENT, id.0), record));
-        let mut reference = reference_prefix(record.payment.merchant, &record.payment.reference);
-        reference.extend_from_slice(&id.0.to_be_bytes());
-        ops.push(HistoryOp::Put { key: reference, value: Vec::new() });
+        ops.push(put(key(PAYMENT, record.payment.id.0), record));
     }
     for record in &retired.settlements {
         ops.push(put(key(SETTLEMENT, record.settlement.id.0), record));
@@ -81,6 +78,74 @@ pub(crate) fn ops(retired: &Retired, destination_totals: bool) -> Vec<HistoryOp>
         ops.push(put(key(BATCH, id.0), record));
     }
     ops
+}
+
+/// The reference index entries of newly accepted payments, written with the batch (so a
+/// reference is found taken whether its payment is open or finished).
+pub(crate) fn reference_ops(payments: &[Payment]) -> Vec<HistoryOp> {
+    payments
+        .iter()
+        .map(|payment| {
+            let mut reference = reference_prefix(payment.merchant, &payment.reference);
+            reference.extend_from_slice(&payment.id.0.to_be_bytes());
+            HistoryOp::Put { key: reference, value: Vec::new() }
+        })
+        .collect()
+}
+
+/// Whether a merchant used this reference before (in any accepted batch).
+pub(crate) fn reference_taken(
+    journal: &journal::Journal,
+    merchant: MerchantId,
+    reference: &str,
+) -> Result<bool, EngineError> {
+    Ok(!journal.history_scan(&reference_prefix(merchant, reference), None, 1)?.is_empty())
+}
+
+/// A merchant's payments with this reference (at most 10,000), open or finished, by id.
+pub(crate) fn by_reference(
+    journal: &journal::Journal,
+    merchant: MerchantId,
+    reference: &str,
+) -> Result<Vec<PaymentId>, EngineError> {
+    let prefix = reference_prefix(merchant, reference);
+    let mut ids = Vec::new();
+    for (key, _) in journal.history_scan(&prefix, None, 10_000)? {
+        let id = key[prefix.len()..]
+            .try_into()
+            .map(u128::from_be_bytes)
+            .map_err(|_| EngineError::Config("history store: a reference key has the wrong length".into()))?;
+        ids.push(PaymentId(id));
+    }
+    Ok(ids)
+}
+
+/// Finished payments after `after` in id order that `keep` accepts: at most `limit` of them,
+/// examining at most `scan` records. Returns them and the last id examined, from which a next
+/// page goes on (`None` when the store has no more).
+pub(crate) fn finished_payments(
+    journal: &journal::Journal,
+    after: Option<PaymentId>,
+    limit: usize,
+    scan: usize,
+    keep: impl Fn(&PaymentRecord) -> bool,
+) -> Result<(Vec<PaymentRecord>, Option<PaymentId>), EngineError> {
+    let start = after.map(|id| key(PAYMENT, id.0));
+    let rows = journal.history_scan(&[PAYMENT], start.as_deref(), scan)?;
+    let exhausted = rows.len() < scan;
+    let mut found = Vec::new();
+    let mut last = None;
+    for (_, value) in rows {
+        let record: PaymentRecord = decode(&value)?;
+        last = Some(record.payment.id);
+        if keep(&record) {
+            found.push(record);
+            if found.len() == limit {
+                return Ok((found, last));
+            }
+        }
+    }
+    Ok((found, if exhausted { None } else { last }))
 }
 
 impl Engine {
@@ -108,25 +173,9 @@ impl Engine {
         self.journal.history(&key(BATCH, id.0))?.map(|bytes| decode(&bytes)).transpose()
     }
 
-    /// The payments a merchant gave `reference` (open ones and finished ones), by id.
+    /// The payments a merchant gave `reference` (open ones and finished ones), by id (from the
+    /// index written at intake).
     pub fn payments_by_reference(&self, merchant: MerchantId, reference: &str) -> Result<Vec<PaymentId>, EngineError> {
-        let mut ids: Vec<PaymentId> = self
-            .state
-            .book
-            .payments
-            .values()
-            .filter(|r| r.payment.merchant == merchant && r.payment.reference == reference)
-            .map(|r| r.payment.id)
-            .collect();
-        let prefix = reference_prefix(merchant, reference);
-        for (key, _) in self.journal.history_scan(&prefix, None, 10_000)? {
-            let id = key[prefix.len()..]
-                .try_into()
-                .map(u128::from_be_bytes)
-                .map_err(|_| EngineError::Config("history store: a reference key has the wrong length".into()))?;
-            ids.push(PaymentId(id));
-        }
-        ids.sort();
-        Ok(ids)
+        by_reference(&self.journal, merchant, reference)
     }
 }

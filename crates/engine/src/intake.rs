@@ -97,8 +97,10 @@ impl Engine {
         let first_record = u128::from(self.journal.tip() + 1);
         let ids: Vec<PaymentId> = (0..drafts.len() as u128).map(|row| PaymentId(first_record << 32 | row)).collect();
         let payments = self.validate(batch, merchant, &ids, drafts)?;
+        let references = crate::history::reference_ops(&payments);
         let events = self.batch_events(batch, merchant, key, body_hash, payments, now);
         self.stage(events)?;
+        self.history.extend(references);
         let claim = Claim { merchant: merchant.0.to_string(), key: key.to_owned(), batch: batch.0, body_hash };
         match self.commit_claimed(Some(claim)).await? {
             Some(Appended::Committed { .. }) => Ok(Intake::Accepted { batch, payments: ids }),
@@ -157,8 +159,32 @@ impl Engine {
     ) -> Result<Vec<Payment>, IntakeError> {
         let mut errors = Vec::new();
         let mut payments = Vec::with_capacity(drafts.len());
+        let mut references: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (row, (draft, id)) in drafts.iter().zip(ids).enumerate() {
-            match self.validate_row(batch, merchant, *id, draft) {
+            let outcome = self.validate_row(batch, merchant, *id, draft).and_then(|payment| {
+                // A merchant's reference names one payment: not twice in a batch, not again later.
+                if let Some(first) = references.insert(&draft.reference, row) {
+                    let message = format!(
+                        "reference {:?} is also used by row {first}; give each payment its own",
+                        draft.reference
+                    );
+                    return Err(("reference", "duplicate_reference", message));
+                }
+                match crate::history::reference_taken(&self.journal, merchant, &draft.reference) {
+                    Ok(false) => Ok(payment),
+                    Ok(true) => {
+                        let message = format!(
+                            "reference {:?} was used by an earlier batch; give this payment a new one",
+                            draft.reference
+                        );
+                        Err(("reference", "reference_used", message))
+                    }
+                    Err(error) => {
+                        Err(("reference", "lookup_failed", format!("the reference could not be checked: {error}")))
+                    }
+                }
+            });
+            match outcome {
                 Ok(payment) => payments.push(payment),
                 Err((field, code, message)) => errors.push(RowError { row, field, code, message }),
             }

@@ -16,6 +16,7 @@
 //! The stages live in their own modules: `intake`, `routing` (failover, route, plan),
 //! `settling` (sign and broadcast), `watching`, `recovery`, `operator`, `reconcile`.
 
+mod access;
 mod gate;
 mod history;
 mod intake;
@@ -208,6 +209,7 @@ pub struct Engine {
     track_changes: bool,
     touched: BTreeSet<PaymentId>,
     touched_batches: BTreeSet<BatchId>,
+    touched_settlements: BTreeSet<SettlementId>,
     /// When the read model's queue depths were last refreshed.
     depths_at: Timestamp,
     /// When queued payments were last checked against their class's age limit.
@@ -320,6 +322,7 @@ impl Engine {
             track_changes: false,
             touched: BTreeSet::new(),
             touched_batches: BTreeSet::new(),
+            touched_settlements: BTreeSet::new(),
             depths_at: Timestamp(0),
             stale_checked_at: Timestamp(0),
             stopped: None,
@@ -338,6 +341,11 @@ impl Engine {
 
     pub fn state(&self) -> &EngineState {
         &self.state
+    }
+
+    /// The rails the engine drives.
+    pub fn rails(&self) -> &[Arc<dyn Rail>] {
+        &self.rails
     }
 
     /// Events applied to the state but not yet journaled: the outcomes of the last round's

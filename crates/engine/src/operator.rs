@@ -21,6 +21,8 @@ pub enum OperatorError {
         "payment {payment} is {state}: {resolution:?} does not apply (retry and fail are for held payments not in flight, resume for held payments in flight)"
     )]
     CannotResolve { payment: PaymentId, state: PaymentState, resolution: Resolution },
+    #[error("payment {payment} is {state}: only a queued payment can be cancelled")]
+    NotCancellable { payment: PaymentId, state: PaymentState },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

@@ -81,6 +81,37 @@ pub enum Command {
         ids: Vec<u128>,
         reply: Reply<Result<(), EngineError>>,
     },
+    CreateKey {
+        key: [u8; 32],
+        role: Role,
+        merchant: Option<MerchantId>,
+        label: String,
+        by: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    RevokeKey {
+        key: [u8; 32],
+        by: String,
+        reason: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    SetWebhook {
+        merchant: MerchantId,
+        url: Option<String>,
+        by: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    Cancel {
+        merchant: MerchantId,
+        payment: PaymentId,
+        by: String,
+        reply: Reply<Result<(), OperatorError>>,
+    },
+    Outbox {
+        after: Option<u128>,
+        limit: usize,
+        reply: Reply<Vec<(u128, crate::state::Notice)>>,
+    },
 }
 
 /// A rail as the read model shows it.
@@ -100,7 +131,13 @@ pub struct RailView {
 pub struct PoolView {
     pub rail: RailId,
     pub asset: Asset,
+    /// What routing may still reserve.
     pub available: Amount,
+    /// Reserved for settlements not yet final.
+    pub reserved: Amount,
+    pub min: Amount,
+    pub target: Amount,
+    pub max: Amount,
 }
 
 /// What queries read without waiting for the engine: published after every round.
@@ -115,6 +152,12 @@ pub struct ReadModel {
     pub counts: BTreeMap<PaymentState, u64>,
     pub payments: HashMap<PaymentId, PaymentRecord>,
     pub batches: HashMap<BatchId, BatchRecord>,
+    /// Open settlements (finished ones are in the history store).
+    pub settlements: HashMap<SettlementId, SettlementRecord>,
+    /// Queue depth and oldest age by rail, class and merchant (refreshed at most once a second).
+    pub depths: queue::Depths,
+    /// API keys and webhook endpoints.
+    pub access: Arc<Access>,
     pub rails: Vec<RailView>,
     pub pools: Vec<PoolView>,
     pub outbox: usize,
@@ -262,6 +305,78 @@ impl EngineHandle {
         ask!(self, Acknowledge { ids })
     }
 
+    pub async fn create_key(
+        &self,
+        key: [u8; 32],
+        role: Role,
+        merchant: Option<MerchantId>,
+        label: String,
+        by: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, CreateKey { key, role, merchant, label, by })
+    }
+
+    pub async fn revoke_key(
+        &self,
+        key: [u8; 32],
+        by: String,
+        reason: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, RevokeKey { key, by, reason })
+    }
+
+    pub async fn set_webhook(
+        &self,
+        merchant: MerchantId,
+        url: Option<String>,
+        by: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, SetWebhook { merchant, url, by })
+    }
+
+    pub async fn cancel(
+        &self,
+        merchant: MerchantId,
+        payment: PaymentId,
+        by: String,
+    ) -> Result<Result<(), OperatorError>, ServiceError> {
+        ask!(self, Cancel { merchant, payment, by })
+    }
+
+    /// Up to `limit` undelivered notices after `after`, in id order.
+    pub async fn outbox(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<Vec<(u128, crate::state::Notice)>, ServiceError> {
+        ask!(self, Outbox { after, limit })
+    }
+
+    /// A settlement, open (read model) or finished (history store).
+    pub fn settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, EngineError> {
+        if let Some(record) = self.read(|m| m.settlements.get(&id).cloned()) {
+            return Ok(Some(record));
+        }
+        self.finished_settlement(id)
+    }
+
+    /// A merchant's payments with this reference, open and finished, by id.
+    pub fn payments_by_reference(&self, merchant: MerchantId, reference: &str) -> Result<Vec<PaymentId>, EngineError> {
+        history::by_reference(&self.journal, merchant, reference)
+    }
+
+    /// Finished payments after `after` (by id), at most `limit`, examining at most `scan`
+    /// records; returns them and the last id examined (the cursor to go on from).
+    pub fn finished_payments(
+        &self,
+        after: Option<PaymentId>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&PaymentRecord) -> bool,
+    ) -> Result<(Vec<PaymentRecord>, Option<PaymentId>), EngineError> {
+        history::finished_payments(&self.journal, after, limit, scan, keep)
+    }
+
     /// Reads the latest published read model.
     pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
         f(&self.read.read().expect("read model lock"))
@@ -366,6 +481,21 @@ impl Engine {
             Command::Acknowledge { ids, reply } => {
                 let _ = reply.send(self.acknowledge(&ids, now).await);
             }
+            Command::CreateKey { key, role, merchant, label, by, reply } => {
+                let _ = reply.send(self.create_key(key, role, merchant, &label, &by, now).await);
+            }
+            Command::RevokeKey { key, by, reason, reply } => {
+                let _ = reply.send(self.revoke_key(key, &by, &reason, now).await);
+            }
+            Command::SetWebhook { merchant, url, by, reply } => {
+                let _ = reply.send(self.set_webhook(merchant, url, &by, now).await);
+            }
+            Command::Cancel { merchant, payment, by, reply } => {
+                let _ = reply.send(self.cancel(merchant, payment, &by, now).await);
+            }
+            Command::Outbox { after, limit, reply } => {
+                let _ = reply.send(self.outbox_page(after, limit));
+            }
         }
     }
 
@@ -373,6 +503,7 @@ impl Engine {
     pub(crate) fn publish(&mut self, read: &RwLock<ReadModel>, now: Timestamp, round: bool) {
         let touched = std::mem::take(&mut self.touched);
         let touched_batches = std::mem::take(&mut self.touched_batches);
+        let touched_settlements = std::mem::take(&mut self.touched_settlements);
         let refresh_depths = round && now.saturating_since(self.depths_at) >= 1_000;
         if refresh_depths {
             self.depths_at = now;
@@ -390,6 +521,15 @@ impl Engine {
                 Some(record) => model.batches.insert(id, record.clone()),
                 None => model.batches.remove(&id),
             };
+        }
+        for id in touched_settlements {
+            match self.state.book.settlements.get(&id) {
+                Some(record) => model.settlements.insert(id, record.clone()),
+                None => model.settlements.remove(&id),
+            };
+        }
+        if *model.access != self.state.access {
+            model.access = Arc::new(self.state.access.clone());
         }
         model.as_of = now;
         model.tip = self.journal.tip();
@@ -427,7 +567,22 @@ impl Engine {
             .state
             .pools
             .configured()
-            .map(|(rail, asset)| PoolView { rail, asset, available: self.state.pools.available(rail, asset) })
+            .map(|(rail, asset)| {
+                let pools = &self.state.pools;
+                let config = pools.config(rail, asset);
+                PoolView {
+                    rail,
+                    asset,
+                    available: pools.available(rail, asset),
+                    reserved: pools.reserved(rail, asset),
+                    min: config.map_or(Amount::ZERO, |c| c.min),
+                    target: config.map_or(Amount::ZERO, |c| c.target),
+                    max: config.map_or(Amount::ZERO, |c| c.max),
+                }
+            })
             .collect();
+        if let Some(depths) = depths {
+            model.depths = depths;
+        }
     }
 }

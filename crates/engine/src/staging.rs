@@ -51,6 +51,14 @@ impl Staging {
         self.unrouted.iter().copied().collect()
     }
 
+    /// Takes a payment out of staging wherever it is (a merchant cancelled it).
+    pub(crate) fn forget(&mut self, payment: PaymentId) {
+        self.unrouted.remove(&payment);
+        self.unroutable.remove(&payment);
+        self.queue.remove(&[payment]);
+        self.batcher.remove(payment);
+    }
+
     /// Notes that no rail could take `payment` now; returns since when that has been so.
     pub(crate) fn unroutable(&mut self, payment: PaymentId, now: Timestamp) -> Timestamp {
         *self.unroutable.entry(payment).or_insert(now)

@@ -48,6 +48,8 @@ pub struct EngineState {
     /// Final settlements a reorg deeper than finality took off their chain, until the chain
     /// has them at final depth again (rare: bounded by how often chains break finality).
     pub lost: BTreeMap<SettlementId, LostFinality>,
+    /// API keys (by the hash of their secret) and merchants' webhook endpoints.
+    pub access: model::Access,
     #[serde(skip)]
     urgent: Vec<ClassName>,
 }
@@ -60,6 +62,8 @@ pub enum StateError {
     Pools(#[from] router::PoolError),
     #[error("settlement {0}'s finality {1}")]
     Finality(SettlementId, &'static str),
+    #[error(transparent)]
+    Access(#[from] model::AccessError),
     #[error("settlement {0}: its legs sum past the largest amount")]
     Overflow(model::SettlementId),
 }
@@ -73,6 +77,7 @@ impl EngineState {
             outbox: BTreeMap::new(),
             paused: std::collections::BTreeSet::new(),
             lost: BTreeMap::new(),
+            access: model::Access::default(),
             urgent: config.urgent.clone(),
         })
     }
@@ -140,6 +145,39 @@ impl EngineState {
             }
             Event::RailResumed { rail, .. } => {
                 self.paused.remove(rail);
+                Ok(())
+            }
+            Event::ApiKeyCreated { key, role, merchant, label, by, at } => {
+                self.access.check_new(key, *role, *merchant, label)?;
+                let created = model::ApiKey {
+                    role: *role,
+                    merchant: *merchant,
+                    label: label.clone(),
+                    created_by: by.clone(),
+                    created_at: *at,
+                    revoked_at: None,
+                };
+                self.access.keys.insert(*key, created);
+                Ok(())
+            }
+            Event::ApiKeyRevoked { key, at, .. } => {
+                let entry = self.access.keys.get_mut(key).ok_or(model::AccessError::UnknownKey)?;
+                if entry.revoked_at.is_some() {
+                    return Err(model::AccessError::AlreadyRevoked.into());
+                }
+                entry.revoked_at = Some(*at);
+                Ok(())
+            }
+            Event::WebhookEndpointSet { merchant, url, .. } => {
+                match url {
+                    Some(url) => {
+                        model::Access::check_url(url)?;
+                        self.access.webhooks.insert(*merchant, url.clone());
+                    }
+                    None => {
+                        self.access.webhooks.remove(merchant);
+                    }
+                }
                 Ok(())
             }
             _ => Ok(self.book.apply(event)?),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
-use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId};
+use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
 use crate::payment::{IllegalTransition, Payment, PaymentState};
 use crate::settlement::{DeathProof, Settlement, SignedTx};
 
@@ -19,7 +19,22 @@ pub struct PaymentRecord {
     pub attempt: u32,
     /// The settlement of the current (or last) attempt.
     pub settlement: Option<SettlementId>,
+    /// Its states so far with when it entered each (the first and the last `STEPS_MAX - 1`).
+    pub steps: Vec<Step>,
+    /// Why it was last held, failed or resolved, in words.
+    pub reason: Option<String>,
 }
+
+/// One state a payment entered, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub state: PaymentState,
+    pub at: Timestamp,
+}
+
+/// Most steps a payment record keeps (a payment reissued many times keeps its first and its
+/// latest ones).
+pub const STEPS_MAX: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SettlementState {
@@ -112,11 +127,21 @@ pub struct Book {
     /// Not state: what the last events retired, until the caller takes it.
     #[serde(skip)]
     retired: Retired,
+    /// Not state: the time and reason of the event being applied, for the payments' steps.
+    #[serde(skip)]
+    applying: (Timestamp, Option<String>),
 }
 
 impl Book {
     /// Applies one event whole, or returns why not and leaves the book unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<(), BookError> {
+        self.applying = (event.at(), reason_of(event));
+        let outcome = self.apply_event(event);
+        self.applying = (Timestamp::default(), None);
+        outcome
+    }
+
+    fn apply_event(&mut self, event: &Event) -> Result<(), BookError> {
         match event {
             Event::BatchAccepted { batch, merchant, count, payments, .. } => {
                 self.accept(*batch, *merchant, *count, payments)
@@ -181,7 +206,10 @@ impl Book {
             | Event::RailResumed { .. }
             | Event::RailDrained { .. }
             | Event::FinalityLost { .. }
-            | Event::FinalityRestored { .. } => Ok(()),
+            | Event::FinalityRestored { .. }
+            | Event::ApiKeyCreated { .. }
+            | Event::ApiKeyRevoked { .. }
+            | Event::WebhookEndpointSet { .. } => Ok(()),
             Event::PaymentResolved { payment, resolution, .. } => {
                 let to = match resolution {
                     crate::event::Resolution::Retry => PaymentState::Queued,
@@ -312,8 +340,14 @@ impl Book {
 
     fn insert_payments(&mut self, batch: BatchId, payments: &[Payment]) {
         for payment in payments {
-            let record =
-                PaymentRecord { payment: payment.clone(), state: PaymentState::Accepted, attempt: 1, settlement: None };
+            let record = PaymentRecord {
+                payment: payment.clone(),
+                state: PaymentState::Accepted,
+                attempt: 1,
+                settlement: None,
+                steps: vec![Step { state: PaymentState::Accepted, at: self.applying.0 }],
+                reason: None,
+            };
             self.payments.insert(payment.id, record);
             self.count_move(None, PaymentState::Accepted);
         }
@@ -331,6 +365,13 @@ impl Book {
         for id in ids {
             let record = self.payments.get_mut(id).expect("checked above");
             let from = std::mem::replace(&mut record.state, to);
+            if record.steps.len() >= STEPS_MAX {
+                record.steps.remove(1);
+            }
+            record.steps.push(Step { state: to, at: self.applying.0 });
+            if let Some(reason) = &self.applying.1 {
+                record.reason = Some(reason.clone());
+            }
             self.count_move(Some(from), to);
             if to.is_terminal() {
                 self.retire_payment(*id);
@@ -479,5 +520,18 @@ impl Book {
     fn check_txid(&self, id: SettlementId, txid: &[u8; 32]) -> Result<(), BookError> {
         let record = self.settlement(id)?;
         if record.txs.iter().any(|tx| &tx.txid == txid) { Ok(()) } else { Err(BookError::UnknownTx { settlement: id }) }
+    }
+}
+
+/// The words an event gives for what it does to a payment, if any.
+fn reason_of(event: &Event) -> Option<String> {
+    match event {
+        Event::PaymentHeld { reason, .. } => Some(format!("held: {reason}")),
+        Event::PaymentFailed { reason, .. } => Some(format!("failed: {reason}")),
+        Event::PaymentResolved { resolution, operator, reason, .. } => {
+            Some(format!("resolved ({resolution:?}) by {operator}: {reason}"))
+        }
+        Event::SettlementDead { proof, .. } => Some(format!("its attempt is provably dead: {proof:?}")),
+        _ => None,
     }
 }

@@ -173,6 +173,28 @@ pub enum Event {
         settlement: SettlementId,
         at: Timestamp,
     },
+    /// An API key was created; only the hash of its secret is kept.
+    ApiKeyCreated {
+        key: [u8; 32],
+        role: crate::access::Role,
+        merchant: Option<MerchantId>,
+        label: String,
+        by: String,
+        at: Timestamp,
+    },
+    ApiKeyRevoked {
+        key: [u8; 32],
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// A merchant's webhook endpoint was set (`None`: removed).
+    WebhookEndpointSet {
+        merchant: MerchantId,
+        url: Option<String>,
+        by: String,
+        at: Timestamp,
+    },
 }
 
 /// What an operator decides for a held payment.
@@ -213,7 +235,10 @@ impl Event {
             | Event::NotificationDelivered { at, .. }
             | Event::PaymentReissued { at, .. }
             | Event::FinalityLost { at, .. }
-            | Event::FinalityRestored { at, .. } => *at,
+            | Event::FinalityRestored { at, .. }
+            | Event::ApiKeyCreated { at, .. }
+            | Event::ApiKeyRevoked { at, .. }
+            | Event::WebhookEndpointSet { at, .. } => *at,
         }
     }
 }

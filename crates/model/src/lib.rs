@@ -2,6 +2,7 @@
 //! events that change them. No I/O, no clock, no randomness: everything here is a pure value or
 //! a pure function of its inputs.
 
+pub mod access;
 pub mod address;
 pub mod amount;
 pub mod asset;
@@ -12,10 +13,11 @@ pub mod network;
 pub mod payment;
 pub mod settlement;
 
+pub use access::{Access, AccessError, ApiKey, Role};
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetError};
-pub use book::{BatchRecord, Book, BookError, PaymentRecord, Retired, SettlementRecord, SettlementState};
+pub use book::{BatchRecord, Book, BookError, PaymentRecord, Retired, SettlementRecord, SettlementState, Step};
 pub use event::{Event, Resolution};
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};

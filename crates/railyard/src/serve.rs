@@ -7,10 +7,19 @@ use anyhow::Context;
 use config::{Loaded, build_rails, load, parse};
 use engine::service::{self, EngineHandle, ServiceConfig};
 use engine::{Draft, Engine, Intake};
-use model::{Amount, Asset, MerchantId, Name, Network, Timestamp};
+use model::{Amount, Asset, MerchantId, Name, Network, Role, Timestamp};
 
-pub fn load_config(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// The embedded default: a redb journal in ./data and sandbox rails, so an installed binary
+/// starts with no file beside it.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// Reads the configuration file, or the embedded default when none is named; environment
+/// variables `RAILYARD__…` override either.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Loaded> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => DEFAULT_CONFIG.to_owned(),
+    };
     let overrides: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("RAILYARD__")).collect();
     let file = parse(&text, &overrides)?;
     Ok(load(&file)?)
@@ -41,6 +50,51 @@ fn demo(count: u64, networks: &[Network]) -> Vec<Draft> {
         .collect()
 }
 
+/// The server's webhook signing root: 32 random bytes in the data directory, made on first
+/// start (readable by the owner only).
+fn webhook_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("webhook.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not 32 bytes; remove it to make a new one (receivers then need the new signing secrets)",
+                path.display()
+            )
+        });
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the webhook key: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(
+        &mut options.open(&path).with_context(|| format!("cannot create {}", path.display()))?,
+        &key,
+    )?;
+    Ok(key)
+}
+
+/// Creates an admin key on the engine and returns its secret (to show once).
+pub async fn create_admin_key(engine: &mut Engine, by: &str) -> anyhow::Result<String> {
+    let key = api::auth::generate().map_err(|e| anyhow::anyhow!("no randomness for an API key: {e}"))?;
+    engine.create_key(key.hash, Role::Admin, None, "admin", by, now()).await?;
+    Ok(key.secret)
+}
+
+/// Opens the journal while no server runs and adds an admin key (a lost or never-seen first
+/// key is replaced this way; revoke the old one after).
+pub async fn admin_key(loaded: Loaded) -> anyhow::Result<()> {
+    let built = build_rails(&loaded.rails, now()).await?;
+    let journal = loaded.data_dir.join("journal.redb");
+    let mut engine = Engine::open(&journal, loaded.engine.clone(), built.rails, now())
+        .await
+        .context("cannot open the engine (is a server running on this data directory?)")?;
+    let secret = create_admin_key(&mut engine, "railyard admin-key (offline)").await?;
+    println!("admin API key (shown once, store it now): {secret}");
+    Ok(())
+}
+
 pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&loaded.data_dir)
         .with_context(|| format!("cannot create {}", loaded.data_dir.display()))?;
@@ -57,6 +111,18 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
             engine.fund_pool(*rail, *asset, *amount, transfer, now()).await?;
         }
     }
+    let first_admin = if engine.state().access.has_admin() {
+        None
+    } else {
+        Some(create_admin_key(&mut engine, "railyard serve (first start)").await?)
+    };
+    let webhook_key = webhook_key(&loaded.data_dir)?;
+    let assets: Vec<Asset> = {
+        let mut all: Vec<Asset> = built_assets(&engine);
+        all.sort();
+        all.dedup();
+        all
+    };
     // From here on one task owns the engine; this function talks to it through its handle.
     let (handle, inbox) = service::channel(&mut engine, 1024);
     let sandboxes = built.sandboxes.clone();
@@ -69,14 +135,53 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
             }
         }),
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service::run(engine, inbox, config, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            // Ends when `stop` sends or is dropped: either way, stop.
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let task = tokio::spawn(service::run(engine, inbox, config, shutdown()));
+    let mut settings = api::ApiConfig::new(assets, loaded.engine.batch_payments_max, webhook_key);
+    settings.body_bytes_max = loaded.api.body_bytes_max;
+    settings.requests_per_second = loaded.api.requests_per_second;
+    settings.requests_burst = loaded.api.requests_burst;
+    let api = api::Api::new(handle.clone(), settings);
+    let listener = tokio::net::TcpListener::bind(loaded.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set api.listen or RAILYARD__API__LISTEN)", loaded.api.listen))?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn({
+        let app = api::app(api.clone());
+        let shutdown = shutdown();
+        async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }
+    });
+    let sender = tokio::spawn(api::webhooks::run(api.clone(), api::webhooks::SenderConfig::default(), shutdown()));
+    api.set_ready(true);
+    println!("railyard listening on http://{address}");
+    if let Some(secret) = first_admin {
+        println!("admin API key (shown once, store it now): {secret}");
+    }
     let outcome = drive(&handle, &networks, demo_payments, exit_when_settled, &journal, loaded.tick).await;
-    let _ = stop.send(());
+    api.set_ready(false);
+    let _ = stop.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
+        Err(error) => tracing::error!(%error, "the HTTP server task failed"),
+    }
+    if let Err(error) = sender.await {
+        tracing::error!(%error, "the webhook sender failed");
+    }
     task.await.context("the engine task failed")?;
     outcome
+}
+
+/// Every asset a configured rail carries.
+fn built_assets(engine: &Engine) -> Vec<Asset> {
+    engine.rails().iter().flat_map(|r| r.capabilities().assets.clone()).collect()
 }
 
 /// Submits the demo batch, then prints the payments by state every 5 seconds until Ctrl-C, or

@@ -235,6 +235,16 @@ impl Pools {
         self.ledger.account(account_id(Owner::Pool(rail), asset)).and_then(|a| a.available()).unwrap_or(Amount::ZERO)
     }
 
+    /// What the pool has reserved for settlements not yet final.
+    pub fn reserved(&self, rail: RailId, asset: Asset) -> Amount {
+        self.ledger.account(account_id(Owner::Pool(rail), asset)).map_or(Amount::ZERO, |a| a.balance.debits_pending)
+    }
+
+    /// The pool's configured min / target / max, if it is configured.
+    pub fn config(&self, rail: RailId, asset: Asset) -> Option<&PoolConfig> {
+        self.configs.get(&(rail, asset))
+    }
+
     /// What a payment may take from the pool: what it can still reserve, less the pool's
     /// minimum unless the payment is urgent (only urgent payments dip into the reserve).
     pub fn spendable(&self, rail: RailId, asset: Asset, urgent: bool) -> Amount {

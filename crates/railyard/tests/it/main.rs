@@ -9,6 +9,7 @@ fn railyard(data: &std::path::Path) -> Command {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env("RAILYARD__DATA_DIR", data)
         .env("RAILYARD__TICK_MS", "50")
+        .env("RAILYARD__API__LISTEN", "\"127.0.0.1:0\"")
         .env("RAILYARD__RAILS__0__BLOCK_TIME_MS", "200")
         .env("RAILYARD__RAILS__1__BLOCK_TIME_MS", "200")
         .env("RAILYARD__RAILS__2__BLOCK_TIME_MS", "300");

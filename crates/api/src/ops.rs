@@ -1,0 +1,377 @@
+//! The staff APIs. Operators: rails (health, breaker, pause, resume, drain with a dry run that
+//! lists exactly what a real drain moves), queue depths, held payments and their resolution,
+//! reconciliation and its anomalies. Treasury: pools against min / target / max, funding.
+//! Admin: API keys. Every change is journaled with the key that made it and the reason given.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use model::*;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::Api;
+use crate::auth::{self, Caller};
+use crate::batch::clip;
+use crate::merchant::{idempotency_key, json_body, view};
+use crate::problem::{Problem, ProblemBody};
+use crate::wire::*;
+
+pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
+    router
+        .routes(routes!(list_rails))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(drain))
+        .routes(routes!(queues))
+        .routes(routes!(held))
+        .routes(routes!(resolve))
+        .routes(routes!(last_reconciliation, run_reconciliation))
+        .routes(routes!(list_pools))
+        .routes(routes!(fund_pool))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+}
+
+const STAFF: [Role; 2] = [Role::Operator, Role::Treasury];
+
+fn rail_name(text: &str) -> Result<RailId, Problem> {
+    Name::new(text)
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "unknown_rail", format!("no rail named {:?}", clip(text))))
+}
+
+fn reason(text: &str) -> Result<String, Problem> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 500 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            "say why in `reason` (1 to 500 characters): it is journaled for the audit",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Rails with their health, breaker state and backlog.
+#[utoipa::path(get, path = "/v1/rails", tag = "operator", responses((status = 200, body = Vec<RailView>)))]
+async fn list_rails(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<RailView>>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.handle.read(|m| {
+        m.rails
+            .iter()
+            .map(|r| RailView {
+                rail: r.rail.to_string(),
+                network: r.network.to_string(),
+                paused: r.paused,
+                breaker: match r.breaker {
+                    router::BreakerState::Closed => "closed",
+                    router::BreakerState::Open { .. } => "open",
+                    router::BreakerState::HalfOpen => "half_open",
+                }
+                .to_owned(),
+                success_permille: r.success_permille,
+                queued: r.queued,
+            })
+            .collect()
+    })))
+}
+
+/// Stops new planning on a rail; what is in flight there stays watched.
+#[utoipa::path(post, path = "/v1/rails/{rail}/pause", tag = "operator", params(("rail" = String, Path)), request_body = Because,
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn pause(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(rail): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Operator])?;
+    let input: Because = json_body(body).await?;
+    api.handle.pause(rail_name(&rail)?, caller.who(), reason(&input.reason)?).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/rails/{rail}/resume", tag = "operator", params(("rail" = String, Path)), request_body = Because,
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn resume(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(rail): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Operator])?;
+    let input: Because = json_body(body).await?;
+    api.handle.resume(rail_name(&rail)?, caller.who(), reason(&input.reason)?).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Moves a rail's queued payments to the rails the router picks without it. `dry_run` reports
+/// exactly the same moves and changes nothing. Payments in flight are never moved.
+#[utoipa::path(post, path = "/v1/rails/{rail}/drain", tag = "operator", params(("rail" = String, Path)), request_body = DrainIn,
+    responses((status = 200, body = DrainView), (status = 404, body = ProblemBody)))]
+async fn drain(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(rail): Path<String>,
+    body: Body,
+) -> Result<Json<DrainView>, Problem> {
+    caller.require(&[Role::Operator])?;
+    let input: DrainIn = json_body(body).await?;
+    let why =
+        if input.dry_run && input.reason.trim().is_empty() { "dry run".to_owned() } else { reason(&input.reason)? };
+    let report = api.handle.drain(rail_name(&rail)?, input.dry_run, caller.who(), why).await??;
+    Ok(Json(DrainView {
+        dry_run: input.dry_run,
+        moves: report
+            .moves
+            .iter()
+            .map(|m| MoveView { payment: hex_id(m.payment.0), from: m.from.to_string(), to: m.to.to_string() })
+            .collect(),
+        unmovable: report.unmovable.iter().map(|p| hex_id(p.0)).collect(),
+    }))
+}
+
+fn depth_map<K: ToString>(
+    depths: &std::collections::BTreeMap<K, queue::Depth>,
+) -> std::collections::BTreeMap<String, DepthView> {
+    depths
+        .iter()
+        .map(|(k, d)| (k.to_string(), DepthView { queued: d.queued, oldest_age_ms: d.oldest_age_ms }))
+        .collect()
+}
+
+/// Queue depth and oldest age per rail, class and merchant.
+#[utoipa::path(get, path = "/v1/queues", tag = "operator", responses((status = 200, body = QueuesView)))]
+async fn queues(State(api): State<Api>, caller: Caller) -> Result<Json<QueuesView>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.handle.read(|m| QueuesView {
+        rails: depth_map(&m.depths.rails),
+        classes: depth_map(&m.depths.classes),
+        merchants: depth_map(&m.depths.merchants),
+    })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    cursor: Option<String>,
+    /// 1 to 500 (default 100).
+    limit: Option<usize>,
+}
+
+/// Held payments, with why each is held, oldest id first.
+#[utoipa::path(get, path = "/v1/held", tag = "operator", params(PageQuery), responses((status = 200, body = PaymentPage)))]
+async fn held(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<PaymentPage>, Problem> {
+    caller.require(&STAFF)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let after = query.cursor.as_deref().and_then(parse_id).unwrap_or(0);
+    let mut records: Vec<PaymentRecord> = api.handle.read(|m| {
+        m.payments
+            .values()
+            .filter(|r| matches!(r.state, PaymentState::Held { .. }) && r.payment.id.0 > after)
+            .cloned()
+            .collect()
+    });
+    records.sort_by_key(|r| r.payment.id);
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let payments = records.iter().map(|r| view(&api, r)).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if more { records.last().map(|r| hex_id(r.payment.id.0)) } else { None };
+    Ok(Json(PaymentPage { payments, next_cursor }))
+}
+
+/// Resolves a held payment: retry or fail one not in flight, resume one in flight.
+#[utoipa::path(post, path = "/v1/payments/{id}/resolve", tag = "operator", params(("id" = String, Path)), request_body = ResolveIn,
+    responses((status = 200, body = PaymentView), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn resolve(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<PaymentView>, Problem> {
+    caller.require(&[Role::Operator])?;
+    let id = PaymentId(parse_id(&id).ok_or_else(|| Problem::not_found("payment"))?);
+    let input: ResolveIn = json_body(body).await?;
+    let resolution = match input.resolution.as_str() {
+        "retry" => Resolution::Retry,
+        "fail" => Resolution::Fail,
+        "resume" => Resolution::Resume,
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_resolution",
+                format!("resolution {:?} is not retry, fail or resume", clip(other)),
+            ));
+        }
+    };
+    api.handle.resolve(id, resolution, caller.who(), reason(&input.reason)?).await??;
+    let record = api.handle.payment(id)?.ok_or_else(|| Problem::not_found("payment"))?;
+    Ok(Json(view(&api, &record)?))
+}
+
+fn reconciliation_view(r: &engine::Reconciliation) -> ReconciliationView {
+    ReconciliationView {
+        settlements_checked: r.settlements_checked,
+        clean: r.clean.len(),
+        destinations_checked: r.destinations_checked,
+        differences: r.differences.iter().map(|d| format!("{d:?}")).collect(),
+    }
+}
+
+/// The latest reconciliation with the chains, and what it found.
+#[utoipa::path(get, path = "/v1/reconciliation", tag = "operator",
+    responses((status = 200, body = ReconciliationView), (status = 404, body = ProblemBody)))]
+async fn last_reconciliation(State(api): State<Api>, caller: Caller) -> Result<Json<ReconciliationView>, Problem> {
+    caller.require(&STAFF)?;
+    let last = api.handle.read(|m| m.last_reconciliation.clone());
+    last.map(|r| Json(reconciliation_view(&r))).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no reconciliation has run since the server started; POST to run one",
+        )
+    })
+}
+
+/// Runs a reconciliation now and returns it.
+#[utoipa::path(post, path = "/v1/reconciliation", tag = "operator", responses((status = 200, body = ReconciliationView)))]
+async fn run_reconciliation(State(api): State<Api>, caller: Caller) -> Result<Json<ReconciliationView>, Problem> {
+    caller.require(&[Role::Operator])?;
+    let report = api.handle.reconcile().await??;
+    Ok(Json(reconciliation_view(&report)))
+}
+
+/// Pools: what each can still reserve, what is reserved, against min / target / max.
+#[utoipa::path(get, path = "/v1/pools", tag = "treasury", responses((status = 200, body = Vec<PoolView>)))]
+async fn list_pools(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<PoolView>>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.handle.read(|m| {
+        m.pools
+            .iter()
+            .map(|p| {
+                let f = |a: Amount| p.asset.format_amount(a);
+                let status = if p.available < p.min {
+                    "below_min"
+                } else if p.available > p.max && !p.max.is_zero() {
+                    "above_max"
+                } else {
+                    "ok"
+                };
+                PoolView {
+                    rail: p.rail.to_string(),
+                    asset: p.asset.symbol().to_owned(),
+                    available: f(p.available),
+                    reserved: f(p.reserved),
+                    min: f(p.min),
+                    target: f(p.target),
+                    max: f(p.max),
+                    status: status.to_owned(),
+                }
+            })
+            .collect()
+    })))
+}
+
+/// Records a deposit into a rail's pool. The Idempotency-Key names the transfer: the same key
+/// and amount again changes nothing; the same key with another amount is refused.
+#[utoipa::path(post, path = "/v1/pools/{rail}/{asset}/fund", tag = "treasury", params(("rail" = String, Path), ("asset" = String, Path),
+    ("Idempotency-Key" = String, Header)), request_body = FundIn,
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
+async fn fund_pool(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((rail, asset)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Treasury])?;
+    let key = idempotency_key(&headers)?;
+    let rail = rail_name(&rail)?;
+    let asset = api.config.assets.iter().find(|a| a.symbol() == asset).copied().ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "unknown_asset", format!("no asset {:?} is carried here", clip(&asset)))
+    })?;
+    let input: FundIn = json_body(body).await?;
+    let amount = asset
+        .parse_amount(&input.amount)
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount", clip(&e.to_string())))?;
+    let transfer = u128::from_le_bytes(
+        blake3::hash(format!("fund:{key}").as_bytes()).as_bytes()[..16].try_into().expect("16 bytes"),
+    );
+    api.handle.fund_pool(rail, asset, amount, transfer).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn key_view(hash: &[u8; 32], key: &ApiKey) -> KeyView {
+    KeyView {
+        id: auth::key_id(hash),
+        role: key.role.to_string(),
+        merchant: key.merchant.map(|m| m.0),
+        label: key.label.clone(),
+        created_by: key.created_by.clone(),
+        created_at: key.created_at.0,
+        revoked_at: key.revoked_at.map(|t| t.0),
+    }
+}
+
+/// Every API key (never a secret).
+#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Vec<KeyView>)))]
+async fn list_keys(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<KeyView>>, Problem> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(api.handle.read(|m| m.access.keys.iter().map(|(h, k)| key_view(h, k)).collect())))
+}
+
+/// Creates a key; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyIn,
+    responses((status = 201, body = KeyCreated), (status = 422, body = ProblemBody)))]
+async fn create_key(
+    State(api): State<Api>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<KeyCreated>), Problem> {
+    caller.require(&[Role::Admin])?;
+    let input: KeyIn = json_body(body).await?;
+    let role = Role::parse(&input.role).ok_or_else(|| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_role", "role is merchant, treasury, operator or admin")
+    })?;
+    let new = auth::generate().map_err(Problem::internal)?;
+    let merchant = input.merchant.map(MerchantId);
+    api.handle.create_key(new.hash, role, merchant, input.label, caller.who()).await??;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            id: auth::key_id(&new.hash),
+            role: role.to_string(),
+            merchant: input.merchant,
+            secret: new.secret,
+        }),
+    ))
+}
+
+/// Revokes a key at once: its next request is a 401.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "admin", params(("id" = String, Path)), request_body = Because,
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
+async fn revoke_key(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Admin])?;
+    let input: Because = json_body(body).await?;
+    let hash = api
+        .handle
+        .read(|m| m.access.keys.keys().find(|h| auth::key_id(h) == id).copied())
+        .ok_or_else(|| Problem::not_found("key"))?;
+    api.handle.revoke_key(hash, caller.who(), reason(&input.reason)?).await?.map_err(|e| match e {
+        engine::EngineError::Refused(r) => Problem::new(StatusCode::CONFLICT, "already_revoked", r),
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}

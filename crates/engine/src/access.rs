@@ -1,0 +1,90 @@
+//! What the API needs from the engine beyond payments: API keys and webhook endpoints (journaled
+//! with who), a merchant cancelling a payment still queued, and the outbox read in pages for the
+//! webhook sender. Each refusal changes nothing.
+
+use model::*;
+
+use crate::state::Notice;
+use crate::{Engine, EngineError, OperatorError};
+
+impl Engine {
+    /// Records a new API key by the hash of its secret (the caller made the secret and shows it
+    /// once; it never reaches the engine).
+    pub async fn create_key(
+        &mut self,
+        key: [u8; 32],
+        role: Role,
+        merchant: Option<MerchantId>,
+        label: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.running()?;
+        let (label, by) = (label.to_owned(), by.to_owned());
+        self.stage_input(Event::ApiKeyCreated { key, role, merchant, label, by, at: now })?;
+        self.commit_and_act(now).await
+    }
+
+    pub async fn revoke_key(
+        &mut self,
+        key: [u8; 32],
+        by: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.running()?;
+        let (by, reason) = (by.to_owned(), reason.to_owned());
+        self.stage_input(Event::ApiKeyRevoked { key, by, reason, at: now })?;
+        self.commit_and_act(now).await
+    }
+
+    /// Sets (or with `None` removes) where a merchant's notices are sent.
+    pub async fn set_webhook(
+        &mut self,
+        merchant: MerchantId,
+        url: Option<String>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.running()?;
+        self.stage_input(Event::WebhookEndpointSet { merchant, url, by: by.to_owned(), at: now })?;
+        self.commit_and_act(now).await
+    }
+
+    /// A merchant takes back a payment no rail has yet: it fails with the reason, and the
+    /// merchant is notified like any failure. Another merchant's payment is unknown; one
+    /// already planned (its settlement may be signed next) cannot be cancelled.
+    pub async fn cancel(
+        &mut self,
+        merchant: MerchantId,
+        payment: PaymentId,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(), OperatorError> {
+        self.running()?;
+        let record = self
+            .state
+            .book
+            .payments
+            .get(&payment)
+            .filter(|r| r.payment.merchant == merchant)
+            .ok_or(OperatorError::UnknownPayment(payment))?;
+        if !matches!(record.state, PaymentState::Accepted | PaymentState::Queued) {
+            return Err(OperatorError::NotCancellable { payment, state: record.state });
+        }
+        let reason = format!("cancelled by the merchant ({by}) while queued");
+        self.staging.forget(payment);
+        self.stage(vec![Event::PaymentFailed { payment, reason, at: now }])?;
+        self.commit_and_act(now).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` undelivered notices after `after` (by id), for the webhook sender.
+    pub fn outbox_page(&self, after: Option<u128>, limit: usize) -> Vec<(u128, Notice)> {
+        let range = match after {
+            Some(after) => self.state.outbox.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.state.outbox.range(..),
+        };
+        range.take(limit).map(|(id, notice)| (*id, *notice)).collect()
+    }
+}
