@@ -70,7 +70,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Admin may do everything; otherwise the role must be one of `roles`.
+    /// Admin may do what every staff role does; otherwise the role must be one of `roles`.
+    /// (Acting as a merchant takes a merchant key: see `merchant`.)
     pub fn require(&self, roles: &[Role]) -> Result<(), Problem> {
         if self.role == Role::Admin || roles.contains(&self.role) {
             return Ok(());

@@ -31,6 +31,7 @@ pub struct Metrics {
     open_settlements: Gauge,
     webhook_backlog: Gauge,
     outbox: Gauge,
+    journal_records: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -54,6 +55,7 @@ impl Default for Metrics {
             open_settlements: Gauge::default(),
             webhook_backlog: Gauge::default(),
             outbox: Gauge::default(),
+            journal_records: Gauge::default(),
         };
         registry.register(
             "intake_seconds",
@@ -72,6 +74,7 @@ impl Default for Metrics {
         );
         registry.register("open_settlements", "settlements not yet final or dead", metrics.open_settlements.clone());
         registry.register("webhook_backlog", "webhook deliveries not yet delivered", metrics.webhook_backlog.clone());
+        registry.register("journal_records", "records in the journal (its tip)", metrics.journal_records.clone());
         registry.register("outbox", "notices journaled and not yet delivered", metrics.outbox.clone());
         Metrics { registry, ..metrics }
     }
@@ -100,6 +103,7 @@ impl Metrics {
             }
             self.open_settlements.set(to_gauge(m.settlements.len()));
             self.outbox.set(to_gauge(m.outbox));
+            self.journal_records.set(to_gauge(m.tip));
         });
         self.webhook_backlog.set(to_gauge(api.deliveries.backlog()));
         let mut text = String::new();

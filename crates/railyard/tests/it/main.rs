@@ -1,6 +1,9 @@
 //! The binary as a user runs it: `serve` on the embedded default settles demo payments and
 //! resumes from its journal; bad configuration exits 64 naming the key.
 
+mod api;
+mod server;
+
 use std::process::Command;
 
 fn railyard(data: &std::path::Path) -> Command {
