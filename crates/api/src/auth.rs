@@ -80,7 +80,7 @@ impl Caller {
         Err(Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("a {} key cannot do this; it needs a {} key", self.role, wanted.join(" or ")),
+            format!("this needs a key with role {} (or admin); this key's role is {}", wanted.join(" or "), self.role),
         ))
     }
 

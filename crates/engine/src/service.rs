@@ -218,6 +218,12 @@ impl std::fmt::Debug for ServiceConfig {
 /// A handle and its inbox, with room for `capacity` waiting commands.
 pub fn channel(engine: &mut Engine, capacity: usize) -> (EngineHandle, Inbox) {
     engine.track_changes = true;
+    // Everything open goes into the first publication: after a restart the read model starts
+    // empty, and an open payment (not in the history store) would read as unknown until
+    // something touched it.
+    engine.touched.extend(engine.state.book.payments.keys().copied());
+    engine.touched_batches.extend(engine.state.book.batches.keys().copied());
+    engine.touched_settlements.extend(engine.state.book.settlements.keys().copied());
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let read = Arc::new(RwLock::new(ReadModel::default()));
     let handle = EngineHandle { commands: sender, read: Arc::clone(&read), journal: engine.journal().clone() };

@@ -72,10 +72,8 @@ async fn idempotent_replay_and_racing_requests_make_one_batch() {
     assert_eq!(problem["code"], "idempotency_conflict");
 
     let racing = csv(3, "race");
-    let answers = futures::future::join_all(
-        (0..8).map(|_| server.submit(&merchant, "k-race", "text/csv", racing.clone())),
-    )
-    .await;
+    let answers =
+        futures::future::join_all((0..8).map(|_| server.submit(&merchant, "k-race", "text/csv", racing.clone()))).await;
     let batches: BTreeSet<String> = answers
         .iter()
         .map(|(status, body)| {
@@ -136,7 +134,14 @@ async fn every_bad_input_gets_its_4xx_and_leaves_the_journal_unchanged() {
     let mut row_codes = BTreeMap::new();
     for (name, content_type, body, status, code) in cases {
         let size = body.len();
-        let response = server.request(Method::POST, "/v1/batches", Some(&merchant)).header("content-type", content_type).header("idempotency-key", format!("bad-{}", name.replace(' ', "-"))).body(body).send().await.unwrap();
+        let response = server
+            .request(Method::POST, "/v1/batches", Some(&merchant))
+            .header("content-type", content_type)
+            .header("idempotency-key", format!("bad-{}", name.replace(' ', "-")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), status, "{name}");
         assert_eq!(response.headers()["content-type"], "application/problem+json", "{name}");
         let text = response.text().await.unwrap();
@@ -144,7 +149,10 @@ async fn every_bad_input_gets_its_4xx_and_leaves_the_journal_unchanged() {
         let problem: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(problem["code"], code, "{name}: {problem}");
         if let Some(first) = problem["errors"].as_array().and_then(|e| e.first()) {
-            row_codes.insert(name, (first["field"].as_str().unwrap().to_owned(), first["code"].as_str().unwrap().to_owned()));
+            row_codes.insert(
+                name,
+                (first["field"].as_str().unwrap().to_owned(), first["code"].as_str().unwrap().to_owned()),
+            );
         }
     }
     let expect = |name: &str, field: &str, code: &str| {
@@ -161,7 +169,13 @@ async fn every_bad_input_gets_its_4xx_and_leaves_the_journal_unchanged() {
     expect("duplicate reference in a batch", "reference", "duplicate_reference");
     expect("reference used by an earlier batch", "reference", "reference_used");
     expect("a 100 KB amount", "amount", "too_long");
-    let missing_key = server.request(Method::POST, "/v1/batches", Some(&merchant)).header("content-type", "text/csv").body(csv(1, "nokey")).send().await.unwrap();
+    let missing_key = server
+        .request(Method::POST, "/v1/batches", Some(&merchant))
+        .header("content-type", "text/csv")
+        .body(csv(1, "nokey"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing_key.status().as_u16(), 400);
     assert_eq!(server.journal_records().await, before, "bad input changed the journal");
 }
@@ -186,7 +200,9 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
     let (_, accepted) = server.submit(&keys["merchant"], "t-1", "text/csv", csv(2, "tenant")).await;
     let batch = accepted["batch"].as_str().unwrap().to_owned();
     let payment = accepted["payments"][0]["id"].as_str().unwrap().to_owned();
-    for path in [format!("/v1/batches/{batch}"), format!("/v1/payments/{payment}"), format!("/v1/payments?batch={batch}")] {
+    for path in
+        [format!("/v1/batches/{batch}"), format!("/v1/payments/{payment}"), format!("/v1/payments?batch={batch}")]
+    {
         assert_eq!(server.get(&path, &keys["merchant"]).await.0, 200, "{path}");
         let (status, problem) = server.get(&path, &keys["other"]).await;
         assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")), "{path}: {problem}");
@@ -204,7 +220,12 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
         (Method::POST, "/v1/rails/sandbox-base/drain".into(), &["operator"], json!({ "dry_run": true })),
         (Method::GET, "/v1/queues".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/held".into(), &["operator", "treasury"], Value::Null),
-        (Method::POST, format!("/v1/payments/{payment}/resolve"), &["operator"], json!({ "resolution": "retry", "reason": "test" })),
+        (
+            Method::POST,
+            format!("/v1/payments/{payment}/resolve"),
+            &["operator"],
+            json!({ "resolution": "retry", "reason": "test" }),
+        ),
         (Method::GET, "/v1/reconciliation".into(), &["operator", "treasury"], Value::Null),
         (Method::POST, "/v1/reconciliation".into(), &["operator"], Value::Null),
         (Method::GET, "/v1/pools".into(), &["operator", "treasury"], Value::Null),
@@ -219,7 +240,9 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
     for (method, path, allowed, body) in &table {
         for (role, key) in &keys {
             let role = if *role == "other" { "merchant" } else { role };
-            let mut request = server.request(method.clone(), path, Some(key)).header("idempotency-key", format!("roles-{role}-{path}"));
+            let mut request = server
+                .request(method.clone(), path, Some(key))
+                .header("idempotency-key", format!("roles-{role}-{path}"));
             if !body.is_null() {
                 request = request.json(body);
             }
@@ -239,7 +262,8 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
     }
     // A revoked key is a 401 from its next request on.
     let (_, keys_list) = server.get("/v1/keys", &admin).await;
-    let other_id = keys_list.as_array().unwrap().iter().find(|k| k["merchant"] == 11).unwrap()["id"].as_str().unwrap().to_owned();
+    let other_id =
+        keys_list.as_array().unwrap().iter().find(|k| k["merchant"] == 11).unwrap()["id"].as_str().unwrap().to_owned();
     let (status, _) = server.post(&format!("/v1/keys/{other_id}/revoke"), &admin, json!({ "reason": "left" })).await;
     assert_eq!(status, 204);
     let (status, problem) = server.get("/v1/webhook", &keys["other"]).await;
@@ -256,13 +280,18 @@ async fn every_openapi_path_is_routed() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &[]);
     let admin = server.admin.clone().unwrap();
-    let doc: Value = server.http.get(format!("{}/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
+    let doc: Value =
+        server.http.get(format!("{}/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 20, "{:?}", paths.keys());
     let mut checked = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{id}", "ff").replace("{rail}", "sandbox-base").replace("{asset}", "USDC").replace("{event}", "ff");
+        let concrete = path
+            .replace("{id}", "ff")
+            .replace("{rail}", "sandbox-base")
+            .replace("{asset}", "USDC")
+            .replace("{event}", "ff");
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = server.request(method.clone(), &concrete, Some(&admin)).send().await.unwrap();
@@ -273,7 +302,9 @@ async fn every_openapi_path_is_routed() {
             checked += 1;
         }
     }
-    for expected in ["/v1/batches", "/v1/payments/{id}", "/v1/rails/{rail}/drain", "/v1/keys", "/metrics", "/readyz", "/healthz"] {
+    for expected in
+        ["/v1/batches", "/v1/payments/{id}", "/v1/rails/{rail}/drain", "/v1/keys", "/metrics", "/readyz", "/healthz"]
+    {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
     assert!(checked >= 22, "{checked}");
@@ -286,7 +317,10 @@ async fn every_openapi_path_is_routed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_rate_limit_get_429_with_retry_after() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &[("RAILYARD__API__REQUESTS_PER_SECOND", "1"), ("RAILYARD__API__REQUESTS_BURST", "5")]);
+    let server = Server::start(
+        data.path(),
+        &[("RAILYARD__API__REQUESTS_PER_SECOND", "1"), ("RAILYARD__API__REQUESTS_BURST", "5")],
+    );
     let admin = server.admin.clone().unwrap();
     let mut limited = None;
     for _ in 0..20 {

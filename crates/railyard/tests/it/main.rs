@@ -2,7 +2,9 @@
 //! resumes from its journal; bad configuration exits 64 naming the key.
 
 mod api;
+mod cli;
 mod server;
+mod webhooks;
 
 use std::process::Command;
 

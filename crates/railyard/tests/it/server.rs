@@ -97,13 +97,20 @@ impl Server {
     /// Creates a key with the admin key; returns its secret.
     pub async fn key(&self, role: &str, merchant: Option<u64>) -> String {
         let admin = self.admin.as_deref().expect("first start printed an admin key");
-        let (status, body) = self.post("/v1/keys", admin, json!({ "role": role, "merchant": merchant, "label": "test" })).await;
+        let (status, body) =
+            self.post("/v1/keys", admin, json!({ "role": role, "merchant": merchant, "label": "test" })).await;
         assert_eq!(status, 201, "{body}");
         body["secret"].as_str().unwrap().to_owned()
     }
 
     /// Submits a batch body with a content type and key.
-    pub async fn submit(&self, key: &str, idempotency: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub async fn submit(
+        &self,
+        key: &str,
+        idempotency: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let request = self
             .request(reqwest::Method::POST, "/v1/batches", Some(key))
             .header("content-type", content_type)
@@ -151,7 +158,12 @@ pub fn address(i: u64) -> String {
 pub fn csv(rows: u64, prefix: &str) -> String {
     let mut out = String::from("reference,amount,asset,destination,networks,class\r\n");
     for i in 0..rows {
-        out.push_str(&format!("{prefix}-{i},{}.{:02},USDC,{},base|optimism,standard\r\n", 1 + i % 50, i % 100, address(i)));
+        out.push_str(&format!(
+            "{prefix}-{i},{}.{:02},USDC,{},base|optimism,standard\r\n",
+            1 + i % 50,
+            i % 100,
+            address(i)
+        ));
     }
     out
 }

@@ -1,0 +1,65 @@
+//! The CLI against a running server: submit a file and wait for it, list it, drain dry-run,
+//! keys; a refusal exits 1 with the server's reason.
+
+use std::process::Command;
+
+use crate::server::{Server, csv};
+
+fn cli(server: &Server, key: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .env("RAILYARD_URL", &server.url)
+        .env("RAILYARD_API_KEY", key)
+        .args(args)
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_and_the_staff_commands_against_a_running_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let merchant = server.key("merchant", Some(9)).await;
+    let operator = server.key("operator", None).await;
+    let file = data.path().join("payouts.csv");
+    std::fs::write(&file, csv(50, "cli")).unwrap();
+    let file = file.to_str().unwrap();
+
+    let (ok, out, err) = tokio::task::block_in_place(|| cli(&server, &merchant, &["submit", file, "--wait"]));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("accepted: 50 payments"), "{out}");
+    assert!(out.contains("settled 50, failed 0, held 0 of 50"), "{out}");
+    let batch = out.split_whitespace().nth(1).unwrap().to_owned();
+
+    // The same file again is a replay, never a second batch.
+    let (ok, again, _) = tokio::task::block_in_place(|| cli(&server, &merchant, &["submit", file]));
+    assert!(ok);
+    assert!(again.contains(&format!("batch {batch} accepted")), "{again}");
+
+    let (ok, listed, err) =
+        tokio::task::block_in_place(|| cli(&server, &merchant, &["payments", "--batch", &batch, "--json"]));
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 50);
+    assert!(listed.as_array().unwrap().iter().all(|p| p["state"] == "settled"));
+
+    let (ok, table, _) = tokio::task::block_in_place(|| cli(&server, &operator, &["rails"]));
+    assert!(ok && table.starts_with("RAIL") && table.contains("sandbox-base"), "{table}");
+    let (ok, drained, err) =
+        tokio::task::block_in_place(|| cli(&server, &operator, &["drain", "sandbox-base", "--dry-run"]));
+    assert!(ok, "{err}");
+    assert!(drained.contains("would move 0 payment(s) off sandbox-base"), "{drained}");
+
+    // A merchant key cannot pause a rail: exit 1, the server's reason on stderr.
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| cli(&server, &merchant, &["pause", "sandbox-base", "--reason", "x"]));
+    assert!(!ok);
+    assert!(err.contains("403") && err.contains("needs a key with role operator"), "{err}");
+    // A bad file: the rows and what to fix.
+    let bad = data.path().join("bad.csv");
+    std::fs::write(&bad, "reference,amount,asset,destination,networks,class\nz,1.0000001,USDC,0x00,base,standard\n")
+        .unwrap();
+    let (ok, _, err) = tokio::task::block_in_place(|| cli(&server, &merchant, &["submit", bad.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("422") && err.contains("row 0: amount [amount_too_precise]"), "{err}");
+}
