@@ -93,13 +93,15 @@ pub(crate) fn reference_ops(payments: &[Payment]) -> Vec<HistoryOp> {
         .collect()
 }
 
-/// Whether a merchant used this reference before (in any accepted batch).
-pub(crate) fn reference_taken(
+/// For each reference, whether the merchant used it before (in any accepted batch): one read
+/// of the history store for the whole batch.
+pub(crate) fn references_taken(
     journal: &journal::Journal,
     merchant: MerchantId,
-    reference: &str,
-) -> Result<bool, EngineError> {
-    Ok(!journal.history_scan(&reference_prefix(merchant, reference), None, 1)?.is_empty())
+    references: &[&str],
+) -> Result<Vec<bool>, EngineError> {
+    let prefixes: Vec<Vec<u8>> = references.iter().map(|r| reference_prefix(merchant, r)).collect();
+    Ok(journal.history_prefixes_used(&prefixes)?)
 }
 
 /// A merchant's payments with this reference (at most 10,000), open or finished, by id.

@@ -159,30 +159,27 @@ impl Engine {
     ) -> Result<Vec<Payment>, IntakeError> {
         let mut errors = Vec::new();
         let mut payments = Vec::with_capacity(drafts.len());
-        let mut references: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for (row, (draft, id)) in drafts.iter().zip(ids).enumerate() {
+        let references: Vec<&str> = drafts.iter().map(|d| d.reference.as_str()).collect();
+        let taken = crate::history::references_taken(&self.journal, merchant, &references)?;
+        let mut first_row: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (row, ((draft, id), taken)) in drafts.iter().zip(ids).zip(taken).enumerate() {
             let outcome = self.validate_row(batch, merchant, *id, draft).and_then(|payment| {
                 // A merchant's reference names one payment: not twice in a batch, not again later.
-                if let Some(first) = references.insert(&draft.reference, row) {
+                if let Some(first) = first_row.insert(&draft.reference, row) {
                     let message = format!(
                         "reference {:?} is also used by row {first}; give each payment its own",
                         draft.reference
                     );
                     return Err(("reference", "duplicate_reference", message));
                 }
-                match crate::history::reference_taken(&self.journal, merchant, &draft.reference) {
-                    Ok(false) => Ok(payment),
-                    Ok(true) => {
-                        let message = format!(
-                            "reference {:?} was used by an earlier batch; give this payment a new one",
-                            draft.reference
-                        );
-                        Err(("reference", "reference_used", message))
-                    }
-                    Err(error) => {
-                        Err(("reference", "lookup_failed", format!("the reference could not be checked: {error}")))
-                    }
+                if taken {
+                    let message = format!(
+                        "reference {:?} was used by an earlier batch; give this payment a new one",
+                        draft.reference
+                    );
+                    return Err(("reference", "reference_used", message));
                 }
+                Ok(payment)
             });
             match outcome {
                 Ok(payment) => payments.push(payment),
