@@ -88,7 +88,7 @@ fn report(name: &str, latencies: &mut [Duration], elapsed: Duration, payments: u
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let batches = env("RAILYARD_BENCH_BATCHES", 1_000);
-    let clients = env("RAILYARD_BENCH_CLIENTS", 4).max(1);
+    let clients = usize::try_from(env("RAILYARD_BENCH_CLIENTS", 4).max(1)).unwrap();
     let merchant = MerchantId(1);
 
     // Baseline: the engine's own intake, in process.
@@ -133,14 +133,14 @@ async fn main() {
             let (client, url, secret, bodies) = (client.clone(), url.clone(), key.secret.clone(), bodies.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                for i in (worker..bodies.len() as u64).step_by(clients as usize) {
+                for i in (worker..bodies.len()).step_by(clients) {
                     let t = Instant::now();
                     let response = client
                         .post(&url)
                         .bearer_auth(&secret)
                         .header("content-type", "application/json")
                         .header("idempotency-key", format!("h-{i}"))
-                        .body(bodies[i as usize].clone())
+                        .body(bodies[i].clone())
                         .send()
                         .await
                         .unwrap();
