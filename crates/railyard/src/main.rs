@@ -5,6 +5,7 @@
 //! with the server's problem.
 
 mod cli;
+mod devnet;
 mod serve;
 mod sim;
 
@@ -39,6 +40,9 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Starts two local anvil chains, deploys the contracts, funds the hot wallet and the
+    /// pools, writes the configuration and serves on it (needs anvil: scripts/install-tools).
+    Devnet(devnet::DevnetArgs),
     /// Validates the configuration and prints what it describes.
     CheckConfig,
     /// Adds an admin API key to the journal while no server runs (a lost first key).
@@ -64,6 +68,15 @@ fn main() -> std::process::ExitCode {
     let config = match cli.command {
         Command::Sim(args) => return sim::run(&args),
         Command::Client(command) => return runtime().block_on(cli::run(&cli.server, command)),
+        Command::Devnet(args) => {
+            return match runtime().block_on(devnet::run(&args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("railyard devnet: {error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         command => command,
     };
     let mut loaded = match serve::load_config(cli.config.as_deref()) {
@@ -98,7 +111,9 @@ fn main() -> std::process::ExitCode {
             }
             runtime().block_on(serve::serve(loaded, demo_payments, exit_when_settled))
         }
-        Command::Sim(_) | Command::Client(_) => unreachable!("handled before the configuration is read"),
+        Command::Sim(_) | Command::Client(_) | Command::Devnet(_) => {
+            unreachable!("handled before the configuration is read")
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod devnet;
 mod server;
 mod webhooks;
 
