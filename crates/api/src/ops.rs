@@ -32,6 +32,9 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(last_reconciliation, run_reconciliation))
         .routes(routes!(list_pools))
         .routes(routes!(fund_pool))
+        .routes(routes!(set_thresholds))
+        .routes(routes!(classes))
+        .routes(routes!(routing))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
 }
@@ -306,6 +309,56 @@ async fn fund_pool(
     );
     api.handle.fund_pool(rail, asset, amount, transfer).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a pool's min / target / max. Reservations made stay (they are facts); the new
+/// minimum applies to what is decided from now on. Journaled with who and why.
+#[utoipa::path(put, path = "/v1/pools/{rail}/{asset}", tag = "treasury", params(("rail" = String, Path), ("asset" = String, Path)),
+    request_body = ThresholdsIn, responses((status = 204), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
+async fn set_thresholds(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((rail, asset)): Path<(String, String)>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Treasury])?;
+    let rail = rail_name(&rail)?;
+    let asset = api.config.assets.iter().find(|a| a.symbol() == asset).copied().ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "unknown_asset", format!("no asset {:?} is carried here", clip(&asset)))
+    })?;
+    let input: ThresholdsIn = json_body(body).await?;
+    let amount = |field: &str, text: &str| {
+        asset.parse_amount(text).map_err(|e| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_amount",
+                format!("{field}: {}", clip(&e.to_string())),
+            )
+        })
+    };
+    let config = router::PoolConfig {
+        rail,
+        asset,
+        min: amount("min", &input.min)?,
+        target: amount("target", &input.target)?,
+        max: amount("max", &input.max)?,
+    };
+    api.handle.set_pool_thresholds(config, caller.who(), reason(&input.reason)?).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The priority classes, as configured.
+#[utoipa::path(get, path = "/v1/classes", tag = "treasury", responses((status = 200, body = Vec<ClassView>)))]
+async fn classes(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<ClassView>>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.config.classes.clone()))
+}
+
+/// How the router weighs rails and the rules that override it, as configured.
+#[utoipa::path(get, path = "/v1/routing", tag = "treasury", responses((status = 200, body = RoutingView)))]
+async fn routing(State(api): State<Api>, caller: Caller) -> Result<Json<RoutingView>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.config.routing.clone()))
 }
 
 fn key_view(hash: &[u8; 32], key: &ApiKey) -> KeyView {

@@ -322,3 +322,31 @@ pub struct WebhookEvent {
     pub created_at: u64,
     pub payment: PaymentView,
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsIn {
+    pub min: String,
+    pub target: String,
+    pub max: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassView {
+    pub name: String,
+    /// Share of dequeues while every class is backlogged.
+    pub weight: u32,
+    pub deadline_default_ms: u64,
+    /// Queued longer than this, a payment is held for an operator.
+    pub age_max_ms: Option<u64>,
+    /// May use a pool's reserve below its minimum.
+    pub urgent: bool,
+}
+
+/// How the router weighs rails, and the rules that override it (read from the configuration).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoutingView {
+    pub weights: BTreeMap<String, u64>,
+    pub rules: Vec<String>,
+}

@@ -79,6 +79,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Treasury changes a configured pool's min / target / max (journaled with who and why).
+    /// Reservations already made stay: they are facts; the new minimum applies to what is
+    /// decided from now on, so no running payment is broken by it.
+    pub async fn set_pool_thresholds(
+        &mut self,
+        config: router::PoolConfig,
+        by: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.running()?;
+        let router::PoolConfig { rail, asset, min, target, max } = config;
+        if self.state.pools.config(rail, asset).is_none() {
+            return Err(EngineError::Refused(format!("no pool of {asset} on rail {rail} is configured")));
+        }
+        if !(min <= target && target <= max) {
+            return Err(EngineError::Refused(format!(
+                "thresholds must keep min <= target <= max (min {}, target {}, max {})",
+                asset.format_amount(min),
+                asset.format_amount(target),
+                asset.format_amount(max)
+            )));
+        }
+        let (by, reason) = (by.to_owned(), reason.to_owned());
+        self.stage_input(Event::PoolThresholdsSet { rail, asset, min, target, max, by, reason, at: now })?;
+        self.commit_and_act(now).await
+    }
+
     /// Up to `limit` undelivered notices after `after` (by id), for the webhook sender.
     pub fn outbox_page(&self, after: Option<u128>, limit: usize) -> Vec<(u128, Notice)> {
         let range = match after {

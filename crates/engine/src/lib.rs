@@ -22,6 +22,7 @@ mod history;
 mod intake;
 mod operator;
 mod quotes;
+mod readmodel;
 mod reconcile;
 mod recovery;
 mod routing;

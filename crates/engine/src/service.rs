@@ -10,7 +10,6 @@
 //! work is committed to the history store before it leaves the read model, so a reader always
 //! finds a payment in one or the other.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use model::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
+pub use crate::readmodel::{PoolView, RailView, ReadModel};
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
 /// Why a command did not reach the engine.
@@ -107,80 +107,17 @@ pub enum Command {
         by: String,
         reply: Reply<Result<(), OperatorError>>,
     },
+    SetPoolThresholds {
+        config: router::PoolConfig,
+        by: String,
+        reason: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
     Outbox {
         after: Option<u128>,
         limit: usize,
         reply: Reply<Vec<(u128, crate::state::Notice)>>,
     },
-}
-
-/// A rail as the read model shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RailView {
-    pub rail: RailId,
-    pub network: Network,
-    pub paused: bool,
-    pub breaker: router::BreakerState,
-    pub success_permille: u32,
-    /// Payments queued for it (refreshed at most once a second).
-    pub queued: usize,
-}
-
-/// A pool as the read model shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolView {
-    pub rail: RailId,
-    pub asset: Asset,
-    /// What routing may still reserve.
-    pub available: Amount,
-    /// Reserved for settlements not yet final.
-    pub reserved: Amount,
-    pub min: Amount,
-    pub target: Amount,
-    pub max: Amount,
-}
-
-/// What queries read without waiting for the engine: published after every round.
-#[derive(Clone, Debug, Default)]
-pub struct ReadModel {
-    /// The time of the round that published it.
-    pub as_of: Timestamp,
-    /// The journal's tip when it was published.
-    pub tip: u64,
-    /// Why the engine stopped, if it did.
-    pub stopped: Option<String>,
-    pub counts: BTreeMap<PaymentState, u64>,
-    pub payments: HashMap<PaymentId, PaymentRecord>,
-    pub batches: HashMap<BatchId, BatchRecord>,
-    /// Open settlements (finished ones are in the history store).
-    pub settlements: HashMap<SettlementId, SettlementRecord>,
-    /// Queue depth and oldest age by rail, class and merchant (refreshed at most once a second).
-    pub depths: queue::Depths,
-    /// API keys and webhook endpoints.
-    pub access: Arc<Access>,
-    pub rails: Vec<RailView>,
-    pub pools: Vec<PoolView>,
-    pub outbox: usize,
-    pub last_reconciliation: Option<Reconciliation>,
-    /// Reconciliation differences found since the engine opened.
-    pub differences_found: u64,
-    /// Settlements whose last check found a difference, and what it was.
-    pub flagged: BTreeMap<SettlementId, crate::Difference>,
-    flagged_version: u64,
-}
-
-impl ReadModel {
-    /// Whether every payment is settled, failed or held: nothing left without an operator.
-    pub fn is_quiet(&self) -> bool {
-        self.counts
-            .iter()
-            .all(|(state, n)| *n == 0 || state.is_terminal() || matches!(state, PaymentState::Held { .. }))
-    }
-
-    /// Payments per state, by the state's name.
-    pub fn counts_by_name(&self) -> BTreeMap<String, u64> {
-        self.counts.iter().map(|(state, n)| (state.to_string(), *n)).collect()
-    }
 }
 
 /// A cloneable handle to the engine task.
@@ -349,6 +286,15 @@ impl EngineHandle {
         ask!(self, Cancel { merchant, payment, by })
     }
 
+    pub async fn set_pool_thresholds(
+        &self,
+        config: router::PoolConfig,
+        by: String,
+        reason: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, SetPoolThresholds { config, by, reason })
+    }
+
     /// Up to `limit` undelivered notices after `after`, in id order.
     pub async fn outbox(
         &self,
@@ -499,96 +445,12 @@ impl Engine {
             Command::Cancel { merchant, payment, by, reply } => {
                 let _ = reply.send(self.cancel(merchant, payment, &by, now).await);
             }
+            Command::SetPoolThresholds { config, by, reason, reply } => {
+                let _ = reply.send(self.set_pool_thresholds(config, &by, &reason, now).await);
+            }
             Command::Outbox { after, limit, reply } => {
                 let _ = reply.send(self.outbox_page(after, limit));
             }
-        }
-    }
-
-    /// Updates the read model with what changed since the last publication.
-    pub(crate) fn publish(&mut self, read: &RwLock<ReadModel>, now: Timestamp, round: bool) {
-        let touched = std::mem::take(&mut self.touched);
-        let touched_batches = std::mem::take(&mut self.touched_batches);
-        let touched_settlements = std::mem::take(&mut self.touched_settlements);
-        let refresh_depths = round && now.saturating_since(self.depths_at) >= 1_000;
-        if refresh_depths {
-            self.depths_at = now;
-        }
-        let depths = refresh_depths.then(|| self.staging.depths(now));
-        let mut model = read.write().expect("read model lock");
-        for id in touched {
-            match self.state.book.payments.get(&id) {
-                Some(record) => model.payments.insert(id, record.clone()),
-                None => model.payments.remove(&id),
-            };
-        }
-        for id in touched_batches {
-            match self.state.book.batches.get(&id) {
-                Some(record) => model.batches.insert(id, record.clone()),
-                None => model.batches.remove(&id),
-            };
-        }
-        for id in touched_settlements {
-            match self.state.book.settlements.get(&id) {
-                Some(record) => model.settlements.insert(id, record.clone()),
-                None => model.settlements.remove(&id),
-            };
-        }
-        if *model.access != self.state.access {
-            model.access = Arc::new(self.state.access.clone());
-        }
-        model.as_of = now;
-        model.tip = self.journal.tip();
-        model.stopped = self.stopped.clone();
-        model.counts = self.state.book.counts().clone();
-        model.outbox = self.state.outbox.len();
-        model.last_reconciliation = self.last_reconciliation.clone();
-        model.differences_found = self.differences_found;
-        if model.flagged_version != self.flagged_version {
-            model.flagged_version = self.flagged_version;
-            model.flagged = self.flagged.clone();
-        }
-        let previous: BTreeMap<RailId, usize> = model.rails.iter().map(|r| (r.rail, r.queued)).collect();
-        model.rails = self
-            .rails
-            .iter()
-            .map(|rail| {
-                let caps = rail.capabilities();
-                let breaker = &self.breakers[&caps.rail];
-                let queued = match &depths {
-                    Some(depths) => depths.rails.get(&caps.rail).map_or(0, |d| d.queued),
-                    None => previous.get(&caps.rail).copied().unwrap_or(0),
-                };
-                RailView {
-                    rail: caps.rail,
-                    network: caps.network,
-                    paused: self.state.paused.contains(&caps.rail),
-                    breaker: breaker.state(now),
-                    success_permille: breaker.success_permille(),
-                    queued,
-                }
-            })
-            .collect();
-        model.pools = self
-            .state
-            .pools
-            .configured()
-            .map(|(rail, asset)| {
-                let pools = &self.state.pools;
-                let config = pools.config(rail, asset);
-                PoolView {
-                    rail,
-                    asset,
-                    available: pools.available(rail, asset),
-                    reserved: pools.reserved(rail, asset),
-                    min: config.map_or(Amount::ZERO, |c| c.min),
-                    target: config.map_or(Amount::ZERO, |c| c.target),
-                    max: config.map_or(Amount::ZERO, |c| c.max),
-                }
-            })
-            .collect();
-        if let Some(depths) = depths {
-            model.depths = depths;
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct EngineState {
     pub lost: BTreeMap<SettlementId, LostFinality>,
     /// API keys (by the hash of their secret) and merchants' webhook endpoints.
     pub access: model::Access,
+    /// Pool thresholds treasury set through the API: they win over the configuration file's.
+    pub pool_thresholds: BTreeMap<(RailId, Asset), router::PoolConfig>,
     #[serde(skip)]
     urgent: Vec<ClassName>,
 }
@@ -78,6 +80,7 @@ impl EngineState {
             paused: std::collections::BTreeSet::new(),
             lost: BTreeMap::new(),
             access: model::Access::default(),
+            pool_thresholds: BTreeMap::new(),
             urgent: config.urgent.clone(),
         })
     }
@@ -168,6 +171,17 @@ impl EngineState {
                 entry.revoked_at = Some(*at);
                 Ok(())
             }
+            Event::PoolThresholdsSet { rail, asset, min, target, max, .. } => {
+                let config = router::PoolConfig { rail: *rail, asset: *asset, min: *min, target: *target, max: *max };
+                // A pool the configuration no longer has keeps the record, not the thresholds
+                // (replay must not stop because a rail was removed; the engine refuses the
+                // command for a pool that is not configured).
+                if self.pools.config(*rail, *asset).is_some() {
+                    self.pools.set_thresholds(config)?;
+                }
+                self.pool_thresholds.insert((*rail, *asset), config);
+                Ok(())
+            }
             Event::WebhookEndpointSet { merchant, url, .. } => {
                 match url {
                     Some(url) => {
@@ -245,6 +259,13 @@ impl Replica for Replayed {
         // state a full replay under today's configuration gives.
         let fee_pools: Vec<(RailId, Asset)> = config.fee_assets.iter().map(|(r, a)| (*r, *a)).collect();
         state.pools.reconfigure(&config.pools, &fee_pools).map_err(|e| e.to_string())?;
+        // Treasury's journaled changes win over the file, as a full replay gives (a pool the
+        // file no longer configures keeps none).
+        for config in state.pool_thresholds.values() {
+            if state.pools.config(config.rail, config.asset).is_some() {
+                state.pools.set_thresholds(*config).map_err(|e| e.to_string())?;
+            }
+        }
         state.urgent = config.urgent.clone();
         Ok(Replayed(state))
     }

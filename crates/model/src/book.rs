@@ -209,7 +209,8 @@ impl Book {
             | Event::FinalityRestored { .. }
             | Event::ApiKeyCreated { .. }
             | Event::ApiKeyRevoked { .. }
-            | Event::WebhookEndpointSet { .. } => Ok(()),
+            | Event::WebhookEndpointSet { .. }
+            | Event::PoolThresholdsSet { .. } => Ok(()),
             Event::PaymentResolved { payment, resolution, .. } => {
                 let to = match resolution {
                     crate::event::Resolution::Retry => PaymentState::Queued,

@@ -188,6 +188,18 @@ pub enum Event {
         reason: String,
         at: Timestamp,
     },
+    /// Treasury changed a pool's thresholds (they override the configuration file's from now
+    /// on, across restarts).
+    PoolThresholdsSet {
+        rail: RailId,
+        asset: Asset,
+        min: Amount,
+        target: Amount,
+        max: Amount,
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
     /// A merchant's webhook endpoint was set (`None`: removed).
     WebhookEndpointSet {
         merchant: MerchantId,
@@ -238,7 +250,8 @@ impl Event {
             | Event::FinalityRestored { at, .. }
             | Event::ApiKeyCreated { at, .. }
             | Event::ApiKeyRevoked { at, .. }
-            | Event::WebhookEndpointSet { at, .. } => *at,
+            | Event::WebhookEndpointSet { at, .. }
+            | Event::PoolThresholdsSet { at, .. } => *at,
         }
     }
 }

@@ -81,6 +81,21 @@ pub enum ClientCommand {
     Queues,
     /// Pools against min / target / max.
     Pools,
+    /// Changes a pool's min / target / max (treasury; journaled with the reason).
+    PoolThresholds {
+        rail: String,
+        asset: String,
+        #[arg(long)]
+        min: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        max: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The priority classes.
+    Classes,
     /// Held payments and why.
     Held,
     /// Resolves a held payment: retry, fail or resume.
@@ -350,6 +365,18 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
             &client.get("/v1/pools").await?,
             &["rail", "asset", "available", "reserved", "min", "target", "max", "status"],
         ),
+        ClientCommand::PoolThresholds { rail, asset, min, target, max, reason } => {
+            let body = json!({ "min": min, "target": target, "max": max, "reason": reason });
+            client.send(client.request(reqwest::Method::PUT, &format!("/v1/pools/{rail}/{asset}")).json(&body)).await?;
+            println!("pool {asset} on {rail}: min {min}, target {target}, max {max}");
+        }
+        ClientCommand::Classes => {
+            show(
+                json,
+                &client.get("/v1/classes").await?,
+                &["name", "weight", "deadline_default_ms", "age_max_ms", "urgent"],
+            );
+        }
         ClientCommand::Held => show(json, &client.get("/v1/held").await?["payments"], &PAYMENT_COLUMNS),
         ClientCommand::Resolve { id, resolution, reason } => {
             let payment = client

@@ -322,6 +322,26 @@ impl Pools {
         Ok(())
     }
 
+    /// Changes a configured pool's min / target / max (treasury's decision). Reservations and
+    /// balances are facts and stay; the new minimum applies to decisions from now on.
+    pub fn set_thresholds(&mut self, config: PoolConfig) -> Result<(), PoolError> {
+        let key = (config.rail, config.asset);
+        if !self.configs.contains_key(&key) {
+            return Err(PoolError::Config(format!(
+                "no pool of {} on rail {} is configured",
+                config.asset, config.rail
+            )));
+        }
+        if !(config.min <= config.target && config.target <= config.max) {
+            return Err(PoolError::Config(format!(
+                "pool {} on {}: min <= target <= max is required",
+                config.asset, config.rail
+            )));
+        }
+        self.configs.insert(key, config);
+        Ok(())
+    }
+
     /// Reserves the amount and the fee estimate of a settlement, both or neither.
     pub fn reserve(&mut self, request: &Reserve) -> Result<(), PoolError> {
         self.can_hold(request)?;

@@ -230,6 +230,14 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
         (Method::POST, "/v1/reconciliation".into(), &["operator"], Value::Null),
         (Method::GET, "/v1/pools".into(), &["operator", "treasury"], Value::Null),
         (Method::POST, "/v1/pools/sandbox-base/USDC/fund".into(), &["treasury"], json!({ "amount": "1" })),
+        (
+            Method::PUT,
+            "/v1/pools/sandbox-base/USDC".into(),
+            &["treasury"],
+            json!({ "min": "1000", "target": "100000", "max": "1000000", "reason": "test" }),
+        ),
+        (Method::GET, "/v1/classes".into(), &["operator", "treasury"], Value::Null),
+        (Method::GET, "/v1/routing".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/keys".into(), &[], Value::Null),
         (Method::POST, "/v1/keys".into(), &[], json!({ "role": "operator", "label": "x" })),
         (Method::POST, "/v1/batches".into(), &["merchant"], Value::Null),
@@ -333,4 +341,47 @@ async fn requests_past_the_rate_limit_get_429_with_retry_after() {
     let response = limited.expect("the limit answers 429 within 20 requests");
     let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
+}
+
+/// Treasury changes a pool's thresholds: validated (refused with the reason, nothing changed),
+/// journaled, and still in force after a kill -9 and restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_thresholds_change_validated_journaled_and_kept_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let treasury = server.key("treasury", None).await;
+    let put = |body: Value| {
+        server.call(server.request(Method::PUT, "/v1/pools/sandbox-base/USDC", Some(&treasury)).json(&body))
+    };
+    let (status, problem) = put(json!({ "min": "5000", "target": "100", "max": "1000000", "reason": "x" })).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("refused")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("min <= target <= max"), "{problem}");
+    let (status, problem) = put(json!({ "min": "1.0000001", "target": "100", "max": "1000000", "reason": "x" })).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_amount")), "{problem}");
+    let (status, problem) = put(json!({ "min": "1", "target": "100", "max": "1000000", "reason": "" })).await;
+    assert_eq!((status, problem["code"].as_str()), (422, Some("reason_required")), "{problem}");
+    let (status, _) = server
+        .call(
+            server
+                .request(Method::PUT, "/v1/pools/sandbox-base/USDT", Some(&treasury))
+                .json(&json!({ "min": "1", "target": "2", "max": "3", "reason": "x" })),
+        )
+        .await;
+    assert_eq!(status, 422, "no USDT pool on sandbox-base");
+    let (status, _) =
+        put(json!({ "min": "2000", "target": "150000", "max": "2000000", "reason": "more buffer for payroll" })).await;
+    assert_eq!(status, 204);
+    let pool = |pools: &Value| {
+        pools.as_array().unwrap().iter().find(|p| p["rail"] == "sandbox-base" && p["asset"] == "USDC").unwrap().clone()
+    };
+    let (_, pools) = server.get("/v1/pools", &treasury).await;
+    assert_eq!((pool(&pools)["min"].as_str(), pool(&pools)["max"].as_str()), (Some("2000"), Some("2000000")));
+    server.kill();
+    let again = Server::start(data.path(), &[]);
+    let (_, pools) = again.get("/v1/pools", &treasury).await;
+    assert_eq!(
+        (pool(&pools)["min"].as_str(), pool(&pools)["target"].as_str()),
+        (Some("2000"), Some("150000")),
+        "{pools}"
+    );
 }
