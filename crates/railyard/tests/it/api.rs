@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Server, address, csv};
+use crate::server::{Server, address, csv, log};
 
 /// A CSV of 10,000 rows is accepted whole, settles on the sandbox rails, and every row is
 /// found settled with its own amount, asset and destination.
@@ -384,4 +384,28 @@ async fn pool_thresholds_change_validated_journaled_and_kept_across_a_restart() 
         (Some("2000"), Some("150000")),
         "{pools}"
     );
+}
+
+/// Keys never appear in logs, even at debug level: not the admin key, not a key created over
+/// the API, not a key presented in a request (good or revoked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_appear_in_the_logs() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("RUST_LOG", "debug")]);
+    let admin = server.admin.clone().unwrap();
+    let merchant = server.key("merchant", Some(4)).await;
+    let (status, _) = server.submit(&merchant, "log-1", "text/csv", csv(3, "log")).await;
+    assert_eq!(status, 202);
+    let (status, _) = server.get("/v1/payments?state=queued&cursor=zz", &merchant).await;
+    assert_eq!(status, 400);
+    server.get("/v1/rails", &admin).await;
+    server.get("/v1/rails", "ry_0000000000000000000000000000000000000000000000000000000000000000").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = log(data.path());
+    assert!(logged.contains("request"), "the requests were logged at all: {}", &logged[..logged.len().min(2_000)]);
+    for secret in [&admin, &merchant] {
+        assert!(!logged.contains(secret.as_str()), "a key secret is in the logs");
+        assert!(!logged.contains(&secret[3..19]), "part of a key secret is in the logs");
+    }
+    assert!(!logged.contains("ry_00000000"), "a presented key is in the logs");
 }

@@ -17,6 +17,11 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
+/// The server's logs (stderr), appended to `data/server.log` across restarts.
+pub fn log(data: &Path) -> String {
+    std::fs::read_to_string(data.join("server.log")).unwrap_or_default()
+}
+
 /// Settings every API test uses: fast blocks and ticks, limits out of the way.
 fn command(data: &Path, extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
@@ -34,7 +39,7 @@ fn command(data: &Path, extra: &[(&str, &str)]) -> Command {
         .env_remove("RUST_LOG")
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data.join("server.log")).expect("log file"));
     for (key, value) in extra {
         command.env(key, value);
     }
