@@ -28,7 +28,7 @@ pub struct Metrics {
     class_depth: Family<Labels, Gauge>,
     payments: Family<Labels, Gauge>,
     rail_up: Family<Labels, Gauge>,
-    open_settlements: Gauge,
+    open_settlements: Family<Labels, Gauge>,
     webhook_backlog: Gauge,
     outbox: Gauge,
     journal_records: Gauge,
@@ -52,7 +52,7 @@ impl Default for Metrics {
             class_depth: Family::default(),
             payments: Family::default(),
             rail_up: Family::default(),
-            open_settlements: Gauge::default(),
+            open_settlements: Family::default(),
             webhook_backlog: Gauge::default(),
             outbox: Gauge::default(),
             journal_records: Gauge::default(),
@@ -72,7 +72,11 @@ impl Default for Metrics {
             "1 when a rail takes new work (breaker closed, not paused)",
             metrics.rail_up.clone(),
         );
-        registry.register("open_settlements", "settlements not yet final or dead", metrics.open_settlements.clone());
+        registry.register(
+            "settlements",
+            "open settlements per state (planned, signed, broadcast, confirmed)",
+            metrics.open_settlements.clone(),
+        );
         registry.register("webhook_backlog", "webhook deliveries not yet delivered", metrics.webhook_backlog.clone());
         registry.register("journal_records", "records in the journal (its tip)", metrics.journal_records.clone());
         registry.register("outbox", "notices journaled and not yet delivered", metrics.outbox.clone());
@@ -101,7 +105,14 @@ impl Metrics {
             for (state, n) in m.counts_by_name() {
                 self.payments.get_or_create(&vec![("state".to_owned(), state)]).set(to_gauge(n));
             }
-            self.open_settlements.set(to_gauge(m.settlements.len()));
+            let mut by_state: std::collections::BTreeMap<String, i64> =
+                ["planned", "signed", "broadcast", "confirmed"].into_iter().map(|s| (s.to_owned(), 0)).collect();
+            for record in m.settlements.values() {
+                *by_state.entry(crate::wire::settlement_state_name(record.state).0).or_default() += 1;
+            }
+            for (state, n) in by_state {
+                self.open_settlements.get_or_create(&vec![("state".to_owned(), state)]).set(n);
+            }
             self.outbox.set(to_gauge(m.outbox));
             self.journal_records.set(to_gauge(m.tip));
         });

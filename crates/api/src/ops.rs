@@ -30,6 +30,7 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(held))
         .routes(routes!(resolve))
         .routes(routes!(last_reconciliation, run_reconciliation))
+        .routes(routes!(anomalies))
         .routes(routes!(list_pools))
         .routes(routes!(fund_pool))
         .routes(routes!(set_thresholds))
@@ -249,6 +250,22 @@ async fn run_reconciliation(State(api): State<Api>, caller: Caller) -> Result<Js
     caller.require(&[Role::Operator])?;
     let report = api.handle.reconcile().await??;
     Ok(Json(reconciliation_view(&report)))
+}
+
+/// Settlements whose last reconciliation found a difference (a final settlement off its chain,
+/// a dead one paid), and the settlements whose finality was lost and is being restored.
+#[utoipa::path(get, path = "/v1/anomalies", tag = "operator", responses((status = 200, body = Vec<AnomalyView>)))]
+async fn anomalies(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<AnomalyView>>, Problem> {
+    caller.require(&STAFF)?;
+    Ok(Json(api.handle.read(|m| {
+        m.flagged
+            .iter()
+            .map(|(settlement, difference)| AnomalyView {
+                settlement: hex_id(settlement.0),
+                difference: format!("{difference:?}"),
+            })
+            .collect()
+    })))
 }
 
 /// Pools: what each can still reserve, what is reserved, against min / target / max.

@@ -350,3 +350,10 @@ pub struct RoutingView {
     pub weights: BTreeMap<String, u64>,
     pub rules: Vec<String>,
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnomalyView {
+    pub settlement: String,
+    /// What the last check found.
+    pub difference: String,
+}

@@ -62,11 +62,9 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(), OperatorError> {
         self.running()?;
+        // Open payments are in the book, finished ones in the history store.
         let record = self
-            .state
-            .book
-            .payments
-            .get(&payment)
+            .payment(payment)?
             .filter(|r| r.payment.merchant == merchant)
             .ok_or(OperatorError::UnknownPayment(payment))?;
         if !matches!(record.state, PaymentState::Accepted | PaymentState::Queued) {

@@ -237,6 +237,7 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
             json!({ "min": "1000", "target": "100000", "max": "1000000", "reason": "test" }),
         ),
         (Method::GET, "/v1/classes".into(), &["operator", "treasury"], Value::Null),
+        (Method::GET, "/v1/anomalies".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/routing".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/keys".into(), &[], Value::Null),
         (Method::POST, "/v1/keys".into(), &[], json!({ "role": "operator", "label": "x" })),
@@ -408,4 +409,37 @@ async fn keys_never_appear_in_the_logs() {
         assert!(!logged.contains(&secret[3..19]), "part of a key secret is in the logs");
     }
     assert!(!logged.contains("ry_00000000"), "a presented key is in the logs");
+}
+
+/// A merchant cancels a payment still queued (every rail paused, so it stays queued): it
+/// fails with the reason; a second cancel, or a cancel of a settled payment, is a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_payment_can_be_cancelled_once_and_a_settled_one_never() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let merchant = server.key("merchant", Some(6)).await;
+    let operator = server.key("operator", None).await;
+    let (_, settled) = server.submit(&merchant, "c-0", "text/csv", csv(1, "settles")).await;
+    server.wait_final(&merchant, settled["batch"].as_str().unwrap(), Duration::from_secs(60)).await;
+    for rail in ["sandbox-base", "sandbox-optimism", "sandbox-ethereum"] {
+        let (status, body) =
+            server.post(&format!("/v1/rails/{rail}/pause"), &operator, json!({ "reason": "cancel test" })).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let (_, accepted) = server.submit(&merchant, "c-1", "text/csv", csv(2, "cancel")).await;
+    let payment = accepted["payments"][0]["id"].as_str().unwrap().to_owned();
+    let (status, view) = server.post(&format!("/v1/payments/{payment}/cancel"), &merchant, json!({})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "failed");
+    assert!(view["reason"].as_str().unwrap().contains("cancelled by the merchant"), "{view}");
+    let (status, problem) = server.post(&format!("/v1/payments/{payment}/cancel"), &merchant, json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("not_cancellable")));
+    let done = settled["payments"][0]["id"].as_str().unwrap();
+    let (status, problem) = server.post(&format!("/v1/payments/{done}/cancel"), &merchant, json!({})).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("not_cancellable")));
+    // The other payment of the batch is untouched and settles once a rail resumes.
+    let (status, _) = server.post("/v1/rails/sandbox-base/resume", &operator, json!({ "reason": "done" })).await;
+    assert_eq!(status, 204);
+    let view = server.wait_final(&merchant, accepted["batch"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(view["states"], json!({ "failed": 1, "settled": 1 }), "{view}");
 }

@@ -149,3 +149,41 @@ fn signatures_refuse_changes_replays_and_garbage() {
     assert_eq!(verify("whsec_a", &header, b"{\"x\":1}", 1_301, 300), Err(VerifyError::Stale));
     assert_eq!(verify("whsec_a", "v1=00", b"{}", 1_000, 300), Err(VerifyError::Malformed));
 }
+
+/// A delivery can be sent again on request: the receiver gets the same event id again; another
+/// merchant cannot see or re-send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_resent_on_request_under_the_same_event_id() {
+    let data = tempfile::tempdir().unwrap();
+    let secret = Arc::new(Mutex::new(String::new()));
+    let received = Arc::new(Mutex::new(Received::default()));
+    let url = receiver(secret.clone(), received.clone()).await;
+    let server = Server::start(data.path(), &[]);
+    let merchant = server.key("merchant", Some(8)).await;
+    let other = server.key("merchant", Some(9)).await;
+    let (_, endpoint) = server
+        .call(server.request(reqwest::Method::PUT, "/v1/webhook", Some(&merchant)).json(&json!({ "url": url })))
+        .await;
+    *secret.lock().unwrap() = endpoint["signing_secret"].as_str().unwrap().to_owned();
+    let (_, accepted) = server.submit(&merchant, "resend", "text/csv", csv(1, "resend")).await;
+    server.wait_final(&merchant, accepted["batch"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let event = loop {
+        let (_, deliveries) = server.get("/v1/webhook/deliveries", &merchant).await;
+        if let Some(d) = deliveries.as_array().and_then(|d| d.iter().find(|d| d["status"] == "delivered")) {
+            break d["event"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{deliveries}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(server.get("/v1/webhook/deliveries", &other).await.1, json!([]));
+    let (status, _) = server.post(&format!("/v1/webhook/deliveries/{event}/resend"), &other, json!({})).await;
+    assert_eq!(status, 404);
+    let (status, view) = server.post(&format!("/v1/webhook/deliveries/{event}/resend"), &merchant, json!({})).await;
+    assert_eq!((status, view["status"].as_str()), (202, Some("pending")), "{view}");
+    let started = Instant::now();
+    while received.lock().unwrap().deliveries.iter().filter(|d| d.0 == event).count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the re-send never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
