@@ -199,7 +199,8 @@ pub(crate) fn view(api: &Api, record: &PaymentRecord) -> Result<PaymentView, Pro
         None => None,
     };
     let difference = api.handle.difference_of(record.payment.id)?.map(|d| format!("{d:?}"));
-    Ok(payment_view(record, settlement.as_ref(), difference))
+    let routing = api.handle.read(|m| m.routes.get(&record.payment.id).cloned());
+    Ok(payment_view(record, settlement.as_ref(), difference, routing))
 }
 
 /// A payment: its state, history, reason and settlement (with the transaction once signed).

@@ -92,10 +92,7 @@ async fn pause(
     Path(rail): Path<String>,
     body: Body,
 ) -> Result<StatusCode, Problem> {
-    caller.require(&[Role::Operator])?;
-    let input: Because = json_body(body).await?;
-    api.handle.pause(rail_name(&rail)?, caller.who(), reason(&input.reason)?).await??;
-    Ok(StatusCode::NO_CONTENT)
+    set_paused(&api, &caller, &rail, body, true).await
 }
 
 #[utoipa::path(post, path = "/v1/rails/{rail}/resume", tag = "operator", params(("rail" = String, Path)), request_body = Because,
@@ -106,9 +103,19 @@ async fn resume(
     Path(rail): Path<String>,
     body: Body,
 ) -> Result<StatusCode, Problem> {
+    set_paused(&api, &caller, &rail, body, false).await
+}
+
+/// Pause or resume: the same checks, one journaled event with who and why.
+async fn set_paused(api: &Api, caller: &Caller, rail: &str, body: Body, pause: bool) -> Result<StatusCode, Problem> {
     caller.require(&[Role::Operator])?;
     let input: Because = json_body(body).await?;
-    api.handle.resume(rail_name(&rail)?, caller.who(), reason(&input.reason)?).await??;
+    let (rail, who, why) = (rail_name(rail)?, caller.who(), reason(&input.reason)?);
+    if pause {
+        api.handle.pause(rail, who, why).await??
+    } else {
+        api.handle.resume(rail, who, why).await??
+    };
     Ok(StatusCode::NO_CONTENT)
 }
 

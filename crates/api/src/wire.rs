@@ -87,6 +87,8 @@ pub struct PaymentView {
     pub attempt: u32,
     /// Why it was last held, failed or resolved.
     pub reason: Option<String>,
+    /// While open: why the router sent it where it went (or why it waits), rail by rail.
+    pub routing: Option<String>,
     pub history: Vec<StepView>,
     pub settlement: Option<SettlementView>,
     /// What reconciliation found wrong with its settlement, if anything.
@@ -137,6 +139,7 @@ pub fn payment_view(
     record: &PaymentRecord,
     settlement: Option<&SettlementRecord>,
     difference: Option<String>,
+    routing: Option<String>,
 ) -> PaymentView {
     let p = &record.payment;
     PaymentView {
@@ -152,6 +155,7 @@ pub fn payment_view(
         state: state_name(record.state),
         attempt: record.attempt,
         reason: record.reason.clone(),
+        routing,
         history: record.steps.iter().map(|s| StepView { state: state_name(s.state), at: s.at.0 }).collect(),
         settlement: settlement.map(settlement_view),
         difference,

@@ -211,6 +211,8 @@ pub struct Engine {
     touched: BTreeSet<PaymentId>,
     touched_batches: BTreeSet<BatchId>,
     touched_settlements: BTreeSet<SettlementId>,
+    /// The last routing decision of each open payment, in words (service mode only).
+    routes: std::collections::HashMap<PaymentId, String>,
     /// When the read model's queue depths were last refreshed.
     depths_at: Timestamp,
     /// When queued payments were last checked against their class's age limit.
@@ -324,6 +326,7 @@ impl Engine {
             touched: BTreeSet::new(),
             touched_batches: BTreeSet::new(),
             touched_settlements: BTreeSet::new(),
+            routes: std::collections::HashMap::new(),
             depths_at: Timestamp(0),
             stale_checked_at: Timestamp(0),
             stopped: None,

@@ -46,6 +46,8 @@ pub struct ReadModel {
     pub counts: BTreeMap<PaymentState, u64>,
     pub payments: HashMap<PaymentId, PaymentRecord>,
     pub batches: HashMap<BatchId, BatchRecord>,
+    /// Why each open payment was routed where it was (or waits), in words.
+    pub routes: HashMap<PaymentId, String>,
     /// Open settlements (finished ones are in the history store).
     pub settlements: HashMap<SettlementId, SettlementRecord>,
     /// Queue depth and oldest age by rail, class and merchant (refreshed at most once a second).
@@ -91,8 +93,17 @@ impl Engine {
         let mut model = read.write().expect("read model lock");
         for id in touched {
             match self.state.book.payments.get(&id) {
-                Some(record) => model.payments.insert(id, record.clone()),
-                None => model.payments.remove(&id),
+                Some(record) => {
+                    model.payments.insert(id, record.clone());
+                    if let Some(route) = self.routes.get(&id) {
+                        model.routes.insert(id, route.clone());
+                    }
+                }
+                None => {
+                    model.payments.remove(&id);
+                    model.routes.remove(&id);
+                    self.routes.remove(&id);
+                }
             };
         }
         for id in touched_batches {

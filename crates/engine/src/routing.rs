@@ -134,6 +134,14 @@ impl Engine {
         let decisions = decided;
         let mut by_rail: BTreeMap<RailId, Vec<Enqueue>> = BTreeMap::new();
         let mut held = Vec::new();
+        if self.track_changes {
+            // Why each went where it went (not journaled: routing is decided again after a
+            // restart), for the read model.
+            for decision in &decisions {
+                self.routes.insert(decision.payment, decision.explain());
+                self.touched.insert(decision.payment);
+            }
+        }
         for ((payment, deadline), decision) in deadlines.iter().zip(&decisions) {
             if decision.chosen.is_none() {
                 let since = self.staging.unroutable(payment.id, now);

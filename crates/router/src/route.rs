@@ -138,6 +138,34 @@ pub struct Router {
     by_asset: HashMap<Asset, Vec<usize>, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>,
 }
 
+impl Decision {
+    /// The decision in words, for the people who ask why a payment went where it went (or
+    /// waits): the chosen rail and its score's parts, the others' scores, and each rail that
+    /// could not take it with the reason.
+    pub fn explain(&self) -> String {
+        let score = |s: &Score| {
+            let late = if s.misses_deadline { ", misses the deadline" } else { "" };
+            format!(
+                "score {} (fee {}, time {}, failures {}, preference {}{late})",
+                s.total, s.fee, s.time, s.failure, s.preference
+            )
+        };
+        let mut parts = Vec::new();
+        for verdict in &self.rails {
+            let chosen = self.chosen == Some(verdict.rail);
+            parts.push(match &verdict.verdict {
+                Verdict::Eligible(s) if chosen => format!("chose {}: {}", verdict.rail, score(s)),
+                Verdict::Eligible(s) => format!("{}: {}", verdict.rail, score(s)),
+                Verdict::Ineligible(why) => format!("{}: {why}", verdict.rail),
+            });
+        }
+        if self.chosen.is_none() {
+            parts.insert(0, "no rail can take it now".to_owned());
+        }
+        parts.join("; ")
+    }
+}
+
 impl Router {
     pub fn new(weights: Weights, rules: Vec<Rule>) -> Result<Router, RuleError> {
         let mut router = Router { weights, rules, by_merchant: HashMap::default(), by_asset: HashMap::default() };

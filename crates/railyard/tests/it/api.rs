@@ -437,6 +437,18 @@ async fn a_queued_payment_can_be_cancelled_once_and_a_settled_one_never() {
     let done = settled["payments"][0]["id"].as_str().unwrap();
     let (status, problem) = server.post(&format!("/v1/payments/{done}/cancel"), &merchant, json!({})).await;
     assert_eq!((status, problem["code"].as_str()), (409, Some("not_cancellable")));
+    // The other waits, and says why: every rail is paused.
+    let other = accepted["payments"][1]["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let routing = loop {
+        let (_, view) = server.get(&format!("/v1/payments/{other}"), &merchant).await;
+        if let Some(routing) = view["routing"].as_str() {
+            break routing.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(routing.starts_with("no rail can take it now") && routing.contains("sandbox-base: "), "{routing}");
     // The other payment of the batch is untouched and settles once a rail resumes.
     let (status, _) = server.post("/v1/rails/sandbox-base/resume", &operator, json!({ "reason": "done" })).await;
     assert_eq!(status, 204);

@@ -391,3 +391,27 @@ fn pools_reserve_post_void_and_guard_the_minimum() {
     pools.ledger().verify().unwrap();
     assert_eq!(pools.open_reservations(), 0);
 }
+
+/// A decision in words names the chosen rail with its score's parts, every other rail's
+/// score, and why each rail that could not take the payment could not.
+#[test]
+fn a_decision_explains_itself_rail_by_rail() {
+    let score =
+        |total| Score { total, fee: total / 2, time: total / 2, failure: 0, preference: 0, misses_deadline: false };
+    let rail = |name: &str| Name::new(name).unwrap();
+    let decision = Decision {
+        payment: PaymentId(1),
+        chosen: Some(rail("base")),
+        rails: vec![
+            RailVerdict { rail: rail("base"), verdict: Verdict::Eligible(score(10)) },
+            RailVerdict { rail: rail("optimism"), verdict: Verdict::Eligible(score(14)) },
+            RailVerdict { rail: rail("ethereum"), verdict: Verdict::Ineligible(Ineligible::AssetUnsupported) },
+        ],
+    };
+    assert_eq!(
+        decision.explain(),
+        "chose base: score 10 (fee 5, time 5, failures 0, preference 0); optimism: score 14 (fee 7, time 7, failures 0, preference 0); ethereum: does not carry the asset"
+    );
+    let none = Decision { chosen: None, ..decision };
+    assert!(none.explain().starts_with("no rail can take it now; base: score 10"), "{}", none.explain());
+}
