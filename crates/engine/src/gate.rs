@@ -179,7 +179,7 @@ impl Engine {
         if every == 0 || tip < self.last_snapshot_seq.saturating_add(every) {
             return Ok(());
         }
-        let state = postcard::to_stdvec(&self.state).expect("state serializes");
+        let state = crate::state::encode_snapshot(&self.state);
         match self.journal.write_snapshot_async(tip, state).await {
             Ok(()) => {
                 tracing::info!(seq = tip, "snapshot written");

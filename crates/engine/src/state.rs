@@ -229,6 +229,11 @@ impl EngineState {
     }
 }
 
+/// A snapshot's bytes: the encoding version, then the state (postcard).
+pub fn encode_snapshot(state: &EngineState) -> Vec<u8> {
+    postcard::to_extend(state, vec![model::event::ENCODING_VERSION]).expect("state serializes")
+}
+
 /// Replays the journal into an `EngineState` built from the configuration.
 #[derive(Debug)]
 pub struct Replayed(pub EngineState);
@@ -250,11 +255,23 @@ impl Replica for Replayed {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.0).expect("state serializes")
+        encode_snapshot(&self.0)
     }
 
     fn decode(bytes: &[u8], config: &StateConfig) -> Result<Self, String> {
-        let mut state: EngineState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        // Snapshots carry the event encoding's version: one written by another railyard
+        // version is named as such, not misread.
+        let version = model::event::ENCODING_VERSION;
+        let body = match bytes.split_first() {
+            Some((&found, body)) if found == version => body,
+            Some((&found, _)) => {
+                return Err(format!(
+                    "snapshot encoding version {found} is not supported (expected {version}): this journal was written by another railyard version"
+                ));
+            }
+            None => return Err("the snapshot is empty".to_owned()),
+        };
+        let mut state: EngineState = postcard::from_bytes(body).map_err(|e| e.to_string())?;
         // Today's pool configuration, not the one the snapshot was written with: the same
         // state a full replay under today's configuration gives.
         let fee_pools: Vec<(RailId, Asset)> = config.fee_assets.iter().map(|(r, a)| (*r, *a)).collect();

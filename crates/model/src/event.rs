@@ -261,7 +261,9 @@ impl Event {
 ///
 /// Version 2: a batch may span several records (`count`, `PaymentsAccepted`).
 /// Version 3: a settlement records its fee asset.
-pub const ENCODING_VERSION: u8 = 3;
+/// Version 4: a payment record keeps its steps and last reason; the state keeps API keys,
+/// webhook endpoints and pool thresholds (history records and snapshots change with them).
+pub const ENCODING_VERSION: u8 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
