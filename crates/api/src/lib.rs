@@ -45,13 +45,10 @@ pub struct ApiConfig {
     pub assets: Vec<Asset>,
     /// The server's secret from which each merchant's webhook signing key is derived.
     pub webhook_key: [u8; 32],
-    /// The priority classes and routing, as configured (shown to treasury and operators).
-    pub classes: Vec<wire::ClassView>,
-    pub routing: wire::RoutingView,
 }
 
 impl ApiConfig {
-    /// Limits at their defaults; classes and routing shown as `with_engine_config` gives them.
+    /// Limits at their defaults.
     pub fn new(assets: Vec<Asset>, rows_max: usize, webhook_key: [u8; 32]) -> ApiConfig {
         ApiConfig {
             body_bytes_max: 8 << 20,
@@ -60,36 +57,7 @@ impl ApiConfig {
             requests_burst: 200,
             assets,
             webhook_key,
-            classes: Vec::new(),
-            routing: wire::RoutingView { weights: Default::default(), rules: Vec::new() },
         }
-    }
-}
-
-impl ApiConfig {
-    /// Takes the classes and routing to show from the engine's configuration.
-    pub fn with_engine_config(mut self, config: &engine::EngineConfig) -> ApiConfig {
-        self.classes = config
-            .queue
-            .classes
-            .iter()
-            .map(|c| wire::ClassView {
-                name: c.name.to_string(),
-                weight: c.weight,
-                deadline_default_ms: c.deadline_default_ms,
-                age_max_ms: c.age_max_ms,
-                urgent: config.state.urgent.contains(&c.name),
-            })
-            .collect();
-        let w = &config.weights;
-        self.routing = wire::RoutingView {
-            weights: [("fee", w.fee), ("time", w.time), ("failure", w.failure), ("deadline_miss", w.deadline_miss)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-            rules: config.rules.iter().map(|r| format!("{r:?}")).collect(),
-        };
-        self
     }
 }
 

@@ -35,7 +35,9 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(fund_pool))
         .routes(routes!(set_thresholds))
         .routes(routes!(classes))
+        .routes(routes!(set_class))
         .routes(routes!(routing))
+        .routes(routes!(set_rules))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
 }
@@ -371,18 +373,113 @@ async fn set_thresholds(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The priority classes, as configured.
+/// The priority classes in force.
 #[utoipa::path(get, path = "/v1/classes", tag = "treasury", responses((status = 200, body = Vec<ClassView>)))]
 async fn classes(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<ClassView>>, Problem> {
     caller.require(&STAFF)?;
-    Ok(Json(api.config.classes.clone()))
+    let policy = api.handle.read(|m| std::sync::Arc::clone(&m.policy));
+    Ok(Json(
+        policy
+            .classes
+            .iter()
+            .map(|c| ClassView {
+                name: c.name.to_string(),
+                weight: c.weight,
+                deadline_default_ms: c.deadline_default_ms,
+                age_max_ms: c.age_max_ms,
+                urgent: policy.urgent.contains(&c.name),
+            })
+            .collect(),
+    ))
 }
 
-/// How the router weighs rails and the rules that override it, as configured.
+/// Changes a class's weight, default deadline, age limit and urgency (journaled). Refused when
+/// payments of the class already waited longer than the new age limit.
+#[utoipa::path(put, path = "/v1/classes/{name}", tag = "treasury", params(("name" = String, Path)), request_body = ClassIn,
+    responses((status = 204), (status = 422, body = ProblemBody)))]
+async fn set_class(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Treasury])?;
+    let class = Name::new(&name)
+        .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "unknown_class", format!("no class {:?}", clip(&name))))?;
+    let input: ClassIn = json_body(body).await?;
+    let setting = engine::policy::ClassSetting {
+        weight: input.weight,
+        deadline_default_ms: input.deadline_default_ms,
+        age_max_ms: input.age_max_ms,
+        urgent: input.urgent,
+    };
+    api.handle.set_class(class, setting, caller.who(), reason(&input.reason)?).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How the router weighs rails and the rules in force.
 #[utoipa::path(get, path = "/v1/routing", tag = "treasury", responses((status = 200, body = RoutingView)))]
 async fn routing(State(api): State<Api>, caller: Caller) -> Result<Json<RoutingView>, Problem> {
     caller.require(&STAFF)?;
-    Ok(Json(api.config.routing.clone()))
+    let policy = api.handle.read(|m| std::sync::Arc::clone(&m.policy));
+    let w = policy.weights.unwrap_or_default();
+    Ok(Json(RoutingView {
+        weights: [
+            ("fee", w.fee),
+            ("time", w.time),
+            ("failure", w.failure),
+            ("deadline_miss", w.deadline_miss),
+            ("preference", w.preference),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        rules: policy.rules.iter().map(RuleWire::from_rule).collect(),
+    }))
+}
+
+/// Replaces the routing rules (journaled). Refused when a queued payment would have no rail
+/// under them, or a rule names an unknown rail or asset.
+#[utoipa::path(put, path = "/v1/routing/rules", tag = "treasury", request_body = RulesIn,
+    responses((status = 204), (status = 422, body = ProblemBody)))]
+async fn set_rules(State(api): State<Api>, caller: Caller, body: Body) -> Result<StatusCode, Problem> {
+    caller.require(&[Role::Treasury])?;
+    let input: RulesIn = json_body(body).await?;
+    let invalid = |index: usize, what: String| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", format!("rules[{index}]: {what}"))
+    };
+    let mut rules = Vec::with_capacity(input.rules.len());
+    for (index, rule) in input.rules.iter().enumerate() {
+        let rails = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| Name::new(n).map_err(|_| invalid(index, format!("{:?} is not a rail name", clip(n)))))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let asset = |symbol: &str| {
+            api.config
+                .assets
+                .iter()
+                .find(|a| a.symbol() == symbol)
+                .copied()
+                .ok_or_else(|| invalid(index, format!("asset {:?} is not carried here", clip(symbol))))
+        };
+        rules.push(match rule {
+            RuleWire::MerchantOnly { merchant, rails: names } => {
+                Rule::MerchantOnly { merchant: MerchantId(*merchant), rails: rails(names)? }
+            }
+            RuleWire::AmountAtLeastOnly { asset: symbol, amount, rails: names } => {
+                let asset = asset(symbol)?;
+                let amount = asset.parse_amount(amount).map_err(|e| invalid(index, clip(&e.to_string())))?;
+                Rule::AmountAtLeastOnly { asset, amount, rails: rails(names)? }
+            }
+            RuleWire::AssetPrefers { asset: symbol, rails: names } => {
+                Rule::AssetPrefers { asset: asset(symbol)?, rails: rails(names)? }
+            }
+        });
+    }
+    api.handle.set_rules(rules, caller.who(), reason(&input.reason)?).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn key_view(hash: &[u8; 32], key: &ApiKey) -> KeyView {

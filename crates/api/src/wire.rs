@@ -348,11 +348,60 @@ pub struct ClassView {
     pub urgent: bool,
 }
 
-/// How the router weighs rails, and the rules that override it (read from the configuration).
+/// A routing rule on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleWire {
+    /// This merchant's payments go only on these rails.
+    MerchantOnly { merchant: u64, rails: Vec<String> },
+    /// Payments of the asset at or above the amount go only on these rails.
+    AmountAtLeastOnly { asset: String, amount: String, rails: Vec<String> },
+    /// Payments of the asset prefer these rails, in order (a bonus, not a restriction).
+    AssetPrefers { asset: String, rails: Vec<String> },
+}
+
+impl RuleWire {
+    pub fn from_rule(rule: &Rule) -> RuleWire {
+        let names = |rails: &[RailId]| rails.iter().map(ToString::to_string).collect();
+        match rule {
+            Rule::MerchantOnly { merchant, rails } => {
+                RuleWire::MerchantOnly { merchant: merchant.0, rails: names(rails) }
+            }
+            Rule::AmountAtLeastOnly { asset, amount, rails } => RuleWire::AmountAtLeastOnly {
+                asset: asset.symbol().to_owned(),
+                amount: asset.format_amount(*amount),
+                rails: names(rails),
+            },
+            Rule::AssetPrefers { asset, rails } => {
+                RuleWire::AssetPrefers { asset: asset.symbol().to_owned(), rails: names(rails) }
+            }
+        }
+    }
+}
+
+/// How the router weighs rails, and the rules that override it.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RoutingView {
     pub weights: BTreeMap<String, u64>,
-    pub rules: Vec<String>,
+    pub rules: Vec<RuleWire>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesIn {
+    pub rules: Vec<RuleWire>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassIn {
+    pub weight: u32,
+    pub deadline_default_ms: u64,
+    #[serde(default)]
+    pub age_max_ms: Option<u64>,
+    pub urgent: bool,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -21,6 +21,7 @@ mod gate;
 mod history;
 mod intake;
 mod operator;
+pub mod policy;
 mod quotes;
 mod readmodel;
 mod reconcile;
@@ -211,6 +212,8 @@ pub struct Engine {
     touched: BTreeSet<PaymentId>,
     touched_batches: BTreeSet<BatchId>,
     touched_settlements: BTreeSet<SettlementId>,
+    /// Bumped by every policy change, so the read model republishes classes and rules.
+    policy_version: u64,
     /// The last routing decision of each open payment, in words (service mode only).
     routes: std::collections::HashMap<PaymentId, String>,
     /// When the read model's queue depths were last refreshed.
@@ -264,7 +267,7 @@ impl Engine {
     /// Opens the journal at `path`, rebuilds the state from it and resumes.
     pub async fn open(
         path: &std::path::Path,
-        config: EngineConfig,
+        mut config: EngineConfig,
         rails: Vec<Arc<dyn Rail>>,
         now: Timestamp,
     ) -> Result<Engine, EngineError> {
@@ -286,6 +289,8 @@ impl Engine {
         }
         let journal = Journal::open(path, config.journal.clone())?;
         let recovered = journal.recover_with::<Replayed>(&config.state)?;
+        // Treasury's journaled changes win over the file.
+        recovered.state.0.policy.apply_to(&mut config);
         let queue = Queue::new(config.queue.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
         let router =
             Router::new(config.weights, config.rules.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
@@ -327,6 +332,7 @@ impl Engine {
             touched_batches: BTreeSet::new(),
             touched_settlements: BTreeSet::new(),
             routes: std::collections::HashMap::new(),
+            policy_version: 1,
             depths_at: Timestamp(0),
             stale_checked_at: Timestamp(0),
             stopped: None,

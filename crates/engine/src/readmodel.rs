@@ -34,6 +34,15 @@ pub struct PoolView {
     pub max: Amount,
 }
 
+/// The policy in force: classes, urgency, routing weights and rules.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyView {
+    pub classes: Vec<queue::ClassConfig>,
+    pub urgent: Vec<ClassName>,
+    pub weights: Option<router::Weights>,
+    pub rules: Vec<Rule>,
+}
+
 /// What queries read without waiting for the engine: published after every round.
 #[derive(Clone, Debug, Default)]
 pub struct ReadModel {
@@ -46,6 +55,9 @@ pub struct ReadModel {
     pub counts: BTreeMap<PaymentState, u64>,
     pub payments: HashMap<PaymentId, PaymentRecord>,
     pub batches: HashMap<BatchId, BatchRecord>,
+    /// The classes (as treasury last set them), the urgent ones, the routing weights and rules.
+    pub policy: Arc<PolicyView>,
+    policy_version: u64,
     /// Why each open payment was routed where it was (or waits), in words.
     pub routes: HashMap<PaymentId, String>,
     /// Open settlements (finished ones are in the history store).
@@ -120,6 +132,15 @@ impl Engine {
         }
         if *model.access != self.state.access {
             model.access = Arc::new(self.state.access.clone());
+        }
+        if model.policy_version != self.policy_version {
+            model.policy_version = self.policy_version;
+            model.policy = Arc::new(PolicyView {
+                classes: self.config.queue.classes.clone(),
+                urgent: self.config.state.urgent.clone(),
+                weights: Some(self.config.weights),
+                rules: self.config.rules.clone(),
+            });
         }
         model.as_of = now;
         model.tip = self.journal.tip();

@@ -18,7 +18,7 @@ use model::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
-pub use crate::readmodel::{PoolView, RailView, ReadModel};
+pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel};
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
 /// Why a command did not reach the engine.
@@ -109,6 +109,19 @@ pub enum Command {
     },
     SetPoolThresholds {
         config: router::PoolConfig,
+        by: String,
+        reason: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    SetClass {
+        class: ClassName,
+        setting: crate::policy::ClassSetting,
+        by: String,
+        reason: String,
+        reply: Reply<Result<(), EngineError>>,
+    },
+    SetRules {
+        rules: Vec<Rule>,
         by: String,
         reason: String,
         reply: Reply<Result<(), EngineError>>,
@@ -295,6 +308,25 @@ impl EngineHandle {
         ask!(self, SetPoolThresholds { config, by, reason })
     }
 
+    pub async fn set_class(
+        &self,
+        class: ClassName,
+        setting: crate::policy::ClassSetting,
+        by: String,
+        reason: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, SetClass { class, setting, by, reason })
+    }
+
+    pub async fn set_rules(
+        &self,
+        rules: Vec<Rule>,
+        by: String,
+        reason: String,
+    ) -> Result<Result<(), EngineError>, ServiceError> {
+        ask!(self, SetRules { rules, by, reason })
+    }
+
     /// Up to `limit` undelivered notices after `after`, in id order.
     pub async fn outbox(
         &self,
@@ -447,6 +479,12 @@ impl Engine {
             }
             Command::SetPoolThresholds { config, by, reason, reply } => {
                 let _ = reply.send(self.set_pool_thresholds(config, &by, &reason, now).await);
+            }
+            Command::SetClass { class, setting, by, reason, reply } => {
+                let _ = reply.send(self.set_class(class, setting, &by, &reason, now).await);
+            }
+            Command::SetRules { rules, by, reason, reply } => {
+                let _ = reply.send(self.set_rules(rules, &by, &reason, now).await);
             }
             Command::Outbox { after, limit, reply } => {
                 let _ = reply.send(self.outbox_page(after, limit));

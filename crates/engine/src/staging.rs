@@ -51,6 +51,11 @@ impl Staging {
         self.unrouted.iter().copied().collect()
     }
 
+    /// Changes a class's parameters in the queue.
+    pub(crate) fn set_class(&mut self, class: queue::ClassConfig) -> Result<(), queue::ConfigError> {
+        self.queue.set_class(class)
+    }
+
     /// Takes a payment out of staging wherever it is (a merchant cancelled it).
     pub(crate) fn forget(&mut self, payment: PaymentId) {
         self.unrouted.remove(&payment);

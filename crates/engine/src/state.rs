@@ -52,6 +52,8 @@ pub struct EngineState {
     pub access: model::Access,
     /// Pool thresholds treasury set through the API: they win over the configuration file's.
     pub pool_thresholds: BTreeMap<(RailId, Asset), router::PoolConfig>,
+    /// Class parameters and routing rules treasury set through the API.
+    pub policy: crate::policy::Policy,
     #[serde(skip)]
     urgent: Vec<ClassName>,
 }
@@ -81,6 +83,7 @@ impl EngineState {
             lost: BTreeMap::new(),
             access: model::Access::default(),
             pool_thresholds: BTreeMap::new(),
+            policy: crate::policy::Policy::default(),
             urgent: config.urgent.clone(),
         })
     }
@@ -180,6 +183,24 @@ impl EngineState {
                     self.pools.set_thresholds(config)?;
                 }
                 self.pool_thresholds.insert((*rail, *asset), config);
+                Ok(())
+            }
+            Event::ClassSet { class, weight, deadline_default_ms, age_max_ms, urgent, .. } => {
+                let setting = crate::policy::ClassSetting {
+                    weight: *weight,
+                    deadline_default_ms: *deadline_default_ms,
+                    age_max_ms: *age_max_ms,
+                    urgent: *urgent,
+                };
+                self.policy.classes.insert(*class, setting);
+                self.urgent.retain(|c| c != class);
+                if *urgent {
+                    self.urgent.push(*class);
+                }
+                Ok(())
+            }
+            Event::RoutingRulesSet { rules, .. } => {
+                self.policy.rules = Some(rules.clone());
                 Ok(())
             }
             Event::WebhookEndpointSet { merchant, url, .. } => {
@@ -283,7 +304,7 @@ impl Replica for Replayed {
                 state.pools.set_thresholds(*config).map_err(|e| e.to_string())?;
             }
         }
-        state.urgent = config.urgent.clone();
+        state.urgent = state.policy.urgent(&config.urgent);
         Ok(Replayed(state))
     }
 }

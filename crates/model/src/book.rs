@@ -210,7 +210,9 @@ impl Book {
             | Event::ApiKeyCreated { .. }
             | Event::ApiKeyRevoked { .. }
             | Event::WebhookEndpointSet { .. }
-            | Event::PoolThresholdsSet { .. } => Ok(()),
+            | Event::PoolThresholdsSet { .. }
+            | Event::ClassSet { .. }
+            | Event::RoutingRulesSet { .. } => Ok(()),
             Event::PaymentResolved { payment, resolution, .. } => {
                 let to = match resolution {
                     crate::event::Resolution::Retry => PaymentState::Queued,

@@ -200,6 +200,24 @@ pub enum Event {
         reason: String,
         at: Timestamp,
     },
+    /// Treasury changed a priority class's parameters (they win over the file's from now on).
+    ClassSet {
+        class: crate::ids::ClassName,
+        weight: u32,
+        deadline_default_ms: u64,
+        age_max_ms: Option<u64>,
+        urgent: bool,
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// Treasury replaced the routing rules (they win over the file's from now on).
+    RoutingRulesSet {
+        rules: Vec<crate::rule::Rule>,
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
     /// A merchant's webhook endpoint was set (`None`: removed).
     WebhookEndpointSet {
         merchant: MerchantId,
@@ -251,7 +269,9 @@ impl Event {
             | Event::ApiKeyCreated { at, .. }
             | Event::ApiKeyRevoked { at, .. }
             | Event::WebhookEndpointSet { at, .. }
-            | Event::PoolThresholdsSet { at, .. } => *at,
+            | Event::PoolThresholdsSet { at, .. }
+            | Event::ClassSet { at, .. }
+            | Event::RoutingRulesSet { at, .. } => *at,
         }
     }
 }

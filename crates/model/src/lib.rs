@@ -11,6 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod network;
 pub mod payment;
+pub mod rule;
 pub mod settlement;
 
 pub use access::{Access, AccessError, ApiKey, Role};
@@ -22,4 +23,5 @@ pub use event::{Event, Resolution};
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};
 pub use payment::{IllegalTransition, Payment, PaymentError, PaymentState};
+pub use rule::Rule;
 pub use settlement::{Capabilities, DeathProof, Leg, Observation, Settlement, SignedTx, Spend};

@@ -205,6 +205,21 @@ impl Queue {
         &self.config
     }
 
+    /// Changes an existing class's weight, default deadline and age limit; what is queued
+    /// stays where it is (its deadline was fixed when it was queued).
+    pub fn set_class(&mut self, class: ClassConfig) -> Result<(), ConfigError> {
+        let mut next = self.config.clone();
+        let index = self
+            .class_index(class.name)
+            .ok_or_else(|| ConfigError { key: format!("classes.{}", class.name), problem: "no such class".into() })?;
+        let weight = class.weight;
+        next.classes[index] = class;
+        next.validate()?;
+        self.strides[index] = STRIDE_BASE / u128::from(weight);
+        self.config = next;
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -144,8 +144,7 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
         }
     };
     let task = tokio::spawn(service::run(engine, inbox, config, shutdown()));
-    let mut settings =
-        api::ApiConfig::new(assets, loaded.engine.batch_payments_max, webhook_key).with_engine_config(&loaded.engine);
+    let mut settings = api::ApiConfig::new(assets, loaded.engine.batch_payments_max, webhook_key);
     settings.body_bytes_max = loaded.api.body_bytes_max;
     settings.requests_per_second = loaded.api.requests_per_second;
     settings.requests_burst = loaded.api.requests_burst;

@@ -29,16 +29,7 @@ impl Default for Weights {
     }
 }
 
-/// A rule override from configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Rule {
-    /// "merchant X only on rails Y".
-    MerchantOnly { merchant: MerchantId, rails: Vec<RailId> },
-    /// "above amount A of asset X only on rails Y" (amounts ≥ A).
-    AmountAtLeastOnly { asset: Asset, amount: Amount, rails: Vec<RailId> },
-    /// "asset X prefers rails Y, in order" (a score bonus, not a restriction).
-    AssetPrefers { asset: Asset, rails: Vec<RailId> },
-}
+pub use model::Rule;
 
 /// What the router knows of a rail at decision time; the engine fills it in.
 #[derive(Clone, Copy, Debug)]

@@ -238,6 +238,13 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
         ),
         (Method::GET, "/v1/classes".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/anomalies".into(), &["operator", "treasury"], Value::Null),
+        (
+            Method::PUT,
+            "/v1/classes/bulk".into(),
+            &["treasury"],
+            json!({ "weight": 1, "deadline_default_ms": 86_400_000, "urgent": false, "reason": "test" }),
+        ),
+        (Method::PUT, "/v1/routing/rules".into(), &["treasury"], json!({ "rules": [], "reason": "test" })),
         (Method::GET, "/v1/routing".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/keys".into(), &[], Value::Null),
         (Method::POST, "/v1/keys".into(), &[], json!({ "role": "operator", "label": "x" })),
@@ -454,4 +461,69 @@ async fn a_queued_payment_can_be_cancelled_once_and_a_settled_one_never() {
     assert_eq!(status, 204);
     let view = server.wait_final(&merchant, accepted["batch"].as_str().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(view["states"], json!({ "failed": 1, "settled": 1 }), "{view}");
+}
+
+/// Treasury changes a class and the routing rules: journaled (kept across a kill -9), and
+/// refused with the reason when they would break queued payments (an age limit they already
+/// passed; rules leaving them no rail) or name what does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_and_rules_change_and_are_refused_when_they_would_break_queued_payments() {
+    let data = tempfile::tempdir().unwrap();
+    // One payout a second per rail: a batch waits in the rails' queues.
+    let slow = [("RAILYARD__QUEUE__RAIL_LIMIT__PER_SECOND", "1"), ("RAILYARD__QUEUE__RAIL_LIMIT__BURST", "1")];
+    let server = Server::start(data.path(), &slow);
+    let treasury = server.key("treasury", None).await;
+    let merchant = server.key("merchant", Some(12)).await;
+    let put = |path: &str, body: Value| server.call(server.request(Method::PUT, path, Some(&treasury)).json(&body));
+
+    let (_, classes) = server.get("/v1/classes", &treasury).await;
+    let urgent = classes.as_array().unwrap().iter().find(|c| c["name"] == "urgent").unwrap();
+    assert_eq!(urgent["urgent"], true);
+    let (status, _) = put("/v1/classes/bulk", json!({ "weight": 3, "deadline_default_ms": 86_400_000, "age_max_ms": null, "urgent": false, "reason": "more share for bulk" })).await;
+    assert_eq!(status, 204);
+    let (status, problem) =
+        put("/v1/classes/gold", json!({ "weight": 3, "deadline_default_ms": 1, "urgent": false, "reason": "x" })).await;
+    assert_eq!(status, 422);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("classes are added or removed in the configuration"),
+        "{problem}"
+    );
+    let (status, _) =
+        put("/v1/classes/bulk", json!({ "weight": 0, "deadline_default_ms": 1, "urgent": false, "reason": "x" })).await;
+    assert_eq!(status, 422, "weight 0 is refused");
+
+    let (status, _) = server.submit(&merchant, "slow", "text/csv", csv(40, "slow")).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, problem) = put("/v1/classes/standard", json!({ "weight": 2, "deadline_default_ms": 14_400_000, "age_max_ms": 500, "urgent": false, "reason": "tighter" })).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("would hold them at once"), "{problem}");
+
+    let rules = |rules: Value| json!({ "rules": rules, "reason": "treasury test" });
+    let (status, problem) =
+        put("/v1/routing/rules", rules(json!([{ "kind": "merchant_only", "merchant": 12, "rails": ["nowhere"] }])))
+            .await;
+    assert_eq!(status, 422);
+    assert!(problem["detail"].as_str().unwrap().contains("names rail nowhere"), "{problem}");
+    // Ethereum is not among the payments' networks: they would have no rail.
+    let (status, problem) = put(
+        "/v1/routing/rules",
+        rules(json!([{ "kind": "merchant_only", "merchant": 12, "rails": ["sandbox-ethereum"] }])),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("would have no rail"), "{problem}");
+    let (status, problem) = put("/v1/routing/rules", rules(json!([{ "kind": "sideways" }]))).await;
+    assert_eq!((status, problem["code"].as_str()), (400, Some("malformed_json")));
+    let prefer = json!([{ "kind": "asset_prefers", "asset": "USDC", "rails": ["sandbox-optimism"] }]);
+    let (status, problem) = put("/v1/routing/rules", rules(prefer.clone())).await;
+    assert_eq!(status, 204, "{problem}");
+
+    server.kill();
+    let again = Server::start(data.path(), &slow);
+    let (_, routing) = again.get("/v1/routing", &treasury).await;
+    assert_eq!(routing["rules"], prefer, "{routing}");
+    let (_, classes) = again.get("/v1/classes", &treasury).await;
+    let bulk = classes.as_array().unwrap().iter().find(|c| c["name"] == "bulk").unwrap().clone();
+    assert_eq!((bulk["weight"].as_u64(), bulk["age_max_ms"].is_null()), (Some(3), true), "{bulk}");
 }
