@@ -39,6 +39,7 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(routing))
         .routes(routes!(set_rules))
         .routes(routes!(list_keys, create_key))
+        .routes(routes!(audit))
         .routes(routes!(revoke_key))
 }
 
@@ -480,6 +481,50 @@ async fn set_rules(State(api): State<Api>, caller: Caller, body: Body) -> Result
     }
     api.handle.set_rules(rules, caller.who(), reason(&input.reason)?).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// The first record to list (default 1).
+    from: Option<u64>,
+    /// Every record (its hash), not only the actions: to recompute the chain.
+    all: Option<bool>,
+    /// Lines per page, 1 to 10,000 (default 1,000).
+    limit: Option<usize>,
+}
+
+/// The operator, treasury and admin actions with their place in a hash chain over every
+/// journal record, so an auditor can verify nothing was removed.
+#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery), responses((status = 200, body = AuditView)))]
+async fn audit(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditView>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let limit = query.limit.unwrap_or(1_000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Problem::bad_request("invalid_limit", "limit is 1 to 10000"));
+    }
+    let (from, all) = (query.from.unwrap_or(1).max(1), query.all.unwrap_or(false));
+    let handle = api.handle.clone();
+    let page =
+        tokio::task::spawn_blocking(move || handle.audit(from, all, limit)).await.map_err(Problem::internal)??;
+    Ok(Json(AuditView {
+        lines: page
+            .lines
+            .iter()
+            .map(|line| AuditLineView {
+                seq: line.seq,
+                payload_hash: hex::encode(line.payload_hash),
+                chain: hex::encode(line.chain),
+                action: line.action.as_ref().and_then(|event| serde_json::to_value(event).ok()),
+            })
+            .collect(),
+        next: page.next,
+        head: ChainHead { seq: page.tip, chain: hex::encode(page.head) },
+    }))
 }
 
 fn key_view(hash: &[u8; 32], key: &ApiKey) -> KeyView {

@@ -410,3 +410,31 @@ pub struct AnomalyView {
     /// What the last check found.
     pub difference: String,
 }
+
+/// One record of the audit export.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditLineView {
+    pub seq: u64,
+    /// BLAKE3 of the record's bytes, hex.
+    pub payload_hash: String,
+    /// The chain after this record: BLAKE3(previous chain ‖ seq as u64 LE ‖ payload hash), hex.
+    pub chain: String,
+    /// The action (who, why, what), when the record is one.
+    #[schema(value_type = Option<Object>)]
+    pub action: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub chain: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub lines: Vec<AuditLineView>,
+    /// Pass as `from` for the next page.
+    pub next: Option<u64>,
+    /// The chain at the journal's tip: keep it to check later exports against.
+    pub head: ChainHead,
+}

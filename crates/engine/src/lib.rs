@@ -17,6 +17,7 @@
 //! `settling` (sign and broadcast), `watching`, `recovery`, `operator`, `reconcile`.
 
 mod access;
+pub mod audit;
 mod gate;
 mod history;
 mod intake;

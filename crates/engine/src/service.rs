@@ -336,6 +336,11 @@ impl EngineHandle {
         ask!(self, Outbox { after, limit })
     }
 
+    /// A page of the audit export (reads the whole journal: run it off the async threads).
+    pub fn audit(&self, from: u64, all: bool, limit: usize) -> Result<crate::audit::AuditPage, EngineError> {
+        crate::audit::export(&self.journal, from, all, limit)
+    }
+
     /// A settlement, open (read model) or finished (history store).
     pub fn settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, EngineError> {
         if let Some(record) = self.read(|m| m.settlements.get(&id).cloned()) {

@@ -105,6 +105,15 @@ pub enum ClientCommand {
         #[arg(long)]
         reason: String,
     },
+    /// The audit export: actions as JSON lines with their place in the journal's hash chain,
+    /// then the chain's head (admin).
+    Audit {
+        /// Every record's hash, not only the actions (to recompute the chain).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -383,6 +392,19 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
                 .post(&format!("/v1/payments/{id}/resolve"), json!({ "resolution": resolution, "reason": reason }))
                 .await?;
             show(json, &payment, &PAYMENT_COLUMNS);
+        }
+        ClientCommand::Audit { all, from } => {
+            let mut from = Some(from);
+            while let Some(start) = from {
+                let page = client.get(&format!("/v1/audit?from={start}&all={all}&limit=10000")).await?;
+                for line in page["lines"].as_array().into_iter().flatten() {
+                    println!("{line}");
+                }
+                from = page["next"].as_u64();
+                if from.is_none() {
+                    println!("{}", json!({ "head": page["head"] }));
+                }
+            }
         }
         ClientCommand::Keys(KeysCommand::List) => {
             show(json, &client.get("/v1/keys").await?, &["id", "role", "merchant", "label", "created_by", "revoked_at"])

@@ -247,6 +247,7 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
         (Method::PUT, "/v1/routing/rules".into(), &["treasury"], json!({ "rules": [], "reason": "test" })),
         (Method::GET, "/v1/routing".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/keys".into(), &[], Value::Null),
+        (Method::GET, "/v1/audit".into(), &[], Value::Null),
         (Method::POST, "/v1/keys".into(), &[], json!({ "role": "operator", "label": "x" })),
         (Method::POST, "/v1/batches".into(), &["merchant"], Value::Null),
         (Method::GET, "/v1/webhook".into(), &["merchant"], Value::Null),
@@ -526,4 +527,59 @@ async fn classes_and_rules_change_and_are_refused_when_they_would_break_queued_p
     let (_, classes) = again.get("/v1/classes", &treasury).await;
     let bulk = classes.as_array().unwrap().iter().find(|c| c["name"] == "bulk").unwrap().clone();
     assert_eq!((bulk["weight"].as_u64(), bulk["age_max_ms"].is_null()), (Some(3), true), "{bulk}");
+}
+
+/// The audit export lists the staff actions with who and why, and a full export lets anyone
+/// recompute the chain's head: dropping a record from it changes the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_export_lists_actions_and_its_chain_checks_out() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let admin = server.admin.clone().unwrap();
+    let operator = server.key("operator", None).await;
+    let merchant = server.key("merchant", Some(13)).await;
+    server.submit(&merchant, "audit", "text/csv", csv(3, "audit")).await;
+    let (status, _) =
+        server.post("/v1/rails/sandbox-ethereum/pause", &operator, json!({ "reason": "node upgrade" })).await;
+    assert_eq!(status, 204);
+    assert_eq!(server.get("/v1/audit", &operator).await.0, 403, "the export is for admins");
+
+    let (status, export) = server.get("/v1/audit", &admin).await;
+    assert_eq!(status, 200, "{export}");
+    let lines = export["lines"].as_array().unwrap();
+    let paused = lines.iter().find_map(|l| l["action"].get("RailPaused")).expect("the pause is listed");
+    assert_eq!(paused["reason"], "node upgrade");
+    assert!(paused["operator"].as_str().unwrap().starts_with("operator key "), "{paused}");
+    assert!(
+        lines.iter().filter(|l| l["action"].get("ApiKeyCreated").is_some()).count() >= 3,
+        "the keys created are listed"
+    );
+    assert!(lines.iter().all(|l| l["action"].get("BatchAccepted").is_none()), "only actions");
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+
+    let (_, full) = server.get("/v1/audit?all=true&limit=10000", &admin).await;
+    let records = full["lines"].as_array().unwrap();
+    let recompute = |records: &[Value]| {
+        let mut chain = [0u8; 32];
+        for (i, record) in records.iter().enumerate() {
+            let seq = record["seq"].as_u64().unwrap();
+            assert_eq!(seq, i as u64 + 1, "a full export lists every record");
+            let payload: [u8; 32] = hex::decode(record["payload_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
+            chain = engine::audit::link(&chain, seq, &payload);
+        }
+        hex::encode(chain)
+    };
+    let head = full["head"]["chain"].as_str().unwrap();
+    assert_eq!(full["head"]["seq"].as_u64().unwrap(), records.len() as u64);
+    assert_eq!(recompute(records), head);
+    // The head at each action agrees with the full chain.
+    let action_seq = usize::try_from(seqs[0]).unwrap();
+    assert_eq!(records[action_seq - 1]["chain"], lines[0]["chain"]);
+    let mut tampered = records.clone();
+    tampered.remove(1);
+    for (i, record) in tampered.iter_mut().enumerate().skip(1) {
+        record["seq"] = json!(i as u64 + 1);
+    }
+    assert_ne!(recompute(&tampered), head, "a removed record changes the head");
 }
