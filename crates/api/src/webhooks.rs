@@ -217,9 +217,21 @@ pub async fn run(api: Api, config: SenderConfig, shutdown: impl std::future::Fut
         }
     };
     tokio::pin!(shutdown);
+    // The outbox is read again only when the journal moved (a notice can only be new then),
+    // or every few seconds anyway: an idle server with a long backlog does not page through it
+    // four times a second.
+    let mut scanned_tip = None;
+    let mut scanned_at = std::time::Instant::now();
     loop {
-        if let Err(error) = pass(&api, &client, &config).await {
+        let tip = api.handle.read(|m| m.tip);
+        let rescan = scanned_tip != Some(tip) || scanned_at.elapsed() >= Duration::from_secs(5);
+        if rescan {
+            scanned_tip = Some(tip);
+            scanned_at = std::time::Instant::now();
+        }
+        if let Err(error) = pass(&api, &client, &config, rescan).await {
             tracing::warn!(%error, "webhook pass failed; trying again");
+            scanned_tip = None;
         }
         tokio::select! {
             () = &mut shutdown => return,
@@ -229,10 +241,10 @@ pub async fn run(api: Api, config: SenderConfig, shutdown: impl std::future::Fut
 }
 
 /// One pass: learn new notices from the outbox, send what is due, journal what was delivered.
-async fn pass(api: &Api, client: &reqwest::Client, config: &SenderConfig) -> Result<(), String> {
+async fn pass(api: &Api, client: &reqwest::Client, config: &SenderConfig, rescan: bool) -> Result<(), String> {
     let mut after = None;
     let mut fresh = Vec::new();
-    loop {
+    while rescan {
         let page = api.handle.outbox(after, 1_000).await.map_err(|e| e.to_string())?;
         let Some((last, _)) = page.last() else { break };
         after = Some(*last);
