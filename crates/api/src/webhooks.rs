@@ -244,7 +244,10 @@ pub async fn run(api: Api, config: SenderConfig, shutdown: impl std::future::Fut
 async fn pass(api: &Api, client: &reqwest::Client, config: &SenderConfig, rescan: bool) -> Result<(), String> {
     let mut after = None;
     let mut fresh = Vec::new();
-    while rescan {
+    // Without a rescan the pass only sends what is due.
+    let mut pages = if rescan { usize::MAX } else { 0 };
+    while pages > 0 {
+        pages -= 1;
         let page = api.handle.outbox(after, 1_000).await.map_err(|e| e.to_string())?;
         let Some((last, _)) = page.last() else { break };
         after = Some(*last);
