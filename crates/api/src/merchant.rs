@@ -199,7 +199,7 @@ pub(crate) fn view(api: &Api, record: &PaymentRecord) -> Result<PaymentView, Pro
         None => None,
     };
     let difference = api.handle.difference_of(record.payment.id)?.map(|d| format!("{d:?}"));
-    let routing = api.handle.read(|m| m.routes.get(&record.payment.id).cloned());
+    let routing = api.handle.read(|m| m.routes.get(&record.payment.id).map(|r| r.to_string()));
     Ok(payment_view(record, settlement.as_ref(), difference, routing))
 }
 

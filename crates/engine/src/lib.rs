@@ -215,8 +215,9 @@ pub struct Engine {
     touched_settlements: BTreeSet<SettlementId>,
     /// Bumped by every policy change, so the read model republishes classes and rules.
     policy_version: u64,
-    /// The last routing decision of each open payment, in words (service mode only).
-    routes: std::collections::HashMap<PaymentId, String>,
+    /// The last routing decision of each open payment, in words (service mode only). Payments
+    /// routed alike share one text.
+    routes: std::collections::HashMap<PaymentId, Arc<str>>,
     /// When the read model's queue depths were last refreshed.
     depths_at: Timestamp,
     /// When queued payments were last checked against their class's age limit.

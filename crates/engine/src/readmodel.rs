@@ -59,7 +59,7 @@ pub struct ReadModel {
     pub policy: Arc<PolicyView>,
     policy_version: u64,
     /// Why each open payment was routed where it was (or waits), in words.
-    pub routes: HashMap<PaymentId, String>,
+    pub routes: HashMap<PaymentId, Arc<str>>,
     /// Open settlements (finished ones are in the history store).
     pub settlements: HashMap<SettlementId, SettlementRecord>,
     /// Queue depth and oldest age by rail, class and merchant (refreshed at most once a second).

@@ -137,8 +137,12 @@ impl Engine {
         if self.track_changes {
             // Why each went where it went (not journaled: routing is decided again after a
             // restart), for the read model.
+            // Payments routed alike (same rails, same scores) share one text.
+            let mut texts: std::collections::HashMap<String, Arc<str>> = std::collections::HashMap::new();
             for decision in &decisions {
-                self.routes.insert(decision.payment, decision.explain());
+                let text = decision.explain();
+                let shared = texts.entry(text).or_insert_with_key(|text| Arc::from(text.as_str())).clone();
+                self.routes.insert(decision.payment, shared);
                 self.touched.insert(decision.payment);
             }
         }
