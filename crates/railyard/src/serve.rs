@@ -38,7 +38,9 @@ fn demo(count: u64, networks: &[Network]) -> Vec<Draft> {
             let hash = blake3::hash(&i.to_le_bytes());
             let hex: String = hash.as_bytes()[..20].iter().map(|b| format!("{b:02x}")).collect();
             Draft {
-                reference: format!("demo-{i}"),
+                // A reference names one payment per merchant: the batch's size is part of it,
+                // so a demo of another size is another batch, not a repeat.
+                reference: format!("demo-{count}-{i}"),
                 amount: Amount::new(1_000_000 + u128::from(i % 1_000) * 10_000),
                 asset: Asset::USDC,
                 destination: format!("0x{hex}"),
