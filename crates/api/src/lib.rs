@@ -7,6 +7,7 @@
 //! edge; errors are RFC 9457 problems (`problem`). The OpenAPI 3.1 document is generated from
 //! the same route table the server runs (`utoipa-axum`), so the two cannot disagree.
 
+mod admin;
 pub mod auth;
 pub mod batch;
 mod merchant;
@@ -122,6 +123,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(Doc::openapi());
     let router = merchant::routes(router);
     let router = ops::routes(router);
+    let router = admin::routes(router);
     let router = metrics::routes(router);
     router.split_for_parts()
 }

@@ -1,7 +1,7 @@
 //! The staff APIs. Operators: rails (health, breaker, pause, resume, drain with a dry run that
 //! lists exactly what a real drain moves), queue depths, held payments and their resolution,
 //! reconciliation and its anomalies. Treasury: pools against min / target / max, funding.
-//! Admin: API keys. Every change is journaled with the key that made it and the reason given.
+//! (Admin: `admin.rs`.) Every change is journaled with the key that made it and the reason given.
 
 use axum::Json;
 use axum::body::Body;
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::Api;
-use crate::auth::{self, Caller};
+use crate::auth::Caller;
 use crate::batch::clip;
 use crate::merchant::{idempotency_key, json_body, view};
 use crate::problem::{Problem, ProblemBody};
@@ -31,6 +31,7 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(resolve))
         .routes(routes!(last_reconciliation, run_reconciliation))
         .routes(routes!(anomalies))
+        .routes(routes!(incident_report))
         .routes(routes!(list_pools))
         .routes(routes!(fund_pool))
         .routes(routes!(set_thresholds))
@@ -38,9 +39,6 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(set_class))
         .routes(routes!(routing))
         .routes(routes!(set_rules))
-        .routes(routes!(list_keys, create_key))
-        .routes(routes!(audit))
-        .routes(routes!(revoke_key))
 }
 
 const STAFF: [Role; 2] = [Role::Operator, Role::Treasury];
@@ -50,7 +48,7 @@ fn rail_name(text: &str) -> Result<RailId, Problem> {
         .map_err(|_| Problem::new(StatusCode::NOT_FOUND, "unknown_rail", format!("no rail named {:?}", clip(text))))
 }
 
-fn reason(text: &str) -> Result<String, Problem> {
+pub(crate) fn reason(text: &str) -> Result<String, Problem> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > 500 {
         return Err(Problem::new(
@@ -278,6 +276,50 @@ async fn anomalies(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<An
     })))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    /// The window's start, Unix milliseconds.
+    since: u64,
+    /// `json` (default) or `markdown`.
+    format: Option<String>,
+}
+
+/// The incident report from `since` to now: affected rails with the recovery estimate and its
+/// inputs, payments delayed per merchant and class, drains, what is in flight and its time to
+/// finality, holds, anomalies, and the actions taken with who and why.
+#[utoipa::path(get, path = "/v1/reports/incident", tag = "operator", params(ReportQuery),
+    responses((status = 200, description = "the report as JSON, or Markdown with format=markdown"), (status = 400, body = ProblemBody)))]
+async fn incident_report(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(query): Query<ReportQuery>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    caller.require(&STAFF)?;
+    let markdown = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("markdown") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid_format",
+                format!("format {:?} is json or markdown", clip(other)),
+            ));
+        }
+    };
+    let handle = api.handle.clone();
+    let now = handle.read(|m| m.as_of);
+    let since = Timestamp(query.since);
+    let report = tokio::task::spawn_blocking(move || engine::report::incident(&handle, since, now))
+        .await
+        .map_err(Problem::internal)??;
+    Ok(if markdown {
+        ([(axum::http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")], report.markdown()).into_response()
+    } else {
+        Json(report).into_response()
+    })
+}
+
 /// Pools: what each can still reserve, what is reserved, against min / target / max.
 #[utoipa::path(get, path = "/v1/pools", tag = "treasury", responses((status = 200, body = Vec<PoolView>)))]
 async fn list_pools(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<PoolView>>, Problem> {
@@ -480,117 +522,5 @@ async fn set_rules(State(api): State<Api>, caller: Caller, body: Body) -> Result
         });
     }
     api.handle.set_rules(rules, caller.who(), reason(&input.reason)?).await??;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    /// The first record to list (default 1).
-    from: Option<u64>,
-    /// Every record (its hash), not only the actions: to recompute the chain.
-    all: Option<bool>,
-    /// Lines per page, 1 to 10,000 (default 1,000).
-    limit: Option<usize>,
-}
-
-/// The operator, treasury and admin actions with their place in a hash chain over every
-/// journal record, so an auditor can verify nothing was removed.
-#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery), responses((status = 200, body = AuditView)))]
-async fn audit(
-    State(api): State<Api>,
-    caller: Caller,
-    Query(query): Query<AuditQuery>,
-) -> Result<Json<AuditView>, Problem> {
-    caller.require(&[Role::Admin])?;
-    let limit = query.limit.unwrap_or(1_000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(Problem::bad_request("invalid_limit", "limit is 1 to 10000"));
-    }
-    let (from, all) = (query.from.unwrap_or(1).max(1), query.all.unwrap_or(false));
-    let handle = api.handle.clone();
-    let page =
-        tokio::task::spawn_blocking(move || handle.audit(from, all, limit)).await.map_err(Problem::internal)??;
-    Ok(Json(AuditView {
-        lines: page
-            .lines
-            .iter()
-            .map(|line| AuditLineView {
-                seq: line.seq,
-                payload_hash: hex::encode(line.payload_hash),
-                chain: hex::encode(line.chain),
-                action: line.action.as_ref().and_then(|event| serde_json::to_value(event).ok()),
-            })
-            .collect(),
-        next: page.next,
-        head: ChainHead { seq: page.tip, chain: hex::encode(page.head) },
-    }))
-}
-
-fn key_view(hash: &[u8; 32], key: &ApiKey) -> KeyView {
-    KeyView {
-        id: auth::key_id(hash),
-        role: key.role.to_string(),
-        merchant: key.merchant.map(|m| m.0),
-        label: key.label.clone(),
-        created_by: key.created_by.clone(),
-        created_at: key.created_at.0,
-        revoked_at: key.revoked_at.map(|t| t.0),
-    }
-}
-
-/// Every API key (never a secret).
-#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = Vec<KeyView>)))]
-async fn list_keys(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<KeyView>>, Problem> {
-    caller.require(&[Role::Admin])?;
-    Ok(Json(api.handle.read(|m| m.access.keys.iter().map(|(h, k)| key_view(h, k)).collect())))
-}
-
-/// Creates a key; its secret is in this answer only.
-#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyIn,
-    responses((status = 201, body = KeyCreated), (status = 422, body = ProblemBody)))]
-async fn create_key(
-    State(api): State<Api>,
-    caller: Caller,
-    body: Body,
-) -> Result<(StatusCode, Json<KeyCreated>), Problem> {
-    caller.require(&[Role::Admin])?;
-    let input: KeyIn = json_body(body).await?;
-    let role = Role::parse(&input.role).ok_or_else(|| {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_role", "role is merchant, treasury, operator or admin")
-    })?;
-    let new = auth::generate().map_err(Problem::internal)?;
-    let merchant = input.merchant.map(MerchantId);
-    api.handle.create_key(new.hash, role, merchant, input.label, caller.who()).await??;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyCreated {
-            id: auth::key_id(&new.hash),
-            role: role.to_string(),
-            merchant: input.merchant,
-            secret: new.secret,
-        }),
-    ))
-}
-
-/// Revokes a key at once: its next request is a 401.
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "admin", params(("id" = String, Path)), request_body = Because,
-    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
-async fn revoke_key(
-    State(api): State<Api>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Body,
-) -> Result<StatusCode, Problem> {
-    caller.require(&[Role::Admin])?;
-    let input: Because = json_body(body).await?;
-    let hash = api
-        .handle
-        .read(|m| m.access.keys.keys().find(|h| auth::key_id(h) == id).copied())
-        .ok_or_else(|| Problem::not_found("key"))?;
-    api.handle.revoke_key(hash, caller.who(), reason(&input.reason)?).await?.map_err(|e| match e {
-        engine::EngineError::Refused(r) => Problem::new(StatusCode::CONFLICT, "already_revoked", r),
-        other => other.into(),
-    })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,6 +27,7 @@ mod quotes;
 mod readmodel;
 mod reconcile;
 mod recovery;
+pub mod report;
 mod routing;
 pub mod service;
 mod settling;

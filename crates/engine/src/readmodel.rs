@@ -18,6 +18,10 @@ pub struct RailView {
     pub success_permille: u32,
     /// Payments queued for it (refreshed at most once a second).
     pub queued: usize,
+    /// How long a settlement takes to be final on it, as it declares.
+    pub finality_expected_ms: u64,
+    /// Payouts per second its queue lets through (the rail's rate limit).
+    pub rate_per_second: u32,
 }
 
 /// A pool as the read model shows it.
@@ -171,6 +175,14 @@ impl Engine {
                     breaker: breaker.state(now),
                     success_permille: breaker.success_permille(),
                     queued,
+                    finality_expected_ms: caps.finality_expected_ms,
+                    rate_per_second: self
+                        .config
+                        .queue
+                        .rail_limits
+                        .get(&caps.rail)
+                        .unwrap_or(&self.config.queue.rail_limit)
+                        .per_second,
                 }
             })
             .collect();

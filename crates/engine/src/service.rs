@@ -336,6 +336,11 @@ impl EngineHandle {
         ask!(self, Outbox { after, limit })
     }
 
+    /// The journal (read-only uses: exports and reports).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// A page of the audit export (reads the whole journal: run it off the async threads).
     pub fn audit(&self, from: u64, all: bool, limit: usize) -> Result<crate::audit::AuditPage, EngineError> {
         crate::audit::export(&self.journal, from, all, limit)

@@ -114,12 +114,25 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 1)]
         from: u64,
     },
+    /// Reports: `report incident --since 2h` (or Unix milliseconds).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// The merchant's webhook endpoint and deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// The incident report from a time to now, in Markdown (`--json` for the data).
+    Incident {
+        /// Where the window starts: a duration ago (`90m`, `2h`) or Unix milliseconds.
+        #[arg(long)]
+        since: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,6 +405,29 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
                 .post(&format!("/v1/payments/{id}/resolve"), json!({ "resolution": resolution, "reason": reason }))
                 .await?;
             show(json, &payment, &PAYMENT_COLUMNS);
+        }
+        ClientCommand::Report(ReportCommand::Incident { since }) => {
+            let since = match since.parse::<u64>() {
+                Ok(ms) => ms,
+                Err(_) => {
+                    let ago = humantime::parse_duration(&since)
+                        .with_context(|| format!("--since {since:?} is a duration (90m, 2h) or Unix milliseconds"))?;
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                    u64::try_from(now.saturating_sub(ago).as_millis())?
+                }
+            };
+            let format = if json { "json" } else { "markdown" };
+            let request = client
+                .request(reqwest::Method::GET, "/v1/reports/incident")
+                .query(&[("since", since.to_string()), ("format", format.to_owned())]);
+            let response =
+                request.send().await.with_context(|| format!("cannot reach the server at {}", client.base))?;
+            let status = response.status();
+            let text = response.text().await?;
+            if !status.is_success() {
+                bail!("the server answered {status}: {text}");
+            }
+            println!("{text}");
         }
         ClientCommand::Audit { all, from } => {
             let mut from = Some(from);

@@ -4,6 +4,7 @@
 mod faults;
 mod history;
 mod liquidity;
+mod report;
 mod scenarios;
 mod service;
 

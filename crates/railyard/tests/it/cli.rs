@@ -50,6 +50,17 @@ async fn submit_wait_and_the_staff_commands_against_a_running_server() {
     assert!(ok, "{err}");
     assert!(drained.contains("would move 0 payment(s) off sandbox-base"), "{drained}");
 
+    // An outage declared by the operator shows in the incident report, with who and why.
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        cli(&server, &operator, &["pause", "sandbox-optimism", "--reason", "provider incident"])
+    });
+    assert!(ok, "{err}");
+    let (ok, report, err) =
+        tokio::task::block_in_place(|| cli(&server, &operator, &["report", "incident", "--since", "1h"]));
+    assert!(ok, "{err}");
+    assert!(report.starts_with("# Incident report"), "{report}");
+    assert!(report.contains("**sandbox-optimism**: paused at") && report.contains("provider incident"), "{report}");
+    assert!(report.contains("paused sandbox-optimism — provider incident"), "{report}");
     // A merchant key cannot pause a rail: exit 1, the server's reason on stderr.
     let (ok, _, err) =
         tokio::task::block_in_place(|| cli(&server, &merchant, &["pause", "sandbox-base", "--reason", "x"]));
