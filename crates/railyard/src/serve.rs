@@ -100,6 +100,12 @@ pub async fn admin_key(loaded: Loaded) -> anyhow::Result<()> {
 pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&loaded.data_dir)
         .with_context(|| format!("cannot create {}", loaded.data_dir.display()))?;
+    // Bound first: a port in use must stop the start before a first admin key is made (and
+    // then never shown).
+    let listener = tokio::net::TcpListener::bind(loaded.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set api.listen or RAILYARD__API__LISTEN)", loaded.api.listen))?;
+    let address = listener.local_addr()?;
     let built = build_rails(&loaded.rails, now()).await?;
     let networks: Vec<Network> = built.rails.iter().map(|r| r.capabilities().network).collect();
     let journal = loaded.data_dir.join("journal.redb");
@@ -151,10 +157,6 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     settings.requests_per_second = loaded.api.requests_per_second;
     settings.requests_burst = loaded.api.requests_burst;
     let api = api::Api::new(handle.clone(), settings);
-    let listener = tokio::net::TcpListener::bind(loaded.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (set api.listen or RAILYARD__API__LISTEN)", loaded.api.listen))?;
-    let address = listener.local_addr()?;
     let server = tokio::spawn({
         let app = api::app(api.clone());
         let shutdown = shutdown();

@@ -93,3 +93,17 @@ fn sim_runs_seeds_and_replays_one() {
     let again = run(&["sim", "--seed", "11", "--payments", "40"]);
     assert_eq!(one.lines().next(), again.lines().next(), "the same seed, the same run");
 }
+
+/// A port already in use stops `serve` before anything is written: no journal, so no first
+/// admin key made and never shown.
+#[test]
+fn a_port_in_use_stops_serve_before_the_journal_is_touched() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = railyard(data.path()).args(["serve", "--listen", &address]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+    assert!(!data.path().join("journal.redb").exists());
+}
