@@ -32,6 +32,7 @@ pub(crate) fn routes(router: OpenApiRouter<Api>) -> OpenApiRouter<Api> {
         .routes(routes!(last_reconciliation, run_reconciliation))
         .routes(routes!(anomalies))
         .routes(routes!(incident_report))
+        .routes(routes!(stats))
         .routes(routes!(list_pools))
         .routes(routes!(fund_pool))
         .routes(routes!(set_thresholds))
@@ -318,6 +319,34 @@ async fn incident_report(
     } else {
         Json(report).into_response()
     })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    /// The window's start, Unix milliseconds (default: an hour ago).
+    since: Option<u64>,
+}
+
+/// Statistics over a window: settled count and amount per rail, asset and class; fees per
+/// payout per rail; time from intake to final (p50, p99); rollback, reissue and hold rates;
+/// the exposure still unconfirmed per rail.
+#[utoipa::path(get, path = "/v1/stats", tag = "operator", params(StatsQuery),
+    responses((status = 200, description = "the statistics of the window")))]
+async fn stats(
+    State(api): State<Api>,
+    caller: Caller,
+    Query(query): Query<StatsQuery>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    caller.require(&STAFF)?;
+    let handle = api.handle.clone();
+    let now = handle.read(|m| m.as_of);
+    let since = Timestamp(query.since.unwrap_or(now.0.saturating_sub(3_600_000)));
+    let stats = tokio::task::spawn_blocking(move || engine::stats::stats(&handle, since, now))
+        .await
+        .map_err(Problem::internal)??;
+    Ok(Json(stats).into_response())
 }
 
 /// Pools: what each can still reserve, what is reserved, against min / target / max.

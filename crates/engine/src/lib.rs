@@ -33,6 +33,7 @@ pub mod service;
 mod settling;
 mod staging;
 pub mod state;
+pub mod stats;
 mod watching;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -83,7 +83,7 @@ pub struct Action {
 }
 
 /// The first record at or after `since` (by the events' time), by binary search.
-fn first_at_or_after(handle: &EngineHandle, since: Timestamp) -> Result<u64, EngineError> {
+pub(crate) fn first_at_or_after(handle: &EngineHandle, since: Timestamp) -> Result<u64, EngineError> {
     let journal = handle.journal();
     let (mut low, mut high) = (1, journal.tip() + 1);
     while low < high {

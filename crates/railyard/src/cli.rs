@@ -114,6 +114,11 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 1)]
         from: u64,
     },
+    /// Statistics over a window (`--since 1h`, or Unix milliseconds), as JSON.
+    Stats {
+        #[arg(long, default_value = "1h")]
+        since: String,
+    },
     /// Reports: `report incident --since 2h` (or Unix milliseconds).
     #[command(subcommand)]
     Report(ReportCommand),
@@ -406,16 +411,13 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
                 .await?;
             show(json, &payment, &PAYMENT_COLUMNS);
         }
+        ClientCommand::Stats { since } => {
+            let since = since_ms(&since)?;
+            let stats = client.get(&format!("/v1/stats?since={since}")).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
         ClientCommand::Report(ReportCommand::Incident { since }) => {
-            let since = match since.parse::<u64>() {
-                Ok(ms) => ms,
-                Err(_) => {
-                    let ago = humantime::parse_duration(&since)
-                        .with_context(|| format!("--since {since:?} is a duration (90m, 2h) or Unix milliseconds"))?;
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-                    u64::try_from(now.saturating_sub(ago).as_millis())?
-                }
-            };
+            let since = since_ms(&since)?;
             let format = if json { "json" } else { "markdown" };
             let request = client
                 .request(reqwest::Method::GET, "/v1/reports/incident")
@@ -486,6 +488,17 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: a duration ago (`90m`, `2h`) or Unix milliseconds.
+fn since_ms(since: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = since.parse::<u64>() {
+        return Ok(ms);
+    }
+    let ago = humantime::parse_duration(since)
+        .with_context(|| format!("--since {since:?} is a duration (90m, 2h) or Unix milliseconds"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(u64::try_from(now.saturating_sub(ago).as_millis())?)
 }
 
 async fn submit(

@@ -95,3 +95,51 @@ async fn the_incident_report_tells_a_scripted_outage() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// Statistics over a window: everything accepted settled, counted per rail, asset and class
+/// with the amounts the merchants asked for; fees per payout; time to final; no exposure left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_what_settled_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 64);
+    let (service_config, now) = service_config(&world);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service::run(engine, inbox, service_config, async move {
+        let _ = stopped.await;
+    }));
+    let start = now();
+    let batch = drafts(0, 400);
+    handle.submit(MerchantId(1), "stats".into(), batch.clone()).await.unwrap().unwrap();
+    until("every payment to settle", || handle.read(|m| m.counts.get(&PaymentState::Settled) == Some(&400))).await;
+    let stats = engine::stats::stats(&handle, start, now()).unwrap();
+    assert_eq!((stats.accepted, stats.sampled), (400, false), "{stats:?}");
+    assert_eq!(stats.settled.iter().map(|s| s.count).sum::<u64>(), 400, "{stats:?}");
+    for asset in [Asset::USDC, Asset::ETH] {
+        let asked = Amount::try_sum(batch.iter().filter(|d| d.asset == asset).map(|d| d.amount)).unwrap();
+        let settled = Amount::try_sum(
+            stats.settled.iter().filter(|s| s.asset == asset.symbol()).map(|s| asset.parse_amount(&s.amount).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(settled, asked, "{asset}");
+    }
+    let classes: std::collections::BTreeSet<&str> = stats.settled.iter().map(|s| s.class.as_str()).collect();
+    assert!(classes.len() > 1 && !classes.contains("unknown"), "{classes:?}");
+    assert_eq!(stats.fees.iter().map(|f| f.payouts).sum::<u64>(), 400);
+    assert!(stats.fees.iter().all(|f| f.total != "0"), "{:?}", stats.fees);
+    assert_eq!(stats.time_to_final.count, 400);
+    assert!(
+        0 < stats.time_to_final.p50_ms && stats.time_to_final.p50_ms <= stats.time_to_final.p99_ms,
+        "{:?}",
+        stats.time_to_final
+    );
+    assert_eq!((stats.settlements_rolled_back, stats.rollback_permille, stats.hold_permille), (0, 0, 0));
+    assert!(stats.exposure.is_empty(), "{:?}", stats.exposure);
+    // A window after it all is empty.
+    let later = engine::stats::stats(&handle, now(), now()).unwrap();
+    assert_eq!((later.accepted, later.settled.len()), (0, 0));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

@@ -239,6 +239,7 @@ async fn tenants_are_isolated_and_roles_hold_on_every_endpoint() {
         (Method::GET, "/v1/classes".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/anomalies".into(), &["operator", "treasury"], Value::Null),
         (Method::GET, "/v1/reports/incident?since=0".into(), &["operator", "treasury"], Value::Null),
+        (Method::GET, "/v1/stats".into(), &["operator", "treasury"], Value::Null),
         (
             Method::PUT,
             "/v1/classes/bulk".into(),

@@ -50,6 +50,12 @@ async fn submit_wait_and_the_staff_commands_against_a_running_server() {
     assert!(ok, "{err}");
     assert!(drained.contains("would move 0 payment(s) off sandbox-base"), "{drained}");
 
+    // The statistics count the 50 settled payouts.
+    let (ok, stats, err) = tokio::task::block_in_place(|| cli(&server, &operator, &["stats", "--since", "1h"]));
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let settled: u64 = stats["settled"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!((settled, stats["accepted"].as_u64()), (50, Some(50)), "{stats}");
     // An outage declared by the operator shows in the incident report, with who and why.
     let (ok, _, err) = tokio::task::block_in_place(|| {
         cli(&server, &operator, &["pause", "sandbox-optimism", "--reason", "provider incident"])
