@@ -198,8 +198,12 @@ pub(crate) fn view(api: &Api, record: &PaymentRecord) -> Result<PaymentView, Pro
         Some(id) => api.handle.settlement(id)?,
         None => None,
     };
-    let difference = api.handle.difference_of(record.payment.id)?.map(|d| format!("{d:?}"));
-    let routing = api.handle.read(|m| m.routes.get(&record.payment.id).map(|r| r.to_string()));
+    // What reconciliation last found wrong with its settlement, and why it went where it went:
+    // both from the read model (the record is at hand, no second lookup).
+    let (difference, routing) = api.handle.read(|m| {
+        let difference = record.settlement.and_then(|s| m.flagged.get(&s)).map(|d| format!("{d:?}"));
+        (difference, m.routes.get(&record.payment.id).map(|r| r.to_string()))
+    });
     Ok(payment_view(record, settlement.as_ref(), difference, routing))
 }
 

@@ -94,6 +94,29 @@ pub(crate) fn first_at_or_after(handle: &EngineHandle, since: Timestamp) -> Resu
     Ok(low)
 }
 
+/// Every event from the first at or after `since` to the journal's tip, in order (records that
+/// do not decode are skipped).
+pub(crate) fn events_since(
+    handle: &EngineHandle,
+    since: Timestamp,
+    mut each: impl FnMut(Event) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let journal = handle.journal();
+    let mut seq = first_at_or_after(handle, since)?;
+    let tip = journal.tip();
+    while seq <= tip {
+        let records = journal.read_range(seq, 4_096)?;
+        let Some(last) = records.last() else { break };
+        seq = last.seq + 1;
+        for record in records {
+            if let Ok(event) = Event::decode(&record.payload) {
+                each(event)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn short(reason: &str) -> String {
     let head: String = reason.split([':', ';']).next().unwrap_or(reason).chars().take(80).collect();
     head.trim().to_owned()
@@ -101,9 +124,6 @@ fn short(reason: &str) -> String {
 
 /// Builds the report for the window from `since` to `now`.
 pub fn incident(handle: &EngineHandle, since: Timestamp, now: Timestamp) -> Result<IncidentReport, EngineError> {
-    let journal = handle.journal();
-    let mut seq = first_at_or_after(handle, since)?;
-    let tip = journal.tip();
     let mut signs: BTreeMap<RailId, Vec<String>> = BTreeMap::new();
     let mut drains = Vec::new();
     let mut actions = Vec::new();
@@ -111,49 +131,44 @@ pub fn incident(handle: &EngineHandle, since: Timestamp, now: Timestamp) -> Resu
     let mut lost = BTreeMap::new();
     let mut restored = Vec::new();
     let mut dead: BTreeMap<RailId, u32> = BTreeMap::new();
-    while seq <= tip {
-        let records = journal.read_range(seq, 4_096)?;
-        let Some(last) = records.last() else { break };
-        seq = last.seq + 1;
-        for record in records {
-            let Ok(event) = Event::decode(&record.payload) else { continue };
-            let at = event.at().0;
-            if crate::audit::is_action(&event) {
-                let (by, what, reason) = describe(&event);
-                actions.push(Action { at, by, what, reason });
-            }
-            match &event {
-                Event::RailPaused { rail, reason, .. } => {
-                    signs.entry(*rail).or_default().push(format!("paused at {}: {reason}", utc(at)));
-                }
-                Event::RailDrained { rail, moved, operator, reason, .. } => {
-                    signs.entry(*rail).or_default().push(format!("drained at {}: {moved} moved", utc(at)));
-                    drains.push(Drained {
-                        at,
-                        rail: rail.to_string(),
-                        moved: *moved,
-                        by: operator.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                Event::PaymentHeld { reason, .. } => *holds.entry(short(reason)).or_default() += 1,
-                Event::SettlementDead { settlement, .. } | Event::SettlementReorged { settlement, .. } => {
-                    if let Ok(Some(record)) = handle.settlement(*settlement) {
-                        *dead.entry(record.settlement.rail).or_default() += 1;
-                    }
-                }
-                Event::FinalityLost { settlement, rail, .. } => {
-                    lost.insert(*settlement, *rail);
-                }
-                Event::FinalityRestored { settlement, .. } => {
-                    if let Some(rail) = lost.remove(settlement) {
-                        restored.push(format!("settlement {settlement} on {rail}: final again at {}", utc(at)));
-                    }
-                }
-                _ => {}
-            }
+    events_since(handle, since, |event| {
+        let at = event.at().0;
+        if crate::audit::is_action(&event) {
+            let (by, what, reason) = describe(&event);
+            actions.push(Action { at, by, what, reason });
         }
-    }
+        match &event {
+            Event::RailPaused { rail, reason, .. } => {
+                signs.entry(*rail).or_default().push(format!("paused at {}: {reason}", utc(at)));
+            }
+            Event::RailDrained { rail, moved, operator, reason, .. } => {
+                signs.entry(*rail).or_default().push(format!("drained at {}: {moved} moved", utc(at)));
+                drains.push(Drained {
+                    at,
+                    rail: rail.to_string(),
+                    moved: *moved,
+                    by: operator.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Event::PaymentHeld { reason, .. } => *holds.entry(short(reason)).or_default() += 1,
+            Event::SettlementDead { settlement, .. } | Event::SettlementReorged { settlement, .. } => {
+                if let Ok(Some(record)) = handle.settlement(*settlement) {
+                    *dead.entry(record.settlement.rail).or_default() += 1;
+                }
+            }
+            Event::FinalityLost { settlement, rail, .. } => {
+                lost.insert(*settlement, *rail);
+            }
+            Event::FinalityRestored { settlement, .. } => {
+                if let Some(rail) = lost.remove(settlement) {
+                    restored.push(format!("settlement {settlement} on {rail}: final again at {}", utc(at)));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     for (rail, count) in dead {
         signs.entry(rail).or_default().push(format!("{count} settlement(s) rolled back or reorged"));
     }

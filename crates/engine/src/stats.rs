@@ -11,7 +11,7 @@ use model::*;
 use serde::Serialize;
 
 use crate::EngineError;
-use crate::report::first_at_or_after;
+use crate::report::events_since;
 use crate::service::EngineHandle;
 
 /// Most settled payments whose records one call reads (for class and time to final).
@@ -81,58 +81,50 @@ fn permille(part: u64, whole: u64) -> u64 {
 
 /// Statistics from `since` to `now`.
 pub fn stats(handle: &EngineHandle, since: Timestamp, now: Timestamp) -> Result<Stats, EngineError> {
-    let journal = handle.journal();
-    let mut seq = first_at_or_after(handle, since)?;
-    let tip = journal.tip();
     let mut stats = Stats { since: since.0, until: now.0, ..Stats::default() };
     let mut settled: BTreeMap<(RailId, Asset, ClassName), (u64, Amount)> = BTreeMap::new();
     let mut fees: BTreeMap<(RailId, Asset), (u64, u64, Amount)> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut examined = 0;
-    while seq <= tip {
-        let records = journal.read_range(seq, 4_096)?;
-        let Some(last) = records.last() else { break };
-        seq = last.seq + 1;
-        for record in records {
-            let Ok(event) = Event::decode(&record.payload) else { continue };
-            match &event {
-                Event::BatchAccepted { payments, .. } | Event::PaymentsAccepted { payments, .. } => {
-                    stats.accepted += payments.len() as u64;
-                }
-                Event::SettlementFinal { settlement, fee_paid, at, .. } => {
-                    stats.settlements_final += 1;
-                    let Some(record) = handle.settlement(*settlement)? else { continue };
-                    let s = &record.settlement;
-                    let fee = fees.entry((s.rail, s.fee_asset)).or_insert((0, 0, Amount::ZERO));
-                    fee.0 += 1;
-                    fee.1 += s.legs.len() as u64;
-                    fee.2 = fee.2.checked_add(*fee_paid).unwrap_or(Amount::MAX);
-                    for leg in &s.legs {
-                        let payment = if examined < PAYMENTS_EXAMINED_MAX {
-                            examined += 1;
-                            handle.payment(leg.payment)?
-                        } else {
-                            stats.sampled = true;
-                            None
-                        };
-                        let class = payment
-                            .as_ref()
-                            .map_or_else(|| Name::new("unknown").expect("a valid name"), |p| p.payment.class);
-                        if let Some(first) = payment.as_ref().and_then(|p| p.steps.first()) {
-                            latencies.push(at.saturating_since(first.at));
-                        }
-                        let entry = settled.entry((s.rail, s.asset, class)).or_insert((0, Amount::ZERO));
-                        entry.0 += 1;
-                        entry.1 = entry.1.checked_add(leg.amount).unwrap_or(Amount::MAX);
-                    }
-                }
-                Event::SettlementDead { .. } => stats.settlements_rolled_back += 1,
-                Event::PaymentReissued { .. } => stats.payments_reissued += 1,
-                Event::PaymentHeld { .. } => stats.payments_held += 1,
-                _ => {}
+    events_since(handle, since, |event| {
+        match &event {
+            Event::BatchAccepted { payments, .. } | Event::PaymentsAccepted { payments, .. } => {
+                stats.accepted += payments.len() as u64;
             }
+            Event::SettlementFinal { settlement, fee_paid, at, .. } => {
+                stats.settlements_final += 1;
+                let Some(record) = handle.settlement(*settlement)? else { return Ok(()) };
+                let s = &record.settlement;
+                let fee = fees.entry((s.rail, s.fee_asset)).or_insert((0, 0, Amount::ZERO));
+                fee.0 += 1;
+                fee.1 += s.legs.len() as u64;
+                fee.2 = fee.2.checked_add(*fee_paid).unwrap_or(Amount::MAX);
+                for leg in &s.legs {
+                    let payment = if examined < PAYMENTS_EXAMINED_MAX {
+                        examined += 1;
+                        handle.payment(leg.payment)?
+                    } else {
+                        stats.sampled = true;
+                        None
+                    };
+                    let class = payment
+                        .as_ref()
+                        .map_or_else(|| Name::new("unknown").expect("a valid name"), |p| p.payment.class);
+                    if let Some(first) = payment.as_ref().and_then(|p| p.steps.first()) {
+                        latencies.push(at.saturating_since(first.at));
+                    }
+                    let entry = settled.entry((s.rail, s.asset, class)).or_insert((0, Amount::ZERO));
+                    entry.0 += 1;
+                    entry.1 = entry.1.checked_add(leg.amount).unwrap_or(Amount::MAX);
+                }
+            }
+            Event::SettlementDead { .. } => stats.settlements_rolled_back += 1,
+            Event::PaymentReissued { .. } => stats.payments_reissued += 1,
+            Event::PaymentHeld { .. } => stats.payments_held += 1,
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     stats.settled = settled
         .into_iter()
         .map(|((rail, asset, class), (count, amount))| Settled {

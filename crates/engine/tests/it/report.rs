@@ -6,25 +6,29 @@
 
 use std::time::Duration;
 
-use engine::service::{self, ServiceConfig};
+use engine::service::{self, EngineHandle};
 use engine::*;
 use model::*;
 use rails::sandbox::Fault;
 
-use super::{BLOCK_MS, T0, World, config, drafts, fund, name};
+use super::service::service_config;
+use super::{T0, World, config, drafts, fund, name};
 
-const SPEED: u64 = 50;
-
-fn service_config(world: &World) -> (ServiceConfig, impl Fn() -> Timestamp + Copy) {
-    let start = std::time::Instant::now();
-    let now = move || T0.saturating_add_ms(u64::try_from(start.elapsed().as_millis()).unwrap() * SPEED);
-    let sandboxes = world.sandboxes.clone();
-    let config = ServiceConfig {
-        tick: Duration::from_millis(BLOCK_MS / SPEED),
-        now: Box::new(now),
-        before_tick: Box::new(move |at| sandboxes.iter().for_each(|s| s.advance_to(at))),
-    };
-    (config, now)
+/// A funded engine running as a service on the sped-up clock: its handle, the clock, and how
+/// to stop it.
+async fn running(
+    dir: &std::path::Path,
+    world: &World,
+) -> (EngineHandle, impl Fn() -> Timestamp + Copy, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Engine>) {
+    let mut engine = Engine::open(&dir.join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 64);
+    let (service_config, now) = service_config(world);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service::run(engine, inbox, service_config, async move {
+        let _ = stopped.await;
+    }));
+    (handle, now, stop, task)
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -39,14 +43,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 async fn the_incident_report_tells_a_scripted_outage() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
-    let (handle, inbox) = service::channel(&mut engine, 64);
-    let (service_config, now) = service_config(&world);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service::run(engine, inbox, service_config, async move {
-        let _ = stopped.await;
-    }));
+    let (handle, now, stop, task) = running(dir.path(), &world).await;
     handle.submit(MerchantId(1), "before".into(), drafts(0, 300)).await.unwrap().unwrap();
     until("settlements in flight", || handle.read(|m| !m.settlements.is_empty())).await;
 
@@ -102,14 +99,7 @@ async fn the_incident_report_tells_a_scripted_outage() {
 async fn statistics_count_what_settled_in_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
-    let (handle, inbox) = service::channel(&mut engine, 64);
-    let (service_config, now) = service_config(&world);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service::run(engine, inbox, service_config, async move {
-        let _ = stopped.await;
-    }));
+    let (handle, now, stop, task) = running(dir.path(), &world).await;
     let start = now();
     let batch = drafts(0, 400);
     handle.submit(MerchantId(1), "stats".into(), batch.clone()).await.unwrap().unwrap();

@@ -17,18 +17,17 @@ use super::{BLOCK_MS, T0, World, config, drafts, fund, name};
 /// clock does not fit: it jumps ahead whenever the engine waits for the journal's thread.)
 const SPEED: u64 = 50;
 
-fn service_config(world: &World) -> ServiceConfig {
+/// The service's configuration on the sped-up clock, and that clock.
+pub(crate) fn service_config(world: &World) -> (ServiceConfig, impl Fn() -> Timestamp + Copy) {
     let start = std::time::Instant::now();
+    let now = move || T0.saturating_add_ms(u64::try_from(start.elapsed().as_millis()).unwrap() * SPEED);
     let sandboxes = world.sandboxes.clone();
-    ServiceConfig {
+    let config = ServiceConfig {
         tick: Duration::from_millis(BLOCK_MS / SPEED),
-        now: Box::new(move || T0.saturating_add_ms(u64::try_from(start.elapsed().as_millis()).unwrap() * SPEED)),
-        before_tick: Box::new(move |at| {
-            for sandbox in &sandboxes {
-                sandbox.advance_to(at);
-            }
-        }),
-    }
+        now: Box::new(now),
+        before_tick: Box::new(move |at| sandboxes.iter().for_each(|s| s.advance_to(at))),
+    };
+    (config, now)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +38,7 @@ async fn commands_and_queries_through_the_handle() {
     fund(&mut engine, T0).await;
     let (handle, inbox) = service::channel(&mut engine, 16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service::run(engine, inbox, service_config(&world), async move {
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, async move {
         let _ = stopped.await;
     }));
 
@@ -122,7 +121,7 @@ async fn queries_do_not_wait_for_a_round() {
     let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
     fund(&mut engine, T0).await;
     let (handle, inbox) = service::channel(&mut engine, 16);
-    let task = tokio::spawn(service::run(engine, inbox, service_config(&world), std::future::pending()));
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
     let intake = handle.submit(MerchantId(1), "k".into(), drafts(0, 300)).await.unwrap().unwrap();
     let Intake::Accepted { payments, .. } = intake else { panic!("accepted") };
     // Let a few rounds sign and broadcast, then every node hangs: the next round is stuck in
