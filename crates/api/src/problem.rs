@@ -118,6 +118,25 @@ impl From<engine::OperatorError> for Problem {
             E::NotPaused(_) => (StatusCode::CONFLICT, "not_paused"),
             E::CannotResolve { .. } => (StatusCode::CONFLICT, "cannot_resolve"),
             E::NotCancellable { .. } => (StatusCode::CONFLICT, "not_cancellable"),
+            E::Guarded(_) => (StatusCode::CONFLICT, "held_by_guards"),
+            E::Engine(_) => {
+                let E::Engine(inner) = error else { unreachable!() };
+                return inner.into();
+            }
+        };
+        Problem::new(status, code, error.to_string())
+    }
+}
+
+impl From<engine::guards::GuardActionError> for Problem {
+    fn from(error: engine::guards::GuardActionError) -> Problem {
+        use engine::guards::GuardActionError as E;
+        let (status, code) = match &error {
+            E::NotGuarded(_) => (StatusCode::CONFLICT, "not_guarded"),
+            E::Role(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            E::Automatic { .. } => (StatusCode::CONFLICT, "released_automatically"),
+            E::UnknownMerchant(_) => (StatusCode::NOT_FOUND, "unknown_merchant"),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_guards"),
             E::Engine(_) => {
                 let E::Engine(inner) = error else { unreachable!() };
                 return inner.into();

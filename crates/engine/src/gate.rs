@@ -127,6 +127,7 @@ impl Engine {
         let retired = self.state.book.take_retired();
         if !retired.is_empty() {
             self.history.extend(history::ops(&retired, self.config.reconcile_balances));
+            self.history.extend(crate::guards::index_ops(&retired, &self.state.guards.policies));
             for record in &retired.settlements {
                 self.watching.remove(&record.settlement.id);
                 if matches!(record.state, SettlementState::Final | SettlementState::Dead) {

@@ -96,9 +96,25 @@ impl Engine {
         // store, keyed by id, is then written nearly in order.
         let first_record = u128::from(self.journal.tip() + 1);
         let ids: Vec<PaymentId> = (0..drafts.len() as u128).map(|row| PaymentId(first_record << 32 | row)).collect();
-        let payments = self.validate(batch, merchant, &ids, drafts)?;
-        let references = crate::history::reference_ops(&payments);
-        let events = self.batch_events(batch, merchant, key, body_hash, payments, now);
+        let mut payments = self.validate(batch, merchant, &ids, drafts)?;
+        // The guards: an `Only` allowlist refuses rows; other guards hold payouts (and split a
+        // test payout off a first large payout to a new destination).
+        let (refused, holds) = self.guard_intake(&mut payments, now)?;
+        if !refused.is_empty() {
+            let errors = refused
+                .into_iter()
+                .map(|(row, message)| RowError { row, field: "destination", code: "not_allowlisted", message })
+                .collect();
+            return Err(IntakeError::Invalid(errors));
+        }
+        // A reference names the merchant's payout, not the test split off it.
+        let references = crate::history::reference_ops(&payments[..drafts.len()]);
+        let mut events = self.batch_events(batch, merchant, key, body_hash, payments, now);
+        let held: std::collections::BTreeSet<PaymentId> = holds.iter().map(|(id, _)| *id).collect();
+        events.retain(|e| !matches!(e, Event::PaymentQueued { payment, .. } if held.contains(payment)));
+        for (payment, hold) in holds {
+            events.extend(crate::guards::hold_events(payment, hold, "intake", now));
+        }
         self.stage(events)?;
         self.history.extend(references);
         let claim = Claim { merchant: merchant.0.to_string(), key: key.to_owned(), batch: batch.0, body_hash };

@@ -19,6 +19,7 @@
 mod access;
 pub mod audit;
 mod gate;
+pub mod guards;
 mod history;
 mod intake;
 mod operator;
@@ -114,8 +115,13 @@ impl EngineConfig {
             )));
         }
         // A batch is its header and continuation records (at most one per payment) plus one
-        // queued event per payment, all in one append.
-        let records = self.batch_payments_max.saturating_mul(2).saturating_add(1);
+        // queued event per payment, all in one append. With guards a row may become two
+        // payments (a test payout split off), the test queued and the rest held (the hold, its
+        // notice and the guard's record): six records a row at most.
+        if self.batch_payments_max >= 1 << 31 {
+            return Err(EngineError::Config("batch_payments_max must be below 2^31".into()));
+        }
+        let records = self.batch_payments_max.saturating_mul(6).saturating_add(1);
         if records > journal.append_records_max {
             return Err(EngineError::Config(format!(
                 "batch_payments_max = {} needs up to {records} journal records in one append, but the journal allows {}; lower batch_payments_max",
@@ -224,6 +230,7 @@ pub struct Engine {
     depths_at: Timestamp,
     /// When queued payments were last checked against their class's age limit.
     stale_checked_at: Timestamp,
+    guards_checked_at: Timestamp,
     /// Differences reconciliation found, in all runs since the engine opened.
     differences_found: u64,
     /// Settlements whose last check found a difference (bounded; a clean later check clears).
@@ -339,6 +346,7 @@ impl Engine {
             policy_version: 1,
             depths_at: Timestamp(0),
             stale_checked_at: Timestamp(0),
+            guards_checked_at: Timestamp(0),
             stopped: None,
             settlements_made: 0,
             moved_by_failover: 0,
@@ -407,6 +415,7 @@ impl Engine {
         self.running()?;
         self.watch_all(now).await?;
         self.hold_stale(now)?;
+        self.release_guards(now)?;
         self.failover(now);
         self.refresh_quotes(now).await;
         self.route(now)?;

@@ -21,6 +21,8 @@ pub enum OperatorError {
         "payment {payment} is {state}: {resolution:?} does not apply (retry and fail are for held payments not in flight, resume for held payments in flight)"
     )]
     CannotResolve { payment: PaymentId, state: PaymentState, resolution: Resolution },
+    #[error("payment {0} is held by guards: a treasury key releases or rejects it (POST /v1/payments/{{id}}/release or /reject)")]
+    Guarded(PaymentId),
     #[error("payment {payment} is {state}: only a queued payment can be cancelled")]
     NotCancellable { payment: PaymentId, state: PaymentState },
     #[error(transparent)]
@@ -120,6 +122,9 @@ impl Engine {
     ) -> Result<(), OperatorError> {
         self.running()?;
         let state = self.state.book.payment(payment).map_err(|_| OperatorError::UnknownPayment(payment))?.state;
+        if self.state.guards.held.contains_key(&payment) {
+            return Err(OperatorError::Guarded(payment));
+        }
         let legal = matches!(
             (state, resolution),
             (PaymentState::Held { in_flight: false }, Resolution::Retry | Resolution::Fail)

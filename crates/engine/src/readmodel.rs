@@ -70,6 +70,8 @@ pub struct ReadModel {
     pub depths: queue::Depths,
     /// API keys and webhook endpoints.
     pub access: Arc<Access>,
+    /// Merchants' guards and the payouts they hold.
+    pub guards: Arc<model::Guards>,
     pub rails: Vec<RailView>,
     pub pools: Vec<PoolView>,
     pub outbox: usize,
@@ -136,6 +138,9 @@ impl Engine {
         }
         if *model.access != self.state.access {
             model.access = Arc::new(self.state.access.clone());
+        }
+        if *model.guards != self.state.guards {
+            model.guards = Arc::new(self.state.guards.clone());
         }
         if model.policy_version != self.policy_version {
             model.policy_version = self.policy_version;

@@ -208,6 +208,8 @@ impl Engine {
                 .into_iter()
                 .filter(|id| self.state.book.payments.get(id).is_some_and(|r| r.state == PaymentState::Queued))
                 .collect();
+            // The guards once more, as they are now: the last check before signing.
+            let ids = self.guard_before_signing(ids, now)?;
             if !ids.is_empty() && self.settle(rail, &caps, flush.asset, ids, now).await? {
                 planned += 1;
             }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
 pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel};
+use crate::guards::GuardActionError;
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
 /// Why a command did not reach the engine.
@@ -131,6 +132,22 @@ pub enum Command {
         limit: usize,
         reply: Reply<Vec<(u128, crate::state::Notice)>>,
     },
+    Guard {
+        action: GuardAction,
+        by: String,
+        role: Role,
+        reason: String,
+        reply: Reply<Result<(), GuardActionError>>,
+    },
+}
+
+/// Treasury's guard actions (`Command::Guard`).
+#[derive(Clone, Debug)]
+pub enum GuardAction {
+    Set { merchant: MerchantId, policy: Option<GuardPolicy> },
+    Approve { payment: PaymentId },
+    Release { payment: PaymentId },
+    Reject { payment: PaymentId },
 }
 
 /// A cloneable handle to the engine task.
@@ -318,6 +335,18 @@ impl EngineHandle {
         ask!(self, SetClass { class, setting, by, reason })
     }
 
+    /// A guard action by a staff key (`by`, its public id, and its role: the engine checks
+    /// the role too).
+    pub async fn guard(
+        &self,
+        action: GuardAction,
+        by: String,
+        role: Role,
+        reason: String,
+    ) -> Result<Result<(), GuardActionError>, ServiceError> {
+        ask!(self, Guard { action, by, role, reason })
+    }
+
     pub async fn set_rules(
         &self,
         rules: Vec<Rule>,
@@ -498,6 +527,15 @@ impl Engine {
             }
             Command::Outbox { after, limit, reply } => {
                 let _ = reply.send(self.outbox_page(after, limit));
+            }
+            Command::Guard { action, by, role, reason, reply } => {
+                let outcome = match action {
+                    GuardAction::Set { merchant, policy } => self.set_guards(merchant, policy, &by, &reason, now).await,
+                    GuardAction::Approve { payment } => self.approve(payment, &by, role, now).await,
+                    GuardAction::Release { payment } => self.release_guard(payment, &by, role, &reason, now).await,
+                    GuardAction::Reject { payment } => self.reject_guard(payment, &by, role, &reason, now).await,
+                };
+                let _ = reply.send(outcome);
             }
         }
     }

@@ -54,6 +54,8 @@ pub struct EngineState {
     pub pool_thresholds: BTreeMap<(RailId, Asset), router::PoolConfig>,
     /// Class parameters and routing rules treasury set through the API.
     pub policy: crate::policy::Policy,
+    /// Merchants' guards, the payouts they hold and what releases cleared.
+    pub guards: model::Guards,
     #[serde(skip)]
     urgent: Vec<ClassName>,
 }
@@ -68,6 +70,8 @@ pub enum StateError {
     Finality(SettlementId, &'static str),
     #[error(transparent)]
     Access(#[from] model::AccessError),
+    #[error("{0}")]
+    Guard(String),
     #[error("settlement {0}: its legs sum past the largest amount")]
     Overflow(model::SettlementId),
 }
@@ -84,6 +88,7 @@ impl EngineState {
             access: model::Access::default(),
             pool_thresholds: BTreeMap::new(),
             policy: crate::policy::Policy::default(),
+            guards: model::Guards::default(),
             urgent: config.urgent.clone(),
         })
     }
@@ -127,6 +132,54 @@ impl EngineState {
             Event::Notification { id, payment, state, .. } => {
                 // The payment has just finished, so it has left the book for the history store.
                 self.outbox.insert(*id, Notice { payment: *payment, state: *state });
+                if state.is_terminal() {
+                    self.guards.cleared.remove(payment);
+                    if let Some(test) = self.guards.tests.get_mut(payment) {
+                        *test = Some(*state == model::PaymentState::Settled);
+                    }
+                }
+                Ok(())
+            }
+            Event::GuardsSet { merchant, policy, .. } => {
+                match policy {
+                    Some(policy) => {
+                        policy.validate().map_err(|e| StateError::Guard(e.to_string()))?;
+                        self.guards.policies.insert(*merchant, policy.clone());
+                    }
+                    None => {
+                        self.guards.policies.remove(merchant);
+                    }
+                }
+                Ok(())
+            }
+            Event::PaymentGuarded { payment, hold, .. } => self.guard(*payment, hold),
+            Event::PaymentApproved { payment, by, .. } => {
+                let hold = self.guards.held.get_mut(payment).ok_or_else(|| {
+                    StateError::Guard(format!("payment {payment} is not held by guards"))
+                })?;
+                if usize::from(hold.approvals_needed) <= hold.approvals.len() {
+                    return Err(StateError::Guard(format!("payment {payment} needs no more approvals")));
+                }
+                if hold.approvals.contains(by) {
+                    return Err(StateError::Guard(format!(
+                        "key {by} approved payment {payment} already; a different treasury key must approve it"
+                    )));
+                }
+                hold.approvals.push(by.clone());
+                Ok(())
+            }
+            Event::PaymentResolved { payment, resolution, .. } => {
+                self.book.apply(event)?;
+                if let Some(hold) = self.guards.held.remove(payment) {
+                    if *resolution == model::Resolution::Retry {
+                        *self.guards.cleared.entry(*payment).or_insert(0) |= hold.kinds();
+                    }
+                    if let Some(test) = hold.test
+                        && !self.guards.held.values().any(|h| h.test == Some(test))
+                    {
+                        self.guards.tests.remove(&test);
+                    }
+                }
                 Ok(())
             }
             Event::NotificationDelivered { id, .. } => {
@@ -217,6 +270,24 @@ impl EngineState {
             }
             _ => Ok(self.book.apply(event)?),
         }
+    }
+
+    /// Records a guard hold: the payment must be held with nothing in flight (the book's
+    /// `PaymentHeld` came first in the same append); a hold again replaces the last one.
+    fn guard(&mut self, payment: model::PaymentId, hold: &model::GuardHold) -> Result<(), StateError> {
+        let record = self.book.payments.get_mut(&payment).ok_or(model::BookError::UnknownPayment(payment))?;
+        if record.state != (model::PaymentState::Held { in_flight: false }) {
+            return Err(StateError::Guard(format!("payment {payment} is {}, not held", record.state)));
+        }
+        if hold.reasons.is_empty() {
+            return Err(StateError::Guard(format!("a guard hold of payment {payment} without a reason")));
+        }
+        record.reason = Some(format!("held: {}", hold.describe()));
+        if let Some(test) = hold.test {
+            self.guards.tests.entry(test).or_insert(None);
+        }
+        self.guards.held.insert(payment, hold.clone());
+        Ok(())
     }
 
     /// The reservation a planned settlement takes from its rail's pools.

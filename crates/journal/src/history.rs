@@ -66,4 +66,25 @@ impl Journal {
             })
             .collect()
     }
+
+    /// For each prefix, up to `count_max` keys that start with it, in one read transaction
+    /// (the guards look up a batch's destinations at once).
+    pub fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, JournalError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        prefixes
+            .iter()
+            .map(|prefix| {
+                let mut keys = Vec::new();
+                for entry in table.range::<&[u8]>(prefix.as_slice()..)? {
+                    let key = entry?.0.value().to_vec();
+                    if !key.starts_with(prefix) || keys.len() >= count_max {
+                        break;
+                    }
+                    keys.push(key);
+                }
+                Ok(keys)
+            })
+            .collect()
+    }
 }

@@ -212,7 +212,10 @@ impl Book {
             | Event::WebhookEndpointSet { .. }
             | Event::PoolThresholdsSet { .. }
             | Event::ClassSet { .. }
-            | Event::RoutingRulesSet { .. } => Ok(()),
+            | Event::RoutingRulesSet { .. }
+            | Event::GuardsSet { .. }
+            | Event::PaymentGuarded { .. }
+            | Event::PaymentApproved { .. } => Ok(()),
             Event::PaymentResolved { payment, resolution, .. } => {
                 let to = match resolution {
                     crate::event::Resolution::Retry => PaymentState::Queued,

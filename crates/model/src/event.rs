@@ -225,6 +225,32 @@ pub enum Event {
         by: String,
         at: Timestamp,
     },
+    /// Treasury set a merchant's guards (`None`: removed). Payouts past intake are judged by
+    /// them again just before signing.
+    GuardsSet {
+        merchant: MerchantId,
+        policy: Option<crate::guard::GuardPolicy>,
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// Guards hold a payout (it is `Held` in the book by the `PaymentHeld` before this one):
+    /// why, and what releases it. Again for a payout already guarded: its hold now reads so.
+    PaymentGuarded {
+        payment: PaymentId,
+        hold: crate::guard::GuardHold,
+        /// "railyard" when the engine held it; a treasury key's public id when it released
+        /// some of the reasons (the rest still hold it).
+        by: String,
+        reason: String,
+        at: Timestamp,
+    },
+    /// A treasury key approved a large payout held by guards.
+    PaymentApproved {
+        payment: PaymentId,
+        by: String,
+        at: Timestamp,
+    },
 }
 
 /// What an operator decides for a held payment.
@@ -271,7 +297,10 @@ impl Event {
             | Event::WebhookEndpointSet { at, .. }
             | Event::PoolThresholdsSet { at, .. }
             | Event::ClassSet { at, .. }
-            | Event::RoutingRulesSet { at, .. } => *at,
+            | Event::RoutingRulesSet { at, .. }
+            | Event::GuardsSet { at, .. }
+            | Event::PaymentGuarded { at, .. }
+            | Event::PaymentApproved { at, .. } => *at,
         }
     }
 }
@@ -283,7 +312,8 @@ impl Event {
 /// Version 3: a settlement records its fee asset.
 /// Version 4: a payment record keeps its steps and last reason; the state keeps API keys,
 /// webhook endpoints and pool thresholds (history records and snapshots change with them).
-pub const ENCODING_VERSION: u8 = 4;
+/// Version 5: the state keeps guards (snapshots change with them).
+pub const ENCODING_VERSION: u8 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -2,6 +2,7 @@
 //! with failover, a restart mid-run, and bad input that changes nothing.
 
 mod faults;
+mod guards;
 mod history;
 mod liquidity;
 mod report;
@@ -73,7 +74,7 @@ impl World {
     }
 
     /// What `destination` received on every chain (chains record addresses in canonical form).
-    fn received(&self, destination: &str, asset: Asset) -> u128 {
+    pub(crate) fn received(&self, destination: &str, asset: Asset) -> u128 {
         let canonical = Address::parse(destination, Network::BASE).unwrap().to_string();
         self.sandboxes.iter().map(|s| s.balance_of(&canonical, asset).units()).sum()
     }
@@ -132,7 +133,7 @@ pub(crate) fn config() -> EngineConfig {
     }
 }
 
-fn destination(i: u64) -> String {
+pub(crate) fn destination(i: u64) -> String {
     let hash = blake3::hash(&i.to_le_bytes());
     let hex: String = hash.as_bytes()[..20].iter().map(|b| format!("{b:02x}")).collect();
     format!("0x{hex}")
