@@ -10,6 +10,7 @@
 mod admin;
 pub mod auth;
 pub mod batch;
+mod guards;
 mod merchant;
 mod metrics;
 mod ops;
@@ -123,6 +124,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(Doc::openapi());
     let router = merchant::routes(router);
     let router = ops::routes(router);
+    let router = guards::routes(router);
     let router = admin::routes(router);
     let router = metrics::routes(router);
     router.split_for_parts()

@@ -50,7 +50,12 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem
 
 /// Reads a small JSON body into `T`, naming the field that is wrong.
 pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Problem> {
-    let bytes = read_body(body, 64 << 10).await?;
+    json_body_up_to(body, 64 << 10).await
+}
+
+/// `json_body` for a body up to `limit` bytes.
+pub(crate) async fn json_body_up_to<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, Problem> {
+    let bytes = read_body(body, limit).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -200,11 +205,14 @@ pub(crate) fn view(api: &Api, record: &PaymentRecord) -> Result<PaymentView, Pro
     };
     // What reconciliation last found wrong with its settlement, and why it went where it went:
     // both from the read model (the record is at hand, no second lookup).
-    let (difference, routing) = api.handle.read(|m| {
+    let (difference, routing, guard) = api.handle.read(|m| {
         let difference = record.settlement.and_then(|s| m.flagged.get(&s)).map(|d| format!("{d:?}"));
-        (difference, m.routes.get(&record.payment.id).map(|r| r.to_string()))
+        let guard = m.guards.held.get(&record.payment.id).map(crate::wire::guard_view);
+        (difference, m.routes.get(&record.payment.id).map(|r| r.to_string()), guard)
     });
-    Ok(payment_view(record, settlement.as_ref(), difference, routing))
+    let mut view = payment_view(record, settlement.as_ref(), difference, routing);
+    view.guard = guard;
+    Ok(view)
 }
 
 /// A payment: its state, history, reason and settlement (with the transaction once signed).

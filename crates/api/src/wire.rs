@@ -93,6 +93,47 @@ pub struct PaymentView {
     pub settlement: Option<SettlementView>,
     /// What reconciliation found wrong with its settlement, if anything.
     pub difference: Option<String>,
+    /// While guards hold it: every reason, and what releases it.
+    pub guard: Option<GuardView>,
+    /// What railyard noted on it (a test payout split off it, and its amount).
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GuardReasonView {
+    /// not_allowlisted, unpayable_destination, look_alike_destination, new_destination,
+    /// large_payout or awaiting_test_payout.
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GuardView {
+    pub reasons: Vec<GuardReasonView>,
+    /// Who or what releases it, in words.
+    pub release_by: String,
+    /// Unix ms: not planned before (the time lock).
+    pub release_at: Option<u64>,
+    pub approvals_needed: u8,
+    /// The treasury keys that approved it.
+    pub approvals: Vec<String>,
+    /// The test payout it waits for.
+    pub test_payout: Option<String>,
+}
+
+pub fn guard_view(hold: &GuardHold) -> GuardView {
+    GuardView {
+        reasons: hold
+            .reasons
+            .iter()
+            .map(|(kind, reason)| GuardReasonView { code: kind.code().to_owned(), reason: reason.clone() })
+            .collect(),
+        release_by: hold.release_by(),
+        release_at: hold.release_at.map(|t| t.0),
+        approvals_needed: hold.approvals_needed,
+        approvals: hold.approvals.clone(),
+        test_payout: hold.test.map(|t| hex_id(t.0)),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -158,6 +199,8 @@ pub fn payment_view(
         routing,
         history: record.steps.iter().map(|s| StepView { state: state_name(s.state), at: s.at.0 }).collect(),
         settlement: settlement.map(settlement_view),
+        guard: None,
+        metadata: p.metadata.clone(),
         difference,
     }
 }

@@ -47,7 +47,9 @@ pub fn is_action(event: &Event) -> bool {
             | Event::PoolThresholdsSet { .. }
             | Event::ClassSet { .. }
             | Event::RoutingRulesSet { .. }
-    )
+            | Event::GuardsSet { .. }
+            | Event::PaymentApproved { .. }
+    ) || matches!(event, Event::PaymentGuarded { by, .. } if by != "railyard")
 }
 
 /// The next link of the chain.

@@ -41,6 +41,9 @@ pub(crate) fn index_ops(retired: &Retired, policies: &BTreeMap<MerchantId, Guard
         .collect()
 }
 
+/// What the guards decided for a batch at intake: rows refused (row, message) and holds.
+pub(crate) type IntakeGuards = (Vec<(usize, String)>, Vec<(PaymentId, GuardHold)>);
+
 /// Why a staff member's guard action is refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardActionError {
@@ -114,7 +117,7 @@ impl Engine {
         &self,
         payments: &mut Vec<Payment>,
         now: Timestamp,
-    ) -> Result<(Vec<(usize, String)>, Vec<(PaymentId, GuardHold)>), EngineError> {
+    ) -> Result<IntakeGuards, EngineError> {
         let known = self.known(&payments.iter().collect::<Vec<_>>())?;
         let mut refused = Vec::new();
         let mut holds = Vec::new();
@@ -158,11 +161,8 @@ impl Engine {
             return Ok(ids);
         }
         let book = &self.state.book;
-        let guarded: Vec<&Payment> = ids
-            .iter()
-            .map(|id| &book.payments[id].payment)
-            .filter(|p| policies.contains_key(&p.merchant))
-            .collect();
+        let guarded: Vec<&Payment> =
+            ids.iter().map(|id| &book.payments[id].payment).filter(|p| policies.contains_key(&p.merchant)).collect();
         if guarded.is_empty() {
             return Ok(ids);
         }
@@ -252,7 +252,13 @@ impl Engine {
     }
 
     /// A treasury key approves a large payout held by guards (each key once).
-    pub async fn approve(&mut self, payment: PaymentId, by: &str, role: Role, now: Timestamp) -> Result<(), GuardActionError> {
+    pub async fn approve(
+        &mut self,
+        payment: PaymentId,
+        by: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> Result<(), GuardActionError> {
         self.running()?;
         staff(role, "approve")?;
         if !self.state.guards.held.contains_key(&payment) {

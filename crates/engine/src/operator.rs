@@ -21,7 +21,9 @@ pub enum OperatorError {
         "payment {payment} is {state}: {resolution:?} does not apply (retry and fail are for held payments not in flight, resume for held payments in flight)"
     )]
     CannotResolve { payment: PaymentId, state: PaymentState, resolution: Resolution },
-    #[error("payment {0} is held by guards: a treasury key releases or rejects it (POST /v1/payments/{{id}}/release or /reject)")]
+    #[error(
+        "payment {0} is held by guards: a treasury key releases or rejects it (POST /v1/payments/{{id}}/release or /reject)"
+    )]
     Guarded(PaymentId),
     #[error("payment {payment} is {state}: only a queued payment can be cancelled")]
     NotCancellable { payment: PaymentId, state: PaymentState },

@@ -336,6 +336,14 @@ fn describe(event: &Event) -> (String, String, String) {
         Event::WebhookEndpointSet { merchant, by, .. } => {
             (by.clone(), format!("webhook of merchant {merchant} set"), String::new())
         }
+        Event::GuardsSet { merchant, policy, by, reason, .. } => {
+            let what = if policy.is_some() { "set" } else { "removed" };
+            (by.clone(), format!("guards of merchant {merchant} {what}"), reason.clone())
+        }
+        Event::PaymentApproved { payment, by, .. } => (by.clone(), format!("approved {payment}"), String::new()),
+        Event::PaymentGuarded { payment, by, reason, .. } => {
+            (by.clone(), format!("released part of the guard hold of {payment}"), reason.clone())
+        }
         other => (String::new(), format!("{other:?}").chars().take(80).collect(), String::new()),
     }
 }

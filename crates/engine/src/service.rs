@@ -17,9 +17,9 @@ use journal::Journal;
 use model::*;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::guards::GuardActionError;
 use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
 pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel};
-use crate::guards::GuardActionError;
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
 /// Why a command did not reach the engine.

@@ -154,9 +154,11 @@ impl EngineState {
             }
             Event::PaymentGuarded { payment, hold, .. } => self.guard(*payment, hold),
             Event::PaymentApproved { payment, by, .. } => {
-                let hold = self.guards.held.get_mut(payment).ok_or_else(|| {
-                    StateError::Guard(format!("payment {payment} is not held by guards"))
-                })?;
+                let hold = self
+                    .guards
+                    .held
+                    .get_mut(payment)
+                    .ok_or_else(|| StateError::Guard(format!("payment {payment} is not held by guards")))?;
                 if usize::from(hold.approvals_needed) <= hold.approvals.len() {
                     return Err(StateError::Guard(format!("payment {payment} needs no more approvals")));
                 }

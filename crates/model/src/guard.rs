@@ -244,7 +244,10 @@ pub enum Verdict {
     /// Refused at intake (not on an `Only` allowlist): field and message.
     Refuse(String),
     /// Held; `split` is the test payout to make first (intake only).
-    Hold { hold: GuardHold, split: Option<Amount> },
+    Hold {
+        hold: GuardHold,
+        split: Option<Amount>,
+    },
 }
 
 /// Judges one payout. `cleared` holds the guard kinds a release already cleared for it (they
@@ -259,7 +262,8 @@ pub fn check(
     at_intake: bool,
 ) -> Verdict {
     let key = address_key(&payment.destination);
-    let mut hold = GuardHold { reasons: Vec::new(), release_at: None, approvals_needed: 0, approvals: Vec::new(), test: None };
+    let mut hold =
+        GuardHold { reasons: Vec::new(), release_at: None, approvals_needed: 0, approvals: Vec::new(), test: None };
     let mut split = None;
     let add = |hold: &mut GuardHold, kind: GuardKind, reason: String| {
         if cleared & kind.bit() == 0 {
@@ -270,7 +274,7 @@ pub fn check(
         add(&mut hold, GuardKind::Unpayable, format!("destination is {why}"));
     }
     if let Some(policy) = policy {
-        let listed = |list: &[String]| list.iter().any(|entry| *entry == key);
+        let listed = |list: &[String]| list.contains(&key);
         match policy.allow_mode {
             AllowMode::Only if !listed(&policy.allowlist) => {
                 if at_intake {
@@ -287,7 +291,11 @@ pub fn check(
             _ => {}
         }
         if listed(&policy.blocked) {
-            add(&mut hold, GuardKind::Unpayable, "destination is on the blocked list (a contract that cannot receive)".to_owned());
+            add(
+                &mut hold,
+                GuardKind::Unpayable,
+                "destination is on the blocked list (a contract that cannot receive)".to_owned(),
+            );
         }
         if policy.poisoning
             && let Some(similar) = &known.look_alike
@@ -315,11 +323,17 @@ pub fn check(
             {
                 match (known.test_pending, at_intake) {
                     (Some(test), _) if cleared & GuardKind::AwaitingTest.bit() == 0 => {
-                        hold.reasons.push((GuardKind::AwaitingTest, format!("waits for test payout {test} to this new destination")));
+                        hold.reasons.push((
+                            GuardKind::AwaitingTest,
+                            format!("waits for test payout {test} to this new destination"),
+                        ));
                         hold.test = Some(test);
                     }
                     (None, true) => {
-                        let reason = format!("first payout to a new destination above {above}: a test payout of {} goes first", guard.test_amount);
+                        let reason = format!(
+                            "first payout to a new destination above {above}: a test payout of {} goes first",
+                            guard.test_amount
+                        );
                         hold.reasons.push((GuardKind::AwaitingTest, reason));
                         split = Some(guard.test_amount);
                     }
@@ -428,7 +442,10 @@ mod tests {
     fn burn_and_precompile_hold_without_a_policy() {
         for dest in ["0x000000000000000000000000000000000000dEaD", "0x0000000000000000000000000000000000000009"] {
             let verdict = check(None, &payment(dest, 5), &Known::default(), 0, Timestamp(0), true);
-            assert!(matches!(verdict, Verdict::Hold { ref hold, .. } if hold.reasons[0].0 == GuardKind::Unpayable), "{dest}");
+            assert!(
+                matches!(verdict, Verdict::Hold { ref hold, .. } if hold.reasons[0].0 == GuardKind::Unpayable),
+                "{dest}"
+            );
         }
         assert_eq!(check(None, &payment(A, 5), &Known::default(), 0, Timestamp(0), true), Verdict::Pass);
     }
@@ -446,18 +463,26 @@ mod tests {
         let policy = GuardPolicy {
             allow_mode: AllowMode::OrHold,
             allowlist: vec!["0x2222222222222222222222222222222222222222".into()],
-            assets: vec![AssetGuard { asset: Asset::ETH, test_above: None, test_amount: Amount::ZERO, large_above: Some(Amount::new(10)) }],
+            assets: vec![AssetGuard {
+                asset: Asset::ETH,
+                test_above: None,
+                test_amount: Amount::ZERO,
+                large_above: Some(Amount::new(10)),
+            }],
             large_delay_ms: 1_000,
             ..GuardPolicy::default()
         };
         policy.validate().unwrap();
-        let Verdict::Hold { hold, .. } = check(Some(&policy), &payment(A, 50), &Known::default(), 0, Timestamp(5), false) else {
+        let Verdict::Hold { hold, .. } =
+            check(Some(&policy), &payment(A, 50), &Known::default(), 0, Timestamp(5), false)
+        else {
             panic!("held")
         };
         assert_eq!(hold.reasons.len(), 2);
         assert_eq!(hold.release_at, Some(Timestamp(1_005)));
         let cleared = GuardKind::NotAllowlisted.bit();
-        let Verdict::Hold { hold, .. } = check(Some(&policy), &payment(A, 50), &Known::default(), cleared, Timestamp(5), false)
+        let Verdict::Hold { hold, .. } =
+            check(Some(&policy), &payment(A, 50), &Known::default(), cleared, Timestamp(5), false)
         else {
             panic!("held")
         };
@@ -470,7 +495,12 @@ mod tests {
     #[test]
     fn a_bad_policy_names_its_field() {
         let policy = GuardPolicy {
-            assets: vec![AssetGuard { asset: Asset::ETH, test_above: Some(Amount::new(10)), test_amount: Amount::new(10), large_above: None }],
+            assets: vec![AssetGuard {
+                asset: Asset::ETH,
+                test_above: Some(Amount::new(10)),
+                test_amount: Amount::new(10),
+                large_above: None,
+            }],
             ..GuardPolicy::default()
         };
         assert!(policy.validate().unwrap_err().to_string().starts_with("assets[0].test_amount"));

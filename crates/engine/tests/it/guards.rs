@@ -65,8 +65,7 @@ async fn an_allowlist_refuses_or_holds_and_only_treasury_releases() {
     let world = World::new();
     let mut engine = engine_with_merchant(&dir.path().join("j.redb"), &world).await;
     let (listed, other) = (destination(1), destination(2));
-    let policy =
-        GuardPolicy { allow_mode: AllowMode::Only, allowlist: vec![listed.clone()], ..GuardPolicy::default() };
+    let policy = GuardPolicy { allow_mode: AllowMode::Only, allowlist: vec![listed.clone()], ..GuardPolicy::default() };
     engine.set_guards(M, Some(policy.clone()), "tr1", "vendors only", T0).await.unwrap();
 
     // Only: a row to another destination is refused at intake, naming it; nothing journaled.
@@ -123,7 +122,9 @@ async fn a_first_large_payout_to_a_new_destination_sends_a_test_first() {
     engine.set_guards(M, Some(policy), "tr1", "test payouts", T0).await.unwrap();
     let to = destination(3);
     // Two rows to the same new destination share one test payout.
-    let ids = accepted(engine.submit(M, "k1", &[draft("t-1", &to, 1_000_000), draft("t-2", &to, 500_000)], T0).await.unwrap());
+    let ids = accepted(
+        engine.submit(M, "k1", &[draft("t-1", &to, 1_000_000), draft("t-2", &to, 500_000)], T0).await.unwrap(),
+    );
     let first = engine.payment(ids[0]).unwrap().unwrap();
     let test = PaymentId(u128::from_str_radix(&first.payment.metadata["railyard.test_payout"], 16).unwrap());
     assert_eq!(first.payment.amount, Amount::new(999_000), "the rest of the payout");
@@ -167,7 +168,8 @@ async fn a_large_payout_waits_its_time_lock_and_two_distinct_approvals_across_a_
     };
     engine.set_guards(M, Some(policy), "tr1", "four eyes", T0).await.unwrap();
     let to = destination(4);
-    let ids = accepted(engine.submit(M, "k1", &[draft("l-1", &to, 60_000), draft("l-2", &to, 50_000)], T0).await.unwrap());
+    let ids =
+        accepted(engine.submit(M, "k1", &[draft("l-1", &to, 60_000), draft("l-2", &to, 50_000)], T0).await.unwrap());
     assert_eq!(state_of(&engine, ids[0]), PaymentState::Held { in_flight: false });
     assert_eq!(state_of(&engine, ids[1]), PaymentState::Queued, "at the threshold is not above it");
 
@@ -234,8 +236,7 @@ async fn a_guard_set_after_intake_still_stops_the_payout_before_signing() {
     let ids = accepted(engine.submit(M, "k1", &[draft("r-1", &to, 9_000)], T0).await.unwrap());
     assert_eq!(state_of(&engine, ids[0]), PaymentState::Queued, "no guard at intake");
     // The guard changes while the payout waits in the queue.
-    let policy =
-        GuardPolicy { allow_mode: AllowMode::Only, allowlist: vec![destination(6)], ..GuardPolicy::default() };
+    let policy = GuardPolicy { allow_mode: AllowMode::Only, allowlist: vec![destination(6)], ..GuardPolicy::default() };
     engine.set_guards(M, Some(policy), "tr1", "lock down", T0).await.unwrap();
     let now = rounds(&mut engine, &world, T0, 6).await;
     assert_eq!(state_of(&engine, ids[0]), PaymentState::Held { in_flight: false });

@@ -80,3 +80,38 @@ async fn submit_wait_and_the_staff_commands_against_a_running_server() {
     assert!(!ok);
     assert!(err.contains("422") && err.contains("row 0: amount [amount_too_precise]"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn treasury_sets_guards_and_releases_a_held_payout_from_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let merchant = server.key("merchant", Some(31)).await;
+    let treasury = server.key("treasury", None).await;
+    let policy = data.path().join("guards.json");
+    std::fs::write(
+        &policy,
+        r#"{ "allow_mode": "or_hold", "allowlist": ["0x1111111111111111111111111111111111111111"] }"#,
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        cli(&server, &treasury, &["guards", "set", "31", "--file", policy, "--reason", "vendors only"])
+    });
+    assert!(ok && out.contains("or_hold"), "{out}{err}");
+    let file = data.path().join("payouts.csv");
+    std::fs::write(&file, csv(1, "guarded")).unwrap();
+    let (ok, out, err) = tokio::task::block_in_place(|| cli(&server, &merchant, &["submit", file.to_str().unwrap()]));
+    assert!(ok, "{out}{err}");
+    let (ok, held, _) = tokio::task::block_in_place(|| cli(&server, &treasury, &["held", "--json"]));
+    assert!(ok);
+    let held: serde_json::Value = serde_json::from_str(&held).unwrap();
+    let id = held[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(held[0]["guard"]["reasons"][0]["code"], "not_allowlisted", "{held}");
+    // A merchant key cannot release it; treasury can.
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| cli(&server, &merchant, &["guards", "release", &id, "--reason", "mine"]));
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| cli(&server, &treasury, &["guards", "release", &id, "--reason", "checked"]));
+    assert!(ok && out.contains(&id), "{out}{err}");
+}

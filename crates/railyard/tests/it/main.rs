@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod devnet;
+mod guards;
 mod server;
 mod webhooks;
 

@@ -11,6 +11,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+mod guards;
+
 #[derive(Args, Debug)]
 pub struct Server {
     /// The server's base URL.
@@ -128,6 +130,9 @@ pub enum ClientCommand {
     /// The merchant's webhook endpoint and deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Mis-transfer guards: a merchant's policy, and the payouts they hold (treasury).
+    #[command(subcommand)]
+    Guards(guards::GuardsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,7 +184,7 @@ struct Client {
 }
 
 impl Client {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base.trim_end_matches('/')));
         match &self.key {
             Some(key) => request.bearer_auth(key),
@@ -187,7 +192,7 @@ impl Client {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -216,11 +221,11 @@ impl Client {
         bail!(message)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.request(reqwest::Method::POST, path).json(&body)).await
     }
 }
@@ -265,7 +270,7 @@ fn table(value: &Value, columns: &[&str]) {
     }
 }
 
-fn show(json: bool, value: &Value, columns: &[&str]) {
+pub(crate) fn show(json: bool, value: &Value, columns: &[&str]) {
     if json {
         println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else if value.is_array() {
@@ -275,7 +280,7 @@ fn show(json: bool, value: &Value, columns: &[&str]) {
     }
 }
 
-const PAYMENT_COLUMNS: [&str; 7] = ["id", "reference", "amount", "asset", "state", "attempt", "reason"];
+pub(crate) const PAYMENT_COLUMNS: [&str; 7] = ["id", "reference", "amount", "asset", "state", "attempt", "reason"];
 
 async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -479,6 +484,7 @@ async fn execute(client: &Client, json: bool, command: ClientCommand) -> anyhow:
                 &["event", "payment", "state", "status", "attempts", "last_error"],
             );
         }
+        ClientCommand::Guards(command) => guards::execute(client, json, command).await?,
         ClientCommand::Webhooks(WebhooksCommand::Resend { event }) => {
             show(
                 json,
