@@ -10,6 +10,7 @@
 mod admin;
 pub mod auth;
 pub mod batch;
+pub mod dashboard;
 mod guards;
 mod merchant;
 mod metrics;
@@ -72,6 +73,9 @@ pub struct Api {
     pub deliveries: Arc<Deliveries>,
     limiter: Arc<auth::KeyLimiter>,
     ready: Arc<AtomicBool>,
+    /// Open event streams (`dashboard::STREAMS_MAX` at most).
+    streams: Arc<tokio::sync::Semaphore>,
+    pub pool_history: Arc<dashboard::PoolHistory>,
 }
 
 impl Api {
@@ -84,6 +88,8 @@ impl Api {
             deliveries: Arc::new(Deliveries::default()),
             limiter,
             ready: Arc::new(AtomicBool::new(false)),
+            streams: Arc::new(tokio::sync::Semaphore::new(dashboard::STREAMS_MAX)),
+            pool_history: Arc::new(dashboard::PoolHistory::default()),
         }
     }
 
@@ -91,6 +97,11 @@ impl Api {
     /// listener is bound.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the server is up and not shutting down (event streams end when it is not).
+    pub fn is_serving(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -125,6 +136,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
     let router = merchant::routes(router);
     let router = ops::routes(router);
     let router = guards::routes(router);
+    let router = dashboard::routes(router);
     let router = admin::routes(router);
     let router = metrics::routes(router);
     router.split_for_parts()

@@ -65,24 +65,26 @@ pub(crate) fn reason(text: &str) -> Result<String, Problem> {
 #[utoipa::path(get, path = "/v1/rails", tag = "operator", responses((status = 200, body = Vec<RailView>)))]
 async fn list_rails(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<RailView>>, Problem> {
     caller.require(&STAFF)?;
-    Ok(Json(api.handle.read(|m| {
-        m.rails
-            .iter()
-            .map(|r| RailView {
-                rail: r.rail.to_string(),
-                network: r.network.to_string(),
-                paused: r.paused,
-                breaker: match r.breaker {
-                    router::BreakerState::Closed => "closed",
-                    router::BreakerState::Open { .. } => "open",
-                    router::BreakerState::HalfOpen => "half_open",
-                }
-                .to_owned(),
-                success_permille: r.success_permille,
-                queued: r.queued,
-            })
-            .collect()
-    })))
+    Ok(Json(api.handle.read(rail_views)))
+}
+
+pub(crate) fn rail_views(m: &engine::service::ReadModel) -> Vec<RailView> {
+    m.rails
+        .iter()
+        .map(|r| RailView {
+            rail: r.rail.to_string(),
+            network: r.network.to_string(),
+            paused: r.paused,
+            breaker: match r.breaker {
+                router::BreakerState::Closed => "closed",
+                router::BreakerState::Open { .. } => "open",
+                router::BreakerState::HalfOpen => "half_open",
+            }
+            .to_owned(),
+            success_permille: r.success_permille,
+            queued: r.queued,
+        })
+        .collect()
 }
 
 /// Stops new planning on a rail; what is in flight there stays watched.
@@ -160,11 +162,15 @@ fn depth_map<K: ToString>(
 #[utoipa::path(get, path = "/v1/queues", tag = "operator", responses((status = 200, body = QueuesView)))]
 async fn queues(State(api): State<Api>, caller: Caller) -> Result<Json<QueuesView>, Problem> {
     caller.require(&STAFF)?;
-    Ok(Json(api.handle.read(|m| QueuesView {
+    Ok(Json(api.handle.read(queues_view)))
+}
+
+pub(crate) fn queues_view(m: &engine::service::ReadModel) -> QueuesView {
+    QueuesView {
         rails: depth_map(&m.depths.rails),
         classes: depth_map(&m.depths.classes),
         merchants: depth_map(&m.depths.merchants),
-    })))
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -353,31 +359,33 @@ async fn stats(
 #[utoipa::path(get, path = "/v1/pools", tag = "treasury", responses((status = 200, body = Vec<PoolView>)))]
 async fn list_pools(State(api): State<Api>, caller: Caller) -> Result<Json<Vec<PoolView>>, Problem> {
     caller.require(&STAFF)?;
-    Ok(Json(api.handle.read(|m| {
-        m.pools
-            .iter()
-            .map(|p| {
-                let f = |a: Amount| p.asset.format_amount(a);
-                let status = if p.available < p.min {
-                    "below_min"
-                } else if p.available > p.max && !p.max.is_zero() {
-                    "above_max"
-                } else {
-                    "ok"
-                };
-                PoolView {
-                    rail: p.rail.to_string(),
-                    asset: p.asset.symbol().to_owned(),
-                    available: f(p.available),
-                    reserved: f(p.reserved),
-                    min: f(p.min),
-                    target: f(p.target),
-                    max: f(p.max),
-                    status: status.to_owned(),
-                }
-            })
-            .collect()
-    })))
+    Ok(Json(api.handle.read(pool_views)))
+}
+
+pub(crate) fn pool_views(m: &engine::service::ReadModel) -> Vec<PoolView> {
+    m.pools
+        .iter()
+        .map(|p| {
+            let f = |a: Amount| p.asset.format_amount(a);
+            let status = if p.available < p.min {
+                "below_min"
+            } else if p.available > p.max && !p.max.is_zero() {
+                "above_max"
+            } else {
+                "ok"
+            };
+            PoolView {
+                rail: p.rail.to_string(),
+                asset: p.asset.symbol().to_owned(),
+                available: f(p.available),
+                reserved: f(p.reserved),
+                min: f(p.min),
+                target: f(p.target),
+                max: f(p.max),
+                status: status.to_owned(),
+            }
+        })
+        .collect()
 }
 
 /// Records a deposit into a rail's pool. The Idempotency-Key names the transfer: the same key

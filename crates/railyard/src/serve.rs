@@ -163,6 +163,7 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
         async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }
     });
     let sender = tokio::spawn(api::webhooks::run(api.clone(), api::webhooks::SenderConfig::default(), shutdown()));
+    let sampler = tokio::spawn(api::dashboard::sample_pools(api.clone(), Duration::from_secs(10), shutdown()));
     api.set_ready(true);
     println!("railyard listening on http://{address}");
     if let Some(secret) = first_admin {
@@ -178,6 +179,9 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     }
     if let Err(error) = sender.await {
         tracing::error!(%error, "the webhook sender failed");
+    }
+    if let Err(error) = sampler.await {
+        tracing::error!(%error, "the pool sampler failed");
     }
     task.await.context("the engine task failed")?;
     outcome
