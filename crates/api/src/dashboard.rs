@@ -171,7 +171,10 @@ pub struct PoolSeries {
 
 /// Pool balances over time, sampled by `sample_pools`.
 #[derive(Debug, Default)]
-pub struct PoolHistory(Mutex<BTreeMap<(RailId, Asset), VecDeque<(u64, Amount, Amount)>>>);
+pub struct PoolHistory(Mutex<BTreeMap<(RailId, Asset), VecDeque<Sample>>>);
+
+/// When (Unix ms), available, reserved.
+type Sample = (u64, Amount, Amount);
 
 impl PoolHistory {
     /// Takes one sample of every pool from the read model.

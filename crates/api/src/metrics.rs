@@ -15,6 +15,10 @@ use prometheus_client::registry::Registry;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::sync::atomic::AtomicU64;
+
+use model::{Amount, Asset, RailId};
+
 use crate::Api;
 
 type Labels = Vec<(String, String)>;
@@ -32,6 +36,12 @@ pub struct Metrics {
     webhook_backlog: Gauge,
     outbox: Gauge,
     journal_records: Gauge,
+    settled_payouts: Family<Labels, Gauge>,
+    settled_amount: Family<Labels, Gauge<f64, AtomicU64>>,
+    fees_paid: Family<Labels, Gauge<f64, AtomicU64>>,
+    pool_available: Family<Labels, Gauge<f64, AtomicU64>>,
+    pool_reserved: Family<Labels, Gauge<f64, AtomicU64>>,
+    guard_held: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -56,6 +66,12 @@ impl Default for Metrics {
             webhook_backlog: Gauge::default(),
             outbox: Gauge::default(),
             journal_records: Gauge::default(),
+            settled_payouts: Family::default(),
+            settled_amount: Family::default(),
+            fees_paid: Family::default(),
+            pool_available: Family::default(),
+            pool_reserved: Family::default(),
+            guard_held: Gauge::default(),
         };
         registry.register(
             "intake_seconds",
@@ -80,12 +96,48 @@ impl Default for Metrics {
         registry.register("webhook_backlog", "webhook deliveries not yet delivered", metrics.webhook_backlog.clone());
         registry.register("journal_records", "records in the journal (its tip)", metrics.journal_records.clone());
         registry.register("outbox", "notices journaled and not yet delivered", metrics.outbox.clone());
+        registry.register(
+            "settled_payouts",
+            "payouts settled per rail and asset since the process started",
+            metrics.settled_payouts.clone(),
+        );
+        registry.register(
+            "settled_amount",
+            "amount settled per rail and asset since the process started, in the asset's units",
+            metrics.settled_amount.clone(),
+        );
+        registry.register(
+            "fees_paid",
+            "fees the chains charged per rail since the process started, in the fee asset's units",
+            metrics.fees_paid.clone(),
+        );
+        registry.register(
+            "pool_available",
+            "a pool's available balance, in the asset's units",
+            metrics.pool_available.clone(),
+        );
+        registry.register(
+            "pool_reserved",
+            "a pool's reserved balance, in the asset's units",
+            metrics.pool_reserved.clone(),
+        );
+        registry.register("guard_held", "payouts held by mis-transfer guards", metrics.guard_held.clone());
         Metrics { registry, ..metrics }
     }
 }
 
 fn to_gauge(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
+}
+
+/// An amount in its asset's units for exposition only (Prometheus values are floats; nothing
+/// computes money from them).
+fn units(asset: Asset, amount: Amount) -> f64 {
+    asset.format_amount(amount).parse().unwrap_or(f64::MAX)
+}
+
+fn rail_asset(rail: RailId, asset: Asset) -> Labels {
+    vec![("rail".to_owned(), rail.to_string()), ("asset".to_owned(), asset.symbol().to_owned())]
 }
 
 impl Metrics {
@@ -115,6 +167,20 @@ impl Metrics {
             }
             self.outbox.set(to_gauge(m.outbox));
             self.journal_records.set(to_gauge(m.tip));
+            for ((rail, asset), totals) in &m.settled {
+                let labels = rail_asset(*rail, *asset);
+                self.settled_payouts.get_or_create(&labels).set(to_gauge(totals.payouts));
+                self.settled_amount.get_or_create(&labels).set(units(*asset, totals.amount));
+                if let Some(fee_asset) = totals.fee_asset {
+                    self.fees_paid.get_or_create(&rail_asset(*rail, fee_asset)).set(units(fee_asset, totals.fees));
+                }
+            }
+            for pool in &m.pools {
+                let labels = rail_asset(pool.rail, pool.asset);
+                self.pool_available.get_or_create(&labels).set(units(pool.asset, pool.available));
+                self.pool_reserved.get_or_create(&labels).set(units(pool.asset, pool.reserved));
+            }
+            self.guard_held.set(to_gauge(m.guards.held.len()));
         });
         self.webhook_backlog.set(to_gauge(api.deliveries.backlog()));
         let mut text = String::new();

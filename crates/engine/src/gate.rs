@@ -96,6 +96,21 @@ impl Engine {
                 self.touched_settlements.insert(settlement.id);
                 payments.extend(settlement.legs.iter().map(|l| l.payment));
             }
+            Event::SettlementFinal { settlement, fee_paid, .. } => {
+                self.touched_settlements.insert(*settlement);
+                if let Some(record) = book.settlements.get(settlement) {
+                    let s = &record.settlement;
+                    payments.extend(s.legs.iter().map(|l| l.payment));
+                    let totals = self.settled_totals.entry((s.rail, s.asset)).or_default();
+                    totals.settlements += 1;
+                    totals.payouts += s.legs.len() as u64;
+                    for leg in &s.legs {
+                        totals.amount = totals.amount.checked_add(leg.amount).unwrap_or(totals.amount);
+                    }
+                    totals.fee_asset = Some(s.fee_asset);
+                    totals.fees = totals.fees.checked_add(*fee_paid).unwrap_or(totals.fees);
+                }
+            }
             Event::SettlementReleased { settlement, .. }
             | Event::SettlementSigned { settlement, .. }
             | Event::SettlementBroadcast { settlement, .. }
@@ -103,7 +118,6 @@ impl Engine {
             | Event::SettlementCancelling { settlement, .. }
             | Event::SettlementConfirmed { settlement, .. }
             | Event::SettlementReorged { settlement, .. }
-            | Event::SettlementFinal { settlement, .. }
             | Event::SettlementDead { settlement, .. } => {
                 self.touched_settlements.insert(*settlement);
                 if let Some(record) = book.settlements.get(settlement) {

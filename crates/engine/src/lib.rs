@@ -221,6 +221,8 @@ pub struct Engine {
     touched: BTreeSet<PaymentId>,
     touched_batches: BTreeSet<BatchId>,
     touched_settlements: BTreeSet<SettlementId>,
+    /// What settled per rail and asset since the engine opened (for metrics).
+    settled_totals: BTreeMap<(RailId, Asset), readmodel::SettledTotals>,
     /// Bumped by every policy change, so the read model republishes classes and rules.
     policy_version: u64,
     /// The last routing decision of each open payment, in words (service mode only). Payments
@@ -342,6 +344,7 @@ impl Engine {
             touched: BTreeSet::new(),
             touched_batches: BTreeSet::new(),
             touched_settlements: BTreeSet::new(),
+            settled_totals: BTreeMap::new(),
             routes: std::collections::HashMap::new(),
             policy_version: 1,
             depths_at: Timestamp(0),

@@ -47,6 +47,17 @@ pub struct PolicyView {
     pub rules: Vec<Rule>,
 }
 
+/// What settled on one rail in one asset since the engine opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettledTotals {
+    pub settlements: u64,
+    pub payouts: u64,
+    pub amount: Amount,
+    /// The fees the chain charged, in the rail's fee asset.
+    pub fees: Amount,
+    pub fee_asset: Option<Asset>,
+}
+
 /// What queries read without waiting for the engine: published after every round.
 #[derive(Clone, Debug, Default)]
 pub struct ReadModel {
@@ -72,6 +83,8 @@ pub struct ReadModel {
     pub access: Arc<Access>,
     /// Merchants' guards and the payouts they hold.
     pub guards: Arc<model::Guards>,
+    /// What settled per rail and asset since the engine opened.
+    pub settled: BTreeMap<(RailId, Asset), SettledTotals>,
     pub rails: Vec<RailView>,
     pub pools: Vec<PoolView>,
     pub outbox: usize,
@@ -138,6 +151,9 @@ impl Engine {
         }
         if *model.access != self.state.access {
             model.access = Arc::new(self.state.access.clone());
+        }
+        if model.settled != self.settled_totals {
+            model.settled = self.settled_totals.clone();
         }
         if *model.guards != self.state.guards {
             model.guards = Arc::new(self.state.guards.clone());

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::guards::GuardActionError;
 use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
-pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel};
+pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel, SettledTotals};
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
 /// Why a command did not reach the engine.

@@ -144,6 +144,15 @@ async fn the_dashboard_renders_live_data_and_drains_dry_in_chromium() {
         .unwrap();
     assert!(updates >= 2, "the stream delivered {updates} updates");
     screenshot(&client, "live").await;
+    // The same statistics in /metrics: payouts settled per rail and asset, pool balances.
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let settled: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("railyard_settled_payouts{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(settled, 25, "{metrics}");
+    assert!(metrics.contains("railyard_pool_available{rail=\"sandbox-base\",asset=\"USDC\"}"), "{metrics}");
 
     // The drain button performs a dry run: the report shows, nothing is journaled.
     click(&client, "#rails tr[data-rail='sandbox-base'] button.drain-dry").await;
