@@ -285,6 +285,14 @@ impl EngineState {
             return Err(StateError::Guard(format!("a guard hold of payment {payment} without a reason")));
         }
         record.reason = Some(format!("held: {}", hold.describe()));
+        // A hold replaced by a narrower one (a treasury key released some of its reasons):
+        // what was released is not judged again before signing.
+        if let Some(previous) = self.guards.held.get(&payment) {
+            let released = previous.kinds() & !hold.kinds();
+            if released != 0 {
+                *self.guards.cleared.entry(payment).or_insert(0) |= released;
+            }
+        }
         if let Some(test) = hold.test {
             self.guards.tests.entry(test).or_insert(None);
         }

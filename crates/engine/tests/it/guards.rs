@@ -255,3 +255,30 @@ async fn a_guard_set_after_intake_still_stops_the_payout_before_signing() {
     let refused = engine.set_guards(MerchantId(99), None, "tr1", "x", now).await;
     assert!(matches!(refused, Err(GuardActionError::UnknownMerchant(_))), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_of_part_of_a_hold_is_not_undone_before_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = engine_with_merchant(&dir.path().join("j.redb"), &world).await;
+    let policy = GuardPolicy {
+        allow_mode: AllowMode::OrHold,
+        allowlist: vec![destination(8)],
+        assets: vec![usdc_guard(None, Some(10_000))],
+        large_delay_ms: 5_000,
+        ..GuardPolicy::default()
+    };
+    engine.set_guards(M, Some(policy), "tr1", "both", T0).await.unwrap();
+    let to = destination(9);
+    let ids = accepted(engine.submit(M, "k1", &[draft("x-1", &to, 20_000)], T0).await.unwrap());
+    assert_eq!(engine.state().guards.held[&ids[0]].reasons.len(), 2, "not allowlisted and large");
+    // Treasury releases the allowlist part; the time lock still holds it, then lets it go, and
+    // the guard before signing does not hold it again for the reason released.
+    engine.release_guard(ids[0], "tr1", Role::Treasury, "known vendor", T0).await.unwrap();
+    assert_eq!(engine.state().guards.held[&ids[0]].reasons[0].0, GuardKind::Large);
+    let now = rounds(&mut engine, &world, T0, 3).await;
+    assert_eq!(state_of(&engine, ids[0]), PaymentState::Held { in_flight: false });
+    rounds(&mut engine, &world, now, 10).await;
+    assert_eq!(state_of(&engine, ids[0]), PaymentState::Settled);
+    assert_eq!(world.received(&to, Asset::USDC), 20_000);
+}
