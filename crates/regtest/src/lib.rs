@@ -23,6 +23,7 @@ use bitcoin::{
 use bitcoinkernel::{ChainType, ChainstateManager, Context, ProcessBlockResult};
 
 mod mempool;
+pub mod rpc;
 
 pub use mempool::{Entry, Mempool};
 
@@ -83,6 +84,9 @@ pub struct Node {
     mempool: Mempool,
     /// Makes every coinbase (and so every block) distinct.
     extra_nonce: u64,
+    /// What `estimatesmartfee` answers, sat/vB, per confirmation target (the node has no fee
+    /// history to estimate from: the test sets it).
+    fee_rates: BTreeMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -138,6 +142,7 @@ impl Node {
             confirmed: HashMap::new(),
             mempool: Mempool::default(),
             extra_nonce: 0,
+            fee_rates: BTreeMap::new(),
         };
         let tip = node.kernel_tip();
         if tip != hash {
@@ -389,6 +394,30 @@ impl Node {
             .filter(|(_, c)| !c.coinbase || next - c.height >= COINBASE_MATURITY)
             .map(|(o, c)| (*o, c.output.clone()))
             .collect()
+    }
+
+    /// Sets what `estimatesmartfee` answers (sat/vB) for targets from `target` blocks on.
+    pub fn set_fee_rate(&mut self, target: u64, sat_per_vb: u64) {
+        self.fee_rates.insert(target, sat_per_vb);
+    }
+
+    /// The fee rate for a confirmation target: the one set for the largest target not above
+    /// it (1 sat/vB when none is).
+    pub fn fee_rate(&self, target: u64) -> u64 {
+        self.fee_rates.range(..=target).next_back().map_or(1, |(_, rate)| *rate)
+    }
+
+    /// An unspent output and its confirmations (0 in the mempool), as `gettxout` sees it: with
+    /// `include_mempool`, what a mempool transaction spends is spent and its outputs exist.
+    pub fn coin(&self, outpoint: &OutPoint, include_mempool: bool) -> Option<(TxOut, u32)> {
+        if include_mempool && self.mempool.spender(outpoint).is_some() {
+            return None;
+        }
+        if let Some(coin) = self.coins.get(outpoint) {
+            return Some((coin.output.clone(), self.height() - coin.height + 1));
+        }
+        let entry = self.mempool.get(&outpoint.txid).filter(|_| include_mempool)?;
+        entry.tx.output.get(outpoint.vout as usize).map(|o| (o.clone(), 0))
     }
 
     /// The balance of `script` in the active chain.

@@ -189,3 +189,73 @@ fn a_reorg_takes_a_confirmed_transaction_back_to_the_mempool_or_replaces_it() {
     assert_eq!(node.spender(&coin), Some(conflict_id));
     assert_eq!(node.balance(&to), Amount::ZERO);
 }
+
+/// Core's JSON-RPC over real HTTP: a call and its result or Core's error code.
+async fn rpc(client: &reqwest::Client, url: &str, method: &str, params: serde_json::Value) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({ "jsonrpc": "1.0", "id": "t", "method": method, "params": params });
+    let response = client.post(url).basic_auth("railyard", Some("secret")).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpc_answers_as_core_does() {
+    use serde_json::json;
+    let key = Key::new(11);
+    let (node, coin, value) = funded(&key);
+    let node = std::sync::Arc::new(std::sync::Mutex::new(node));
+    let server = regtest::rpc::serve(std::sync::Arc::clone(&node), "railyard", "secret").await.unwrap();
+    let (client, url) = (reqwest::Client::new(), server.url());
+
+    // Wrong credentials: 401, as Core.
+    let refused = client.post(&url).basic_auth("railyard", Some("wrong")).body("{}").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+
+    let (_, count) = rpc(&client, &url, "getblockcount", json!([])).await;
+    assert_eq!(count["result"], 101);
+    node.lock().unwrap().set_fee_rate(1, 25);
+    let (_, fee) = rpc(&client, &url, "estimatesmartfee", json!([2])).await;
+    assert_eq!(fee["result"]["feerate"], 0.00025, "25 sat/vB in BTC/kvB: {fee}");
+
+    let to = Key::new(12).script();
+    let tx =
+        spend(&key, &[(coin, value)], vec![TxOut { value: value - Amount::from_sat(2_000), script_pubkey: to }], true);
+    let hex = bitcoin::consensus::encode::serialize_hex(&tx);
+    let (status, sent) = rpc(&client, &url, "sendrawtransaction", json!([hex])).await;
+    assert_eq!(status, 200, "{sent}");
+    let txid = sent["result"].as_str().unwrap().to_owned();
+    assert_eq!(txid, tx.compute_txid().to_string());
+    let (_, entry) = rpc(&client, &url, "getmempoolentry", json!([txid])).await;
+    assert_eq!(entry["result"]["fees"]["base"], 0.00002);
+    // The same bytes again are harmless; a conflicting spend that pays too little is -26.
+    assert_eq!(rpc(&client, &url, "sendrawtransaction", json!([hex])).await.1["result"], json!(txid));
+    let cheaper = spend(
+        &key,
+        &[(coin, value)],
+        vec![TxOut { value: value - Amount::from_sat(1_500), script_pubkey: key.script() }],
+        true,
+    );
+    let (status, error) =
+        rpc(&client, &url, "sendrawtransaction", json!([bitcoin::consensus::encode::serialize_hex(&cheaper)])).await;
+    assert_eq!((status, &error["error"]["code"]), (500, &json!(-26)), "{error}");
+
+    node.lock().unwrap().mine(2, &key.script()).unwrap();
+    let (_, raw) = rpc(&client, &url, "getrawtransaction", json!([txid, true])).await;
+    assert_eq!(raw["result"]["confirmations"], 2, "{raw}");
+    let block = raw["result"]["blockhash"].as_str().unwrap().to_owned();
+    let (_, header) = rpc(&client, &url, "getblockheader", json!([block, true])).await;
+    assert_eq!(header["result"]["confirmations"], 2);
+    // After a reorg the block is off the best chain (-1 confirmations) and the transaction is
+    // back in the mempool.
+    node.lock().unwrap().reorg(2, &key.script()).unwrap();
+    let (_, header) = rpc(&client, &url, "getblockheader", json!([block, true])).await;
+    assert_eq!(header["result"]["confirmations"], -1);
+    let (_, raw) = rpc(&client, &url, "getrawtransaction", json!([txid, 1])).await;
+    assert!(raw["result"].get("confirmations").is_none(), "{raw}");
+    let (_, pool) = rpc(&client, &url, "getrawmempool", json!([])).await;
+    assert_eq!(pool["result"], json!([txid]));
+    let (_, missing) = rpc(&client, &url, "getblockhash", json!([1_000])).await;
+    assert_eq!(missing["error"]["code"], -8);
+    let (_, unknown) = rpc(&client, &url, "walletpassphrase", json!([])).await;
+    assert_eq!(unknown["error"]["code"], -32601);
+}
