@@ -110,5 +110,5 @@ fn reference_batch(caps: &Capabilities) -> Option<Batch> {
     let payouts = (0..count)
         .map(|i| Payout { payment: PaymentId(i as u128), destination: destination.clone(), amount: caps.amount_min })
         .collect();
-    Some(Batch { asset, payouts })
+    Some(Batch { asset, payouts, within_ms: None })
 }

@@ -10,15 +10,27 @@ use router::Outcome;
 use crate::{Effect, Engine, EngineError, timed};
 
 impl Engine {
-    pub(crate) fn batch_of(&self, asset: Asset, ids: &[PaymentId]) -> Batch {
+    /// The batch a rail is asked to quote and sign for `ids`, with how soon it should be final:
+    /// the tightest of its payments' deadlines, or of their classes' default deadlines (a
+    /// rail whose fee buys speed picks its confirmation target from it).
+    pub(crate) fn batch_of(&self, asset: Asset, ids: &[PaymentId], now: Timestamp) -> Batch {
+        let mut within_ms: Option<u64> = None;
         let payouts = ids
             .iter()
             .map(|id| {
                 let p = &self.state.book.payments[id].payment;
+                let within = match p.deadline {
+                    Some(deadline) => Some(deadline.saturating_since(now)),
+                    None => self.config.queue.classes.iter().find(|c| c.name == p.class).map(|c| c.deadline_default_ms),
+                };
+                within_ms = match (within_ms, within) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 Payout { payment: *id, destination: p.destination.clone(), amount: p.amount }
             })
             .collect();
-        Batch { asset, payouts }
+        Batch { asset, payouts, within_ms }
     }
 
     /// Plans and signs one settlement and stages its broadcast. On any refusal before signing
@@ -36,7 +48,7 @@ impl Engine {
         let mut attempt = 0;
         let (batch, quote, settlement) = loop {
             attempt += 1;
-            let batch = self.batch_of(asset, &ids);
+            let batch = self.batch_of(asset, &ids, now);
             let quote = match timed(self.config.rail_timeout, rail.quote(&batch)).await {
                 Ok(quote) => quote,
                 Err(error) => {

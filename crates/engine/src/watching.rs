@@ -231,7 +231,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let previous = record.txs.last().expect("a transaction").clone();
         let payments: Vec<PaymentId> = record.settlement.legs.iter().map(|l| l.payment).collect();
-        let batch = self.batch_of(record.settlement.asset, &payments);
+        let batch = self.batch_of(record.settlement.asset, &payments, now);
         let timeout = self.config.rail_timeout;
         let quoted = timed(timeout, rail.quote(&batch)).await;
         // What the rail quotes now is the anomaly rules' input: above the cap, a stuck

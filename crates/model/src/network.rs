@@ -14,7 +14,7 @@ pub enum BitcoinNetwork {
 }
 
 impl BitcoinNetwork {
-    pub(crate) fn to_bitcoin(self) -> bitcoin::Network {
+    pub fn to_bitcoin(self) -> bitcoin::Network {
         match self {
             BitcoinNetwork::Mainnet => bitcoin::Network::Bitcoin,
             BitcoinNetwork::Testnet => bitcoin::Network::Testnet,

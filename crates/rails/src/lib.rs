@@ -8,6 +8,8 @@
 //! never retry, sleep or keep a settlement's state — the engine does. An operation an adapter
 //! does not support returns [`RailError::Unsupported`], never a silent no-op.
 
+#[cfg(feature = "bitcoin")]
+pub mod btc;
 #[cfg(feature = "evm")]
 pub mod evm;
 pub mod sandbox;
@@ -30,6 +32,10 @@ pub struct Payout {
 pub struct Batch {
     pub asset: Asset,
     pub payouts: Vec<Payout>,
+    /// How soon the batch should be final: the tightest deadline among its payouts, from now
+    /// (`None`: no deadline). A rail whose fee buys speed (Bitcoin) picks its confirmation
+    /// target from it.
+    pub within_ms: Option<u64>,
 }
 
 /// A fee offer for a batch. `fee_max` is the most the settlement can cost, in `fee_asset`.
@@ -43,6 +49,9 @@ pub struct FeeQuote {
 pub enum FeeDetail {
     /// EIP-1559 fields.
     Evm { gas_limit: u64, max_fee_per_gas: u128, max_priority_fee_per_gas: u128 },
+    /// A fee rate in sat/kvB (sat/vB × 1000, as Core estimates it) and the transaction's
+    /// size at the quote, in vbytes.
+    Bitcoin { sat_per_kvb: u64, vbytes: u64 },
     /// The sandbox's flat fee per settlement.
     Sandbox { fee: Amount },
 }

@@ -361,7 +361,9 @@ impl SandboxRail {
     fn fee_of(quote: &FeeQuote) -> Result<Amount, RailError> {
         match quote.detail {
             FeeDetail::Sandbox { fee } => Ok(fee),
-            FeeDetail::Evm { .. } => Err(RailError::InvalidBatch("an EVM fee quote was given to the sandbox".into())),
+            FeeDetail::Evm { .. } | FeeDetail::Bitcoin { .. } => {
+                Err(RailError::InvalidBatch("a fee quote of another rail was given to the sandbox".into()))
+            }
         }
     }
 

@@ -87,6 +87,8 @@ pub struct Node {
     /// What `estimatesmartfee` answers, sat/vB, per confirmation target (the node has no fee
     /// history to estimate from: the test sets it).
     fee_rates: BTreeMap<u64, u64>,
+    /// Fee deltas from `prioritisetransaction`, counted by mining only.
+    deltas: HashMap<Txid, i64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -143,6 +145,7 @@ impl Node {
             mempool: Mempool::default(),
             extra_nonce: 0,
             fee_rates: BTreeMap::new(),
+            deltas: HashMap::new(),
         };
         let tip = node.kernel_tip();
         if tip != hash {
@@ -183,12 +186,13 @@ impl Node {
         &self.mempool
     }
 
-    /// Mines `count` blocks on the tip, paying their rewards to `payout`, each taking what the
-    /// mempool holds (parents before children).
+    /// Mines `count` blocks on the tip, paying their rewards to `payout`, each taking what a
+    /// miner would from the mempool (`Mempool::block_template`: packages paying at least
+    /// 1 sat/vB with the `prioritise` deltas counted, parents before children).
     pub fn mine(&mut self, count: u32, payout: &ScriptBuf) -> Result<Vec<BlockHash>, NodeError> {
         let mut hashes = Vec::new();
         for _ in 0..count {
-            let txs = self.mempool.in_order();
+            let txs = self.mempool.block_template(&self.deltas);
             hashes.push(self.mine_on(self.tip(), txs, payout)?);
         }
         Ok(hashes)
@@ -397,14 +401,23 @@ impl Node {
     }
 
     /// Sets what `estimatesmartfee` answers (sat/vB) for targets from `target` blocks on.
+    /// Adds `delta` satoshis to what mining counts as `txid`'s fee (Core's
+    /// `prioritisetransaction`): a large negative delta keeps a transaction out of blocks, as
+    /// if miners wanted more than it pays.
+    pub fn prioritise(&mut self, txid: Txid, delta: i64) {
+        *self.deltas.entry(txid).or_insert(0) += delta;
+    }
+
     pub fn set_fee_rate(&mut self, target: u64, sat_per_vb: u64) {
         self.fee_rates.insert(target, sat_per_vb);
     }
 
     /// The fee rate for a confirmation target: the one set for the largest target not above
-    /// it (1 sat/vB when none is).
-    pub fn fee_rate(&self, target: u64) -> u64 {
-        self.fee_rates.range(..=target).next_back().map_or(1, |(_, rate)| *rate)
+    /// it, else the smallest set; `None` when none is (Core on a fresh regtest chain has no
+    /// estimate either).
+    pub fn fee_rate(&self, target: u64) -> Option<u64> {
+        let below = self.fee_rates.range(..=target).next_back();
+        below.or_else(|| self.fee_rates.iter().next()).map(|(_, rate)| *rate)
     }
 
     /// An unspent output and its confirmations (0 in the mempool), as `gettxout` sees it: with

@@ -67,6 +67,50 @@ impl Mempool {
         self.order.values().map(|txid| self.entries[txid].tx.clone()).collect()
     }
 
+    /// What a miner takes, as Bitcoin Core's block assembly does: packages (a transaction with
+    /// its unconfirmed ancestors) whose fee rate, counting `deltas` (`prioritisetransaction`),
+    /// is at least 1 sat/vB, parents before children. A parent below the rate is taken with a
+    /// child that pays for both (CPFP).
+    pub fn block_template(&self, deltas: &HashMap<Txid, i64>) -> Vec<Transaction> {
+        let mut taken: HashSet<Txid> = HashSet::new();
+        loop {
+            let before = taken.len();
+            for txid in self.order.values() {
+                if taken.contains(txid) {
+                    continue;
+                }
+                let mut package = HashSet::new();
+                self.with_ancestors(*txid, &taken, &mut package);
+                let (mut fee, mut vsize) = (0i64, 0i64);
+                for member in &package {
+                    let entry = &self.entries[member];
+                    let own = i64::try_from(entry.fee.to_sat()).unwrap_or(i64::MAX);
+                    fee = fee.saturating_add(own).saturating_add(deltas.get(member).copied().unwrap_or(0));
+                    vsize = vsize.saturating_add(i64::try_from(entry.vsize).unwrap_or(i64::MAX));
+                }
+                if fee >= vsize {
+                    taken.extend(package);
+                }
+            }
+            if taken.len() == before {
+                break;
+            }
+        }
+        self.order.values().filter(|t| taken.contains(*t)).map(|t| self.entries[t].tx.clone()).collect()
+    }
+
+    /// `txid` and its mempool ancestors not in `taken`.
+    fn with_ancestors(&self, txid: Txid, taken: &HashSet<Txid>, out: &mut HashSet<Txid>) {
+        if taken.contains(&txid) || !out.insert(txid) {
+            return;
+        }
+        for input in &self.entries[&txid].tx.input {
+            if self.entries.contains_key(&input.previous_output.txid) {
+                self.with_ancestors(input.previous_output.txid, taken, out);
+            }
+        }
+    }
+
     /// Empties the mempool, returning its transactions in acceptance order.
     pub(crate) fn take_all(&mut self) -> Vec<Transaction> {
         let txs = self.in_order();

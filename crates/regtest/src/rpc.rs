@@ -5,7 +5,8 @@
 //!
 //! Methods: getblockchaininfo, getblockcount, getbestblockhash, getblockhash, getblock
 //! (verbosity 0 and 1), getblockheader (verbose), getrawtransaction (verbose or not),
-//! sendrawtransaction, getmempoolentry, getrawmempool, gettxout, estimatesmartfee.
+//! sendrawtransaction, getmempoolentry, getrawmempool, gettxout, estimatesmartfee, and for tests
+//! generatetoaddress and prioritisetransaction.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -221,8 +222,28 @@ fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> Result<Value, Rp
             let target =
                 param(params, 0).and_then(Value::as_u64).ok_or_else(|| error(INVALID_PARAMETER, "conf_target"))?;
             // sat/vB to BTC/kvB: × 1000 / 100,000,000.
-            let rate = node.fee_rate(target);
-            Ok(json!({ "feerate": bitcoin::Amount::from_sat(rate * 1000).to_btc(), "blocks": target.max(1) }))
+            Ok(match node.fee_rate(target) {
+                Some(rate) => json!({ "feerate": bitcoin::Amount::from_sat(rate * 1000).to_btc(), "blocks": target.max(1) }),
+                None => json!({ "errors": ["Insufficient data or no feerate found"], "blocks": 0 }),
+            })
+        }
+        "generatetoaddress" => {
+            let count = param(params, 0).and_then(Value::as_u64).ok_or_else(|| error(INVALID_PARAMETER, "nblocks"))?;
+            let text = param(params, 1).and_then(Value::as_str).ok_or_else(|| error(INVALID_PARAMETER, "address"))?;
+            let address = text
+                .parse::<bitcoin::Address<_>>()
+                .ok()
+                .and_then(|a| a.require_network(bitcoin::Network::Regtest).ok())
+                .ok_or_else(|| error(INVALID_ADDRESS_OR_KEY, "Error: Invalid address"))?;
+            let count = u32::try_from(count).map_err(|_| error(INVALID_PARAMETER, "nblocks"))?;
+            let hashes = node.mine(count, &address.script_pubkey()).map_err(|e| error(MISC_ERROR, e.to_string()))?;
+            Ok(json!(hashes.iter().map(ToString::to_string).collect::<Vec<_>>()))
+        }
+        "prioritisetransaction" => {
+            let txid: Txid = hash_param(params, 0)?;
+            let delta = param(params, 2).and_then(Value::as_i64).ok_or_else(|| error(INVALID_PARAMETER, "fee_delta"))?;
+            node.prioritise(txid, delta);
+            Ok(json!(true))
         }
         other => Err(error(METHOD_NOT_FOUND, format!("Method not found: {other}"))),
     }

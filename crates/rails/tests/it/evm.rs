@@ -158,7 +158,7 @@ fn batch(asset: Asset, count: u64, seed: u64, amount: impl Fn(u64) -> u128) -> B
             amount: Amount::new(amount(i)),
         })
         .collect();
-    Batch { asset, payouts }
+    Batch { asset, payouts, within_ms: None }
 }
 
 fn watch(versions: &[&SignedTx]) -> Watch {
@@ -466,6 +466,7 @@ async fn a_rail_made_while_its_node_is_down_is_unavailable_until_it_answers() {
             destination: model::Address::Evm(recipient(1)),
             amount: Amount::new(1_000),
         }],
+        within_ms: None,
     };
     assert!(matches!(rail.quote(&payout).await, Err(RailError::Unavailable(_))));
 

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "evm")]
 mod anvil;
+#[cfg(feature = "bitcoin")]
+mod bitcoin;
 #[cfg(feature = "evm")]
 mod evm;
 mod sandbox;

@@ -44,7 +44,7 @@ fn batch(amounts: &[u128]) -> Batch {
             amount: Amount::new(*a),
         })
         .collect();
-    Batch { asset: Asset::BTC, payouts }
+    Batch { asset: Asset::BTC, payouts, within_ms: None }
 }
 
 fn watch(versions: &[&SignedTx], seen_in_block: Option<[u8; 32]>) -> Watch {

@@ -1,0 +1,399 @@
+//! The Bitcoin rail against the regtest node of `crates/regtest`: blocks validated by Bitcoin
+//! Core's own engine (libbitcoinkernel), our mempool (BIP 125, scripts run by the kernel) and
+//! Core's RPC over real HTTP. The tests drive the node through RPC where Core has the call
+//! (generatetoaddress, prioritisetransaction, getrawtransaction) and through the node's handle
+//! only for what Core's RPC would do with invalidateblock: mining a competing branch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::bip32::Xpriv;
+use bitcoin::consensus::encode::{deserialize, deserialize_hex};
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::{CompressedPublicKey, Network, ScriptBuf, Transaction, Txid};
+use model::{Address, Amount, Asset, BitcoinNetwork, PaymentId, RailId, SignedTx, Spend};
+use rails::btc::{BitcoinConfig, BitcoinRail, RpcAuth, WalletKey};
+use rails::{Batch, FeeDetail, FeeQuote, Observation, Payout, Rail, RailError, Watch};
+use regtest::Node;
+use serde_json::{Value, json};
+
+const USER: &str = "railyard";
+const PASSWORD: &str = "regtest-secret";
+
+struct Chain {
+    node: Arc<Mutex<Node>>,
+    rpc: regtest::rpc::Rpc,
+    http: reqwest::Client,
+}
+
+impl Chain {
+    async fn new() -> Chain {
+        let node = Arc::new(Mutex::new(Node::new().expect("regtest node")));
+        let rpc = regtest::rpc::serve(node.clone(), USER, PASSWORD).await.expect("rpc");
+        Chain { node, rpc, http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let body = json!({ "jsonrpc": "1.0", "id": 1, "method": method, "params": params });
+        let answer: Value = self
+            .http
+            .post(self.rpc.url())
+            .basic_auth(USER, Some(PASSWORD))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if answer["error"].is_null() { Ok(answer["result"].clone()) } else { Err(answer["error"].clone()) }
+    }
+
+    async fn mine(&self, count: u32) {
+        self.call("generatetoaddress", json!([count, miner()])).await.unwrap();
+    }
+
+    async fn prioritise(&self, txid: [u8; 32], delta: i64) {
+        self.call("prioritisetransaction", json!([hex::encode(txid), 0, delta])).await.unwrap();
+    }
+
+    /// The transaction as the node has it, and its confirmations (0: in the mempool).
+    async fn transaction(&self, txid: [u8; 32]) -> Option<(Transaction, u64)> {
+        let answer = self.call("getrawtransaction", json!([hex::encode(txid), true])).await.ok()?;
+        let tx: Transaction = deserialize_hex(answer["hex"].as_str().unwrap()).unwrap();
+        Some((tx, answer["confirmations"].as_u64().unwrap_or(0)))
+    }
+
+    fn config(&self) -> BitcoinConfig {
+        BitcoinConfig {
+            rail: RailId::new("btc-regtest").unwrap(),
+            network: BitcoinNetwork::Regtest,
+            rpc_url: self.rpc.url(),
+            auth: RpcAuth::Password { user: USER.into(), password: PASSWORD.to_owned().into() },
+            confirmations_final: 3,
+            batch_size_max: 500,
+            amount_min: Amount::new(546),
+            amount_max: Amount::new(100_000_000_000),
+            finality_expected_ms: 1_800_000,
+            fee_rate_max_sat_vb: 100,
+            fee_rate_fallback_sat_vb: 2,
+            fee_cap_sats: 1_000_000,
+            target_blocks_default: 6,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A rail whose wallet holds `coins` mature coinbases of 50 BTC.
+    async fn funded_rail(&self, seed: u8, coins: u32) -> BitcoinRail {
+        let rail = BitcoinRail::new(self.config(), &wallet_key(seed)).unwrap();
+        let address = rail.receive_address();
+        self.call("generatetoaddress", json!([coins, address])).await.unwrap();
+        self.mine(100).await;
+        assert_eq!(rail.wallet_balance().await.unwrap(), u64::from(coins) * 5_000_000_000);
+        rail
+    }
+}
+
+fn wallet_key(seed: u8) -> WalletKey {
+    WalletKey::new(&Xpriv::new_master(Network::Regtest, &[seed; 32]).unwrap().to_string())
+}
+
+/// Where blocks are mined to when no wallet should get the reward.
+fn miner() -> String {
+    recipient(250, 0).0
+}
+
+/// Recipient `i` of seed `seed`: P2WPKH, P2TR, P2PKH and P2SH-P2WPKH in turn, so a batch
+/// carries every standard script kind. (address text, its script)
+fn recipient(seed: u8, i: u32) -> (String, ScriptBuf) {
+    let secp = Secp256k1::new();
+    let mut bytes = [seed; 32];
+    bytes[..4].copy_from_slice(&(i + 1).to_be_bytes());
+    let secret = SecretKey::from_slice(&bytes).unwrap();
+    let public = CompressedPublicKey(secret.public_key(&secp));
+    let address = match i % 4 {
+        0 => bitcoin::Address::p2wpkh(&public, Network::Regtest),
+        1 => bitcoin::Address::p2tr(&secp, public.0.x_only_public_key().0, None, Network::Regtest),
+        2 => bitcoin::Address::p2pkh(public, Network::Regtest),
+        _ => bitcoin::Address::p2shwpkh(&public, Network::Regtest),
+    };
+    (address.to_string(), address.script_pubkey())
+}
+
+fn batch(seed: u8, count: u32, amount: impl Fn(u32) -> u128) -> Batch {
+    let payouts = (0..count)
+        .map(|i| Payout {
+            payment: PaymentId(u128::from(i) + 1),
+            destination: Address::parse(&recipient(seed, i).0, model::Network::Bitcoin(BitcoinNetwork::Regtest))
+                .unwrap(),
+            amount: Amount::new(amount(i)),
+        })
+        .collect();
+    Batch { asset: Asset::BTC, payouts, within_ms: None }
+}
+
+fn txid(tx: &SignedTx) -> Txid {
+    deserialize::<Transaction>(&tx.raw).unwrap().compute_txid()
+}
+
+fn inputs(tx: &SignedTx) -> Vec<([u8; 32], u32)> {
+    let Spend::Inputs(inputs) = &tx.spend else { panic!("a Bitcoin spend is inputs") };
+    inputs.clone()
+}
+
+fn watch(versions: &[&SignedTx], seen_in_block: Option<[u8; 32]>) -> Watch {
+    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_100_is_one_transaction_with_every_output_checked_and_cheaper_per_payout() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(1, 2).await;
+    let payouts = batch(7, 100, |i| 10_000 + u128::from(i) * 7);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let FeeDetail::Bitcoin { sat_per_kvb, vbytes } = quote.detail else { panic!("a Bitcoin quote") };
+    // No estimate on a young chain: the configured fallback, 2 sat/vB.
+    assert_eq!(sat_per_kvb, 2_000);
+    let tx = rail.build(&payouts, &quote).await.unwrap();
+    // The journaled txid is the transaction's, in display order.
+    assert_eq!(hex::encode(tx.txid), txid(&tx).to_string());
+    rail.broadcast(&tx).await.unwrap();
+    rail.broadcast(&tx).await.unwrap(); // the same bytes again: harmless
+    assert_eq!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Pending);
+    chain.mine(1).await;
+    let Observation::Confirmed { txid: confirmed, depth, fee_paid, .. } = rail.observe(&watch(&[&tx], None)).await.unwrap()
+    else {
+        panic!("confirmed")
+    };
+    assert_eq!((confirmed, depth, fee_paid), (tx.txid, 1, tx.fee));
+    let (mined, confirmations) = chain.transaction(tx.txid).await.unwrap();
+    assert_eq!(confirmations, 1);
+    assert_eq!(mined.output.len(), 101, "100 payouts and change");
+    for (i, payout) in payouts.payouts.iter().enumerate() {
+        let (_, script) = recipient(7, u32::try_from(i).unwrap());
+        assert_eq!(mined.output[i].script_pubkey, script, "output {i} pays payout {i}'s address");
+        assert_eq!(u128::from(mined.output[i].value.to_sat()), payout.amount.units(), "output {i}'s amount");
+    }
+    let vsize = mined.vsize() as u64;
+    assert!(vsize.abs_diff(vbytes) <= 2, "the quote's size {vbytes} is the signed size {vsize}");
+    assert!(tx.fee.units() <= quote.fee_max.units());
+
+    // The same 100 payouts as single-output transactions: the quote of each (the dry run the
+    // build signs), checked against one signed for real.
+    let mut singles_vbytes = 0;
+    let mut singles_fee = 0;
+    for i in 0..100 {
+        let one = Batch { payouts: vec![payouts.payouts[i].clone()], ..payouts.clone() };
+        let quote = rail.quote(&one).await.unwrap();
+        let FeeDetail::Bitcoin { vbytes, .. } = quote.detail else { panic!() };
+        singles_vbytes += vbytes;
+        singles_fee += quote.fee_max.units() - u128::from(68 * sat_per_kvb / 1_000);
+        if i == 0 {
+            let signed = rail.build(&one, &quote).await.unwrap();
+            let size = deserialize::<Transaction>(&signed.raw).unwrap().vsize() as u64;
+            assert!(size.abs_diff(vbytes) <= 2, "a single's quoted size {vbytes} is its signed size {size}");
+        }
+    }
+    let batch_fee = tx.fee.units();
+    println!(
+        "bitcoin batch of 100: {vsize} vB, fee {batch_fee} sat ({} vB and {} sat per payout); 100 single-output \
+         transactions: {singles_vbytes} vB, fee {singles_fee} sat ({} vB and {} sat per payout); the singles cost \
+         {}.{:02} times the batch",
+        vsize / 100,
+        batch_fee / 100,
+        singles_vbytes / 100,
+        singles_fee / 100,
+        singles_fee / batch_fee,
+        singles_fee * 100 / batch_fee % 100,
+    );
+    assert!(singles_fee > 2 * batch_fee);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fee_rate_follows_the_nodes_estimate_for_the_deadline_within_the_cap() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(2, 1).await;
+    {
+        let mut node = chain.node.lock().unwrap();
+        node.set_fee_rate(1, 40); // next block
+        node.set_fee_rate(6, 12); // an hour
+        node.set_fee_rate(144, 3); // a day
+    }
+    let rate = |quote: FeeQuote| match quote.detail {
+        FeeDetail::Bitcoin { sat_per_kvb, .. } => sat_per_kvb,
+        _ => panic!(),
+    };
+    let mut payouts = batch(8, 3, |_| 50_000);
+    payouts.within_ms = Some(600_000);
+    assert_eq!(rate(rail.quote(&payouts).await.unwrap()), 40_000);
+    payouts.within_ms = Some(86_400_000);
+    assert_eq!(rate(rail.quote(&payouts).await.unwrap()), 3_000);
+    payouts.within_ms = None; // the configured target, 6 blocks
+    assert_eq!(rate(rail.quote(&payouts).await.unwrap()), 12_000);
+    chain.node.lock().unwrap().set_fee_rate(1, 5_000);
+    payouts.within_ms = Some(60_000);
+    assert_eq!(rate(rail.quote(&payouts).await.unwrap()), 100_000, "capped at 100 sat/vB");
+    // Dust and amounts below the rail's minimum never reach a transaction.
+    let dust = batch(8, 2, |i| if i == 1 { 545 } else { 10_000 });
+    assert!(matches!(rail.quote(&dust).await, Err(RailError::InvalidBatch(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_transaction_is_replaced_by_rbf_and_exactly_one_version_confirms() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(3, 2).await;
+    let payouts = batch(9, 5, |_| 200_000);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let first = rail.build(&payouts, &quote).await.unwrap();
+    rail.broadcast(&first).await.unwrap();
+    // Miners want more than it pays.
+    chain.prioritise(first.txid, -100_000_000).await;
+    chain.mine(2).await;
+    assert_eq!(rail.observe(&watch(&[&first], None)).await.unwrap(), Observation::Pending);
+    let bumped = rail.bump(&payouts, &first, &quote).await.unwrap();
+    assert_ne!(bumped.txid, first.txid);
+    assert!(bumped.fee.units() > first.fee.units());
+    let (old, new) = (inputs(&first), inputs(&bumped));
+    assert!(old.iter().all(|input| new.contains(input)), "the replacement spends every input of the first");
+    rail.broadcast(&bumped).await.unwrap();
+    // The first is out of the mempool; broadcasting it again is refused (it pays less).
+    assert!(chain.transaction(first.txid).await.is_none());
+    assert!(matches!(rail.broadcast(&first).await, Err(RailError::Rejected(_))));
+    chain.mine(1).await;
+    let both = watch(&[&first, &bumped], None);
+    let Observation::Confirmed { txid, .. } = rail.observe(&both).await.unwrap() else { panic!("confirmed") };
+    assert_eq!(txid, bumped.txid);
+    assert!(chain.transaction(first.txid).await.is_none(), "the first version can never confirm");
+    let node = chain.node.lock().unwrap();
+    for i in 0..5 {
+        assert_eq!(node.balance(&recipient(9, i).1).to_sat(), 200_000, "recipient {i} paid exactly once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_miners_pass_over_is_pulled_in_by_a_child_paying_for_both() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(4, 2).await;
+    let payouts = batch(10, 3, |_| 300_000);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let parent = rail.build(&payouts, &quote).await.unwrap();
+    rail.broadcast(&parent).await.unwrap();
+    let fee = i64::try_from(parent.fee.units()).unwrap();
+    chain.prioritise(parent.txid, -fee).await; // as if it paid nothing
+    chain.mine(1).await;
+    assert_eq!(rail.observe(&watch(&[&parent], None)).await.unwrap(), Observation::Pending);
+    let fast = FeeQuote { fee_max: quote.fee_max, detail: FeeDetail::Bitcoin { sat_per_kvb: 10_000, vbytes: 0 } };
+    let child = rail.cpfp(&parent, &fast).await.unwrap();
+    let child_tx: Transaction = deserialize(&child.raw).unwrap();
+    assert_eq!(child_tx.input.len(), 1);
+    assert_eq!(child_tx.input[0].previous_output.txid, txid(&parent), "the child spends the parent's change");
+    rail.broadcast(&child).await.unwrap();
+    chain.mine(1).await;
+    let Observation::Confirmed { txid, depth, .. } = rail.observe(&watch(&[&parent], None)).await.unwrap() else {
+        panic!("the parent is mined with its child")
+    };
+    assert_eq!((txid, depth), (parent.txid, 1));
+    assert_eq!(chain.transaction(child.txid).await.unwrap().1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_pays_everything_back_to_the_wallet() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(5, 1).await;
+    let payouts = batch(11, 2, |_| 1_000_000);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let first = rail.build(&payouts, &quote).await.unwrap();
+    rail.broadcast(&first).await.unwrap();
+    chain.prioritise(first.txid, -100_000_000).await;
+    let cancel = rail.cancel(&first, &quote).await.unwrap();
+    assert_eq!(inputs(&cancel), inputs(&first));
+    rail.broadcast(&cancel).await.unwrap();
+    chain.mine(1).await;
+    let Observation::Confirmed { txid, .. } = rail.observe(&watch(&[&first, &cancel], None)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(txid, cancel.txid);
+    assert_eq!(rail.wallet_balance().await.unwrap(), 5_000_000_000 - u64::try_from(cancel.fee.units()).unwrap());
+    let node = chain.node.lock().unwrap();
+    assert_eq!(node.balance(&recipient(11, 0).1).to_sat(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_is_observed_and_a_conflict_mined_in_its_place_is_named() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(6, 1).await;
+    let payouts = batch(12, 4, |_| 100_000);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let tx = rail.build(&payouts, &quote).await.unwrap();
+    rail.broadcast(&tx).await.unwrap();
+    chain.mine(1).await;
+    let Observation::Confirmed { block, depth: 1, .. } = rail.observe(&watch(&[&tx], None)).await.unwrap() else {
+        panic!()
+    };
+    // The block leaves the best chain (a longer branch without it): the transaction is back
+    // in the mempool, and the rail says the block it was seen in is gone.
+    chain.node.lock().unwrap().reorg(1, &ScriptBuf::new_op_return([1u8])).unwrap();
+    assert_eq!(rail.observe(&watch(&[&tx], Some(block))).await.unwrap(), Observation::ReorgedOut);
+    assert_eq!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Pending);
+    chain.mine(1).await;
+    assert!(matches!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Confirmed { depth: 1, .. }));
+
+    // Now a branch whose block holds a conflict instead: someone else with the hot wallet's
+    // key spent the same coin (a second rail on the same key, which railyard's journal does
+    // not reach). The first is reorged out for good, and the conflict is named.
+    let other = BitcoinRail::new(chain.config(), &wallet_key(6)).unwrap();
+    let next = batch(13, 1, |_| 70_000);
+    let next_quote = rail.quote(&next).await.unwrap();
+    let mine = rail.build(&next, &next_quote).await.unwrap();
+    rail.broadcast(&mine).await.unwrap();
+    let conflict = other.cancel(&mine, &next_quote).await.unwrap();
+    let conflict_tx: Transaction = deserialize(&conflict.raw).unwrap();
+    {
+        let mut node = chain.node.lock().unwrap();
+        let fork = node.tip();
+        let payout = ScriptBuf::new_op_return([2u8]);
+        let first = node.mine_on(fork, vec![conflict_tx], &payout).unwrap();
+        node.mine_on(first, vec![], &payout).unwrap();
+    }
+    let Observation::Replaced { by, depth } = rail.observe(&watch(&[&mine], None)).await.unwrap() else {
+        panic!("replaced")
+    };
+    assert_eq!((by, depth), (conflict.txid, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signature_is_refused_and_journaled_spends_are_never_selected_again() {
+    let chain = Chain::new().await;
+    let rail = chain.funded_rail(7, 3).await;
+    let payouts = batch(14, 2, |_| 50_000);
+    let quote = rail.quote(&payouts).await.unwrap();
+    let signed = rail.build(&payouts, &quote).await.unwrap();
+    // A flipped bit in the signature: Core's script interpreter refuses it.
+    let mut tx: Transaction = deserialize(&signed.raw).unwrap();
+    let mut witness: Vec<Vec<u8>> = tx.input[0].witness.to_vec();
+    witness[0][10] ^= 1;
+    tx.input[0].witness = bitcoin::Witness::from_slice(&witness);
+    let forged = SignedTx { raw: bitcoin::consensus::serialize(&tx), ..signed.clone() };
+    let Err(RailError::Rejected(why)) = rail.broadcast(&forged).await else { panic!("refused") };
+    assert!(why.contains("script") || why.contains("signature"), "{why}");
+
+    // A restart: a new rail on the same key. Told the journaled spend, it builds on other
+    // coins; not told (as a wallet that trusted the chain alone would be), it picks the same
+    // coin and the two settlements conflict.
+    let restarted = BitcoinRail::new(chain.config(), &wallet_key(7)).unwrap();
+    restarted.recover_spends(&[signed.spend.clone()]).unwrap();
+    let next = batch(15, 2, |_| 60_000);
+    let next_quote = restarted.quote(&next).await.unwrap();
+    let after = restarted.build(&next, &next_quote).await.unwrap();
+    assert!(inputs(&after).iter().all(|input| !inputs(&signed).contains(input)), "no input selected twice");
+    let naive = BitcoinRail::new(chain.config(), &wallet_key(7)).unwrap();
+    let naive_tx = naive.build(&next, &naive.quote(&next).await.unwrap()).await.unwrap();
+    assert!(inputs(&naive_tx).iter().any(|input| inputs(&signed).contains(input)));
+    // The journaled bytes, broadcast after the restart, are the ones that confirm.
+    restarted.broadcast(&signed).await.unwrap();
+    restarted.broadcast(&after).await.unwrap();
+    chain.mine(1).await;
+    for tx in [&signed, &after] {
+        assert!(matches!(restarted.observe(&watch(&[tx], None)).await.unwrap(), Observation::Confirmed { .. }));
+    }
+}
