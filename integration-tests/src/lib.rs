@@ -1,5 +1,6 @@
 //! Helpers shared by railyard's end-to-end tests and the driver binaries they run.
 
+pub mod btc;
 pub mod kill;
 
 /// The payload format of the journal crash test: `run-thread-counter` plus padding to a fixed

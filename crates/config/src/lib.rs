@@ -13,6 +13,7 @@ use std::time::Duration;
 use model::{Amount, Asset, Capabilities, ClassName, MerchantId, Network, RailId, Timestamp};
 use queue::{ClassConfig, Limit, QueueConfig};
 use rails::Rail;
+use rails::btc::{BitcoinConfig, BitcoinRail, RpcAuth, WalletKey};
 use rails::evm::{EvmConfig, EvmRail, SecretKey, Stablecoin, tokens_for};
 use rails::sandbox::{SandboxConfig, SandboxRail};
 use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
@@ -151,6 +152,49 @@ pub enum RailFile {
         max_fee_per_gas_gwei: u64,
         priority_fee_gwei: u64,
     },
+    /// Bitcoin L1 through Bitcoin Core's JSON-RPC, from a BDK hot wallet.
+    Bitcoin {
+        name: String,
+        /// `bitcoin`, `bitcoin-testnet`, `bitcoin-signet` or `bitcoin-regtest`.
+        network: String,
+        rpc_url: String,
+        /// Core's `.cookie` file; or `rpc_user` with the password in `rpc_password_env`.
+        #[serde(default)]
+        rpc_cookie_file: Option<PathBuf>,
+        #[serde(default)]
+        rpc_user: Option<String>,
+        #[serde(default)]
+        rpc_password_env: Option<String>,
+        /// The environment variable holding the hot wallet's extended private key.
+        key_env: String,
+        confirmations_final: u32,
+        batch_size_max: usize,
+        /// The smallest payout, in BTC (at least the dust threshold, 0.00000546).
+        #[serde(default = "btc_amount_min")]
+        amount_min: String,
+        /// The highest fee rate offered (estimates above it are capped), in sat/vB.
+        fee_rate_max_sat_vb: u64,
+        /// The fee rate used while the node has no estimate, in sat/vB.
+        #[serde(default = "fee_rate_fallback")]
+        fee_rate_fallback_sat_vb: u64,
+        /// The most one settlement may cost, in BTC.
+        fee_cap: String,
+        /// The confirmation target, in blocks, of a batch without a deadline.
+        #[serde(default = "target_blocks")]
+        target_blocks: u16,
+    },
+}
+
+fn btc_amount_min() -> String {
+    "0.00000546".into()
+}
+
+fn fee_rate_fallback() -> u64 {
+    2
+}
+
+fn target_blocks() -> u16 {
+    6
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -261,6 +305,7 @@ fn amount(key: &str, asset: Asset, text: &str) -> Result<Amount, ConfigError> {
 pub enum RailSpec {
     Sandbox(SandboxConfig),
     Evm { config: EvmConfig, key_env: String },
+    Bitcoin { config: BitcoinConfig, key_env: String },
 }
 
 /// Everything a validated configuration file yields.
@@ -320,11 +365,12 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
     for (i, rail) in file.rails.iter().enumerate() {
         let key = |field: &str| format!("rails[{i}].{field}");
         let spec = rail_spec(rail, &key, &asset, file)?;
-        let rail_name = match &spec {
-            RailSpec::Sandbox(c) => c.capabilities.rail,
-            RailSpec::Evm { config, .. } => config.rail,
+        let (rail_name, fee_asset) = match &spec {
+            RailSpec::Sandbox(c) => (c.capabilities.rail, c.capabilities.fee_asset),
+            RailSpec::Evm { config, .. } => (config.rail, Asset::ETH),
+            RailSpec::Bitcoin { config, .. } => (config.rail, Asset::BTC),
         };
-        if fee_assets.insert(rail_name, Asset::ETH).is_some() {
+        if fee_assets.insert(rail_name, fee_asset).is_some() {
             return Err(error(key("name"), format!("rail {rail_name} is configured twice")));
         }
         rails.push(spec);
@@ -454,12 +500,18 @@ fn rail_spec(
                 return Err(error(key("block_time_ms"), "block_time_ms and batch_size_max must be greater than zero"));
             }
             final_depth(key, *confirmations_final)?;
+            // A sandbox chain on a Bitcoin network pays its fees in BTC and carries nothing
+            // below the dust threshold, as the Bitcoin rail does.
+            let (fee_asset, amount_min) = match network {
+                Network::Bitcoin(_) => (Asset::BTC, Amount::new(rails::btc::DUST_MAX_SATS)),
+                Network::Evm(_) => (Asset::ETH, Amount::new(1)),
+            };
             let capabilities = Capabilities {
                 rail: name(&key("name"), n)?,
                 network,
-                fee_asset: Asset::ETH,
+                fee_asset,
                 assets,
-                amount_min: Amount::new(1),
+                amount_min,
                 amount_max: Amount::new(10u128.pow(30)),
                 batch_size_max: *batch_size_max,
                 confirmations_final: *confirmations_final,
@@ -470,9 +522,9 @@ fn rail_spec(
                 capabilities,
                 seed: *seed,
                 block_time_ms: *block_time_ms,
-                fee: amount(&key("fee"), Asset::ETH, fee)?,
-                fee_per_payout: amount(&key("fee_per_payout"), Asset::ETH, fee_per_payout)?,
-                fee_cap: amount(&key("fee_cap"), Asset::ETH, fee_cap)?,
+                fee: amount(&key("fee"), fee_asset, fee)?,
+                fee_per_payout: amount(&key("fee_per_payout"), fee_asset, fee_per_payout)?,
+                fee_cap: amount(&key("fee_cap"), fee_asset, fee_cap)?,
             }))
         }
         RailFile::Evm {
@@ -515,6 +567,70 @@ fn rail_spec(
             };
             Ok(RailSpec::Evm { config, key_env: key_env.clone() })
         }
+        RailFile::Bitcoin {
+            name: n,
+            network,
+            rpc_url,
+            rpc_cookie_file,
+            rpc_user,
+            rpc_password_env,
+            key_env,
+            confirmations_final,
+            batch_size_max,
+            amount_min,
+            fee_rate_max_sat_vb,
+            fee_rate_fallback_sat_vb,
+            fee_cap,
+            target_blocks,
+        } => {
+            final_depth(key, *confirmations_final)?;
+            let Ok(Network::Bitcoin(network)) = network.parse::<Network>() else {
+                return Err(error(
+                    key("network"),
+                    "must be bitcoin, bitcoin-testnet, bitcoin-signet or bitcoin-regtest",
+                ));
+            };
+            let auth = match (rpc_cookie_file, rpc_user, rpc_password_env) {
+                (Some(path), None, None) => RpcAuth::Cookie(path.clone()),
+                (None, Some(user), Some(env)) => {
+                    let password = std::env::var(env).map_err(|_| {
+                        error(key("rpc_password_env"), format!("environment variable {env} holds no password"))
+                    })?;
+                    RpcAuth::Password { user: user.clone(), password: password.into() }
+                }
+                _ => {
+                    return Err(error(
+                        key("rpc_cookie_file"),
+                        "give either rpc_cookie_file, or rpc_user and rpc_password_env",
+                    ));
+                }
+            };
+            let amount_min = amount(&key("amount_min"), Asset::BTC, amount_min)?;
+            if amount_min.units() < rails::btc::DUST_MAX_SATS {
+                return Err(error(key("amount_min"), "must be at least 0.00000546 (the dust threshold)"));
+            }
+            if *fee_rate_max_sat_vb == 0 || *fee_rate_fallback_sat_vb == 0 || *batch_size_max == 0 {
+                return Err(error(key("fee_rate_max_sat_vb"), "fee rates and batch_size_max must be at least 1"));
+            }
+            let fee_cap = amount(&key("fee_cap"), Asset::BTC, fee_cap)?;
+            let config = BitcoinConfig {
+                rail: name(&key("name"), n)?,
+                network,
+                rpc_url: rpc_url.clone(),
+                auth,
+                confirmations_final: *confirmations_final,
+                batch_size_max: *batch_size_max,
+                amount_min,
+                amount_max: Amount::new(21_000_000 * 100_000_000),
+                finality_expected_ms: 600_000 * u64::from(*confirmations_final),
+                fee_rate_max_sat_vb: *fee_rate_max_sat_vb,
+                fee_rate_fallback_sat_vb: *fee_rate_fallback_sat_vb,
+                fee_cap_sats: u64::try_from(fee_cap.units()).map_err(|_| error(key("fee_cap"), "too large"))?,
+                target_blocks_default: *target_blocks,
+                request_timeout: Duration::from_secs(10),
+            };
+            Ok(RailSpec::Bitcoin { config, key_env: key_env.clone() })
+        }
     }
 }
 
@@ -546,6 +662,13 @@ pub async fn build_rails(specs: &[RailSpec], now: Timestamp) -> Result<BuiltRail
                     Err(e @ rails::RailError::Config(_)) => return Err(error(format!("rails[{i}]"), e)),
                     Err(e) => tracing::warn!(rail = %config.rail, error = %e, "node unreachable at start"),
                 }
+                rails.push(Arc::new(rail));
+            }
+            RailSpec::Bitcoin { config, key_env } => {
+                let key = WalletKey::from_env(key_env).map_err(|e| error(format!("rails[{i}].key_env"), e))?;
+                // The wallet syncs on first use: a node that is down makes this rail
+                // unavailable (its breaker opens), not the service.
+                let rail = BitcoinRail::new(config.clone(), &key).map_err(|e| error(format!("rails[{i}]"), e))?;
                 rails.push(Arc::new(rail));
             }
         }

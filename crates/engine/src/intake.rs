@@ -253,9 +253,20 @@ impl Engine {
         // A payment no rail could ever carry would wait for ever: refuse it here, naming the
         // limits of the rails that carry the asset.
         if !serving.iter().any(|c| c.amount_min <= draft.amount && draft.amount <= c.amount_max) {
-            let limits: Vec<String> =
-                serving.iter().map(|c| format!("{} takes {} to {}", c.rail, c.amount_min, c.amount_max)).collect();
-            let message = format!("no rail on the allowed networks carries this amount ({})", limits.join("; "));
+            let show = |amount| draft.asset.format_amount(amount);
+            let limits: Vec<String> = serving
+                .iter()
+                .map(|c| format!("{} takes {} to {}", c.rail, show(c.amount_min), show(c.amount_max)))
+                .collect();
+            // On Bitcoin the floor is the dust threshold: an output below it is not relayed.
+            let dust = draft.networks.iter().any(|n| matches!(n, Network::Bitcoin(_)))
+                && serving.iter().all(|c| draft.amount < c.amount_min);
+            let why = if dust {
+                "is below Bitcoin's dust threshold or the rail's minimum"
+            } else {
+                "is outside every rail's limits"
+            };
+            let message = format!("{} {} {why} ({})", show(draft.amount), draft.asset, limits.join("; "));
             return Err(("amount", "amount_out_of_rail_limits", message));
         }
         Ok(payment)

@@ -30,13 +30,31 @@ fn now() -> Timestamp {
     Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
-/// Deterministic demo payments: USDC to fresh addresses, allowed on every sandbox network.
+/// Deterministic demo payments to fresh addresses: USDC allowed on every EVM network, and,
+/// when a rail carries Bitcoin, every tenth one BTC to a P2WPKH address.
 fn demo(count: u64, networks: &[Network]) -> Vec<Draft> {
     let classes = ["urgent", "payroll", "standard", "bulk"];
+    let evm: Vec<Network> = networks.iter().filter(|n| matches!(n, Network::Evm(_))).copied().collect();
+    let btc: Vec<Network> = networks.iter().filter(|n| matches!(n, Network::Bitcoin(_))).copied().collect();
     (0..count)
         .map(|i| {
             let hash = blake3::hash(&i.to_le_bytes());
-            let hex: String = hash.as_bytes()[..20].iter().map(|b| format!("{b:02x}")).collect();
+            let twenty: [u8; 20] = hash.as_bytes()[..20].try_into().expect("20 bytes");
+            if let (true, Some(Network::Bitcoin(network))) = (i % 10 == 9 || evm.is_empty(), btc.first()) {
+                let program =
+                    bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &twenty).expect("a 20-byte v0 program");
+                let address = bitcoin::Address::from_witness_program(program, network.to_bitcoin());
+                return Draft {
+                    reference: format!("demo-{count}-{i}"),
+                    amount: Amount::new(100_000 + u128::from(i % 1_000) * 1_000),
+                    asset: Asset::BTC,
+                    destination: address.to_string(),
+                    networks: btc.iter().filter(|n| **n == Network::Bitcoin(*network)).copied().collect(),
+                    class: Name::new(classes[(i % 4) as usize]).expect("valid class"),
+                    deadline: None,
+                };
+            }
+            let hex: String = twenty.iter().map(|b| format!("{b:02x}")).collect();
             Draft {
                 // A reference names one payment per merchant: the batch's size is part of it,
                 // so a demo of another size is another batch, not a repeat.
@@ -44,7 +62,7 @@ fn demo(count: u64, networks: &[Network]) -> Vec<Draft> {
                 amount: Amount::new(1_000_000 + u128::from(i % 1_000) * 10_000),
                 asset: Asset::USDC,
                 destination: format!("0x{hex}"),
-                networks: networks.to_vec(),
+                networks: evm.clone(),
                 class: Name::new(classes[(i % 4) as usize]).expect("valid class"),
                 deadline: None,
             }

@@ -223,7 +223,9 @@ fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> Result<Value, Rp
                 param(params, 0).and_then(Value::as_u64).ok_or_else(|| error(INVALID_PARAMETER, "conf_target"))?;
             // sat/vB to BTC/kvB: × 1000 / 100,000,000.
             Ok(match node.fee_rate(target) {
-                Some(rate) => json!({ "feerate": bitcoin::Amount::from_sat(rate * 1000).to_btc(), "blocks": target.max(1) }),
+                Some(rate) => {
+                    json!({ "feerate": bitcoin::Amount::from_sat(rate * 1000).to_btc(), "blocks": target.max(1) })
+                }
                 None => json!({ "errors": ["Insufficient data or no feerate found"], "blocks": 0 }),
             })
         }
@@ -241,7 +243,8 @@ fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> Result<Value, Rp
         }
         "prioritisetransaction" => {
             let txid: Txid = hash_param(params, 0)?;
-            let delta = param(params, 2).and_then(Value::as_i64).ok_or_else(|| error(INVALID_PARAMETER, "fee_delta"))?;
+            let delta =
+                param(params, 2).and_then(Value::as_i64).ok_or_else(|| error(INVALID_PARAMETER, "fee_delta"))?;
             node.prioritise(txid, delta);
             Ok(json!(true))
         }

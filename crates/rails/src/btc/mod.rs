@@ -24,8 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bdk_wallet::bitcoin::bip32::Xpriv;
 use bdk_wallet::bitcoin::consensus::encode::{deserialize, deserialize_hex, serialize};
-use bdk_wallet::bitcoin::hex::DisplayHex as _;
 use bdk_wallet::bitcoin::hashes::Hash as _;
+use bdk_wallet::bitcoin::hex::DisplayHex as _;
 use bdk_wallet::bitcoin::{
     self as bitcoin, Amount as Sats, Block, FeeRate, NetworkKind, OutPoint, ScriptBuf, Transaction, Txid,
 };
@@ -75,9 +75,10 @@ impl WalletKey {
 
     /// From the environment variable `name`.
     pub fn from_env(name: &str) -> Result<WalletKey, RailError> {
-        let value = Zeroizing::new(std::env::var(name).map_err(|_| {
-            RailError::Config(format!("environment variable {name} holds no extended private key"))
-        })?);
+        let value =
+            Zeroizing::new(std::env::var(name).map_err(|_| {
+                RailError::Config(format!("environment variable {name} holds no extended private key"))
+            })?);
         Ok(WalletKey::new(&value))
     }
 
@@ -148,13 +149,17 @@ fn txid_of(bytes: [u8; 32]) -> Txid {
 
 fn outpoints(spend: &Spend) -> Result<Vec<OutPoint>, RailError> {
     match spend {
-        Spend::Inputs(inputs) => Ok(inputs.iter().map(|(txid, vout)| OutPoint { txid: txid_of(*txid), vout: *vout }).collect()),
+        Spend::Inputs(inputs) => {
+            Ok(inputs.iter().map(|(txid, vout)| OutPoint { txid: txid_of(*txid), vout: *vout }).collect())
+        }
         Spend::Nonce { .. } => Err(RailError::Rejected("the previous version spends a nonce, not inputs".into())),
     }
 }
 
 fn sats(amount: Amount) -> Result<Sats, RailError> {
-    u64::try_from(amount.units()).map(Sats::from_sat).map_err(|_| RailError::InvalidBatch("amount exceeds u64 satoshis".into()))
+    u64::try_from(amount.units())
+        .map(Sats::from_sat)
+        .map_err(|_| RailError::InvalidBatch("amount exceeds u64 satoshis".into()))
 }
 
 fn rate_kvb(detail: &FeeDetail) -> Result<u64, RailError> {
@@ -271,7 +276,9 @@ impl BitcoinRail {
         let mut wallet = self.wallet();
         wallet.prune();
         if until < height {
-            return Err(RailError::Unavailable(format!("the wallet is catching up with the chain: block {until} of {height}")));
+            return Err(RailError::Unavailable(format!(
+                "the wallet is catching up with the chain: block {until} of {height}"
+            )));
         }
         Ok(until)
     }
@@ -301,12 +308,15 @@ impl BitcoinRail {
             .iter()
             .map(|payout| {
                 let Address::Bitcoin { text, .. } = &payout.destination else {
-                    return Err(RailError::InvalidBatch(format!("payment {} has no Bitcoin destination", payout.payment)));
+                    return Err(RailError::InvalidBatch(format!(
+                        "payment {} has no Bitcoin destination",
+                        payout.payment
+                    )));
                 };
-                let address = bitcoin::Address::from_str(text)
-                    .ok()
-                    .and_then(|a| a.require_network(network).ok())
-                    .ok_or_else(|| RailError::InvalidBatch(format!("payment {} destination is not valid here", payout.payment)))?;
+                let address =
+                    bitcoin::Address::from_str(text).ok().and_then(|a| a.require_network(network).ok()).ok_or_else(
+                        || RailError::InvalidBatch(format!("payment {} destination is not valid here", payout.payment)),
+                    )?;
                 Ok((address.script_pubkey(), sats(payout.amount)?))
             })
             .collect()
@@ -326,7 +336,12 @@ impl BitcoinRail {
     /// replacement of `previous`, also makes sure it pays what BIP 125 asks (the old fee plus
     /// 1 sat/vB of its own size), building it again at that absolute fee when the rate fell
     /// short.
-    fn sign(&self, mut draft: Draft<'_>, previous: Option<&SignedTx>, fee_max: Option<Amount>) -> Result<SignedTx, RailError> {
+    fn sign(
+        &self,
+        mut draft: Draft<'_>,
+        previous: Option<&SignedTx>,
+        fee_max: Option<Amount>,
+    ) -> Result<SignedTx, RailError> {
         let mut wallet = self.wallet();
         let (mut tx, mut fee) = wallet.create(&draft, false)?;
         if let Some(previous) = previous {
@@ -342,7 +357,10 @@ impl BitcoinRail {
         let over = fee_max.is_some_and(|max| u128::from(fee.to_sat()) > max.units());
         if let Err(error) = self.check_fee(fee).and_then(|()| {
             if over {
-                Err(RailError::FeeAboveCap { fee: Amount::new(u128::from(fee.to_sat())), cap: fee_max.unwrap_or(Amount::ZERO) })
+                Err(RailError::FeeAboveCap {
+                    fee: Amount::new(u128::from(fee.to_sat())),
+                    cap: fee_max.unwrap_or(Amount::ZERO),
+                })
             } else {
                 Ok(())
             }
@@ -385,8 +403,8 @@ impl BitcoinRail {
     pub async fn cpfp(&self, parent: &SignedTx, quote: &FeeQuote) -> Result<SignedTx, RailError> {
         let rate = rate_kvb(&quote.detail)?;
         self.sync().await?;
-        let parent_tx: Transaction = deserialize(&parent.raw)
-            .map_err(|e| RailError::Rejected(format!("cannot decode the parent: {e}")))?;
+        let parent_tx: Transaction =
+            deserialize(&parent.raw).map_err(|e| RailError::Rejected(format!("cannot decode the parent: {e}")))?;
         let parent_txid = parent_tx.compute_txid();
         let mut wallet = self.wallet();
         let change = parent_tx
@@ -438,7 +456,10 @@ impl Rail for BitcoinRail {
         // Headroom for one more input, should the coins change before the build.
         let fee_max = fee.to_sat().saturating_add(INPUT_VBYTES.saturating_mul(rate).div_ceil(1_000));
         self.check_fee(Sats::from_sat(fee_max))?;
-        Ok(FeeQuote { fee_max: Amount::new(u128::from(fee_max)), detail: FeeDetail::Bitcoin { sat_per_kvb: rate, vbytes } })
+        Ok(FeeQuote {
+            fee_max: Amount::new(u128::from(fee_max)),
+            detail: FeeDetail::Bitcoin { sat_per_kvb: rate, vbytes },
+        })
     }
 
     async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
@@ -494,7 +515,8 @@ impl Rail for BitcoinRail {
             }
             for version in &watch.versions {
                 for outpoint in outpoints(&version.spend)? {
-                    let conflict = wallet.confirmed_spenders(outpoint).into_iter().find(|(txid, _)| !mine.contains(txid));
+                    let conflict =
+                        wallet.confirmed_spenders(outpoint).into_iter().find(|(txid, _)| !mine.contains(txid));
                     if let Some((by, block)) = conflict {
                         return Ok(Observation::Replaced { by: display_bytes(by), depth: depth(block) });
                     }
@@ -525,7 +547,8 @@ impl Rail for BitcoinRail {
         let rate = self.replacement_rate(previous, fee)?;
         let inputs = outpoints(&previous.spend)?;
         self.sync().await?;
-        let draft = Draft { recipients: Vec::new(), must_spend: &inputs, sweep: true, fee: DraftFee::Rate(fee_rate(rate)) };
+        let draft =
+            Draft { recipients: Vec::new(), must_spend: &inputs, sweep: true, fee: DraftFee::Rate(fee_rate(rate)) };
         self.sign(draft, Some(previous), None)
     }
 

@@ -102,20 +102,16 @@ impl CoreRpc {
         let (user, password) = self.credentials()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "1.0", "id": id, "method": method, "params": params });
-        let response = self
-            .client
-            .post(&self.url)
-            .basic_auth(user, Some(password.as_str()))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    RpcFailure::Unavailable(format!("{method}: no answer within {:?}", self.timeout))
-                } else {
-                    RpcFailure::Unavailable(format!("{method}: {e}"))
-                }
-            })?;
+        let response =
+            self.client.post(&self.url).basic_auth(user, Some(password.as_str())).json(&body).send().await.map_err(
+                |e| {
+                    if e.is_timeout() {
+                        RpcFailure::Unavailable(format!("{method}: no answer within {:?}", self.timeout))
+                    } else {
+                        RpcFailure::Unavailable(format!("{method}: {e}"))
+                    }
+                },
+            )?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(RpcFailure::Auth(format!("the node refused railyard's credentials ({status})")));

@@ -161,7 +161,8 @@ async fn a_batch_of_100_is_one_transaction_with_every_output_checked_and_cheaper
     rail.broadcast(&tx).await.unwrap(); // the same bytes again: harmless
     assert_eq!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Pending);
     chain.mine(1).await;
-    let Observation::Confirmed { txid: confirmed, depth, fee_paid, .. } = rail.observe(&watch(&[&tx], None)).await.unwrap()
+    let Observation::Confirmed { txid: confirmed, depth, fee_paid, .. } =
+        rail.observe(&watch(&[&tx], None)).await.unwrap()
     else {
         panic!("confirmed")
     };
