@@ -69,6 +69,12 @@ pub struct SettlementView {
     pub txid: Option<String>,
     pub confirmations: Option<u32>,
     pub payouts: usize,
+    /// The fee of the latest version, in the rail's fee asset (Bitcoin: exactly what it pays;
+    /// EVM: the most it may pay), and that per payout.
+    pub fee: Option<String>,
+    pub fee_per_payout: Option<String>,
+    /// Bitcoin: the latest version's size in virtual bytes.
+    pub vbytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -173,6 +179,15 @@ pub fn settlement_view(record: &SettlementRecord) -> SettlementView {
         txid: record.txs.last().map(|tx| txid(&tx.txid)),
         confirmations,
         payouts: s.legs.len(),
+        fee: record.txs.last().map(|tx| s.fee_asset.format_amount(tx.fee)),
+        fee_per_payout: record.txs.last().map(|tx| {
+            let legs = u128::try_from(s.legs.len()).unwrap_or(u128::MAX).max(1);
+            s.fee_asset.format_amount(Amount::new(tx.fee.units() / legs))
+        }),
+        vbytes: match s.network {
+            Network::Bitcoin(_) => record.txs.last().and_then(SignedTx::bitcoin_vbytes),
+            Network::Evm(_) => None,
+        },
     }
 }
 

@@ -56,6 +56,15 @@ pub struct SignedTx {
     pub fee: Amount,
 }
 
+impl SignedTx {
+    /// The size in virtual bytes (what a Bitcoin fee rate is paid on), when the bytes are a
+    /// Bitcoin transaction.
+    pub fn bitcoin_vbytes(&self) -> Option<u64> {
+        let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize(&self.raw).ok()?;
+        u64::try_from(tx.vsize()).ok()
+    }
+}
+
 /// Why an attempt is known to be dead, so that reissuing it cannot pay twice (rule 3). There
 /// is deliberately no variant for "timed out" or "not seen": probably dead is not dead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use config::{RailSpec, load, parse};
 
 const DEFAULT: &str = include_str!("../../../../config/default.toml");
 const DEVNET: &str = include_str!("../../../../config/devnet.toml");
+const BITCOIN: &str = include_str!("../../../../config/bitcoin.example.toml");
 
 fn check(text: &str, overrides: &[(&str, &str)]) -> Result<config::Loaded, String> {
     let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -14,12 +15,36 @@ fn check(text: &str, overrides: &[(&str, &str)]) -> Result<config::Loaded, Strin
 #[test]
 fn the_shipped_files_load() {
     let loaded = check(DEFAULT, &[]).unwrap();
-    assert_eq!(loaded.rails.len(), 3);
+    assert_eq!(loaded.rails.len(), 4);
     assert!(loaded.rails.iter().all(|r| matches!(r, RailSpec::Sandbox(_))));
-    assert_eq!(loaded.funding.len(), 7);
+    assert_eq!(loaded.funding.len(), 8);
+    // The sandbox Bitcoin rail pays its fees in BTC and carries nothing below dust.
+    let RailSpec::Sandbox(btc) = &loaded.rails[3] else { panic!() };
+    assert_eq!((btc.capabilities.fee_asset, btc.capabilities.amount_min.units()), (model::Asset::BTC, 546));
+    assert_eq!(loaded.engine.state.fee_assets[&btc.capabilities.rail], model::Asset::BTC);
     let devnet = check(DEVNET, &[]).unwrap();
     let RailSpec::Evm { config, key_env } = &devnet.rails[0] else { panic!("devnet rails are EVM") };
     assert_eq!((config.chain_id, key_env.as_str(), config.tokens.len()), (31337, "RAILYARD_DEVNET_KEY", 1));
+    let bitcoin = check(BITCOIN, &[]).unwrap();
+    let RailSpec::Bitcoin { config, key_env } = &bitcoin.rails[0] else { panic!("a Bitcoin rail") };
+    assert_eq!((key_env.as_str(), config.amount_min.units(), config.fee_cap_sats), ("RAILYARD_BTC_KEY", 1_000, 200_000));
+    assert!(matches!(config.auth, rails::btc::RpcAuth::Cookie(_)));
+    assert_eq!(bitcoin.engine.state.fee_assets[&config.rail], model::Asset::BTC);
+}
+
+#[test]
+fn a_bad_bitcoin_rail_is_named() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("RAILYARD__RAILS__0__NETWORK", "\"base\"")], "config rails[0].network: must be bitcoin"),
+        (&[("RAILYARD__RAILS__0__AMOUNT_MIN", "\"0.000005\"")], "config rails[0].amount_min: must be at least 0.00000546"),
+        (&[("RAILYARD__RAILS__0__RPC_USER", "\"railyard\"")], "config rails[0].rpc_cookie_file: give either"),
+        (&[("RAILYARD__RAILS__0__FEE_RATE_MAX_SAT_VB", "0")], "config rails[0].fee_rate_max_sat_vb:"),
+        (&[("RAILYARD__RAILS__0__FEE_CAP", "\"a lot\"")], "config rails[0].fee_cap:"),
+    ];
+    for (overrides, expected) in cases {
+        let error = check(BITCOIN, overrides).err().unwrap_or_else(|| panic!("{overrides:?} must be refused"));
+        assert!(error.contains(expected), "{overrides:?}: {error}");
+    }
 }
 
 #[test]

@@ -382,7 +382,7 @@ async fn a_bad_signature_is_refused_and_journaled_spends_are_never_selected_agai
     // coins; not told (as a wallet that trusted the chain alone would be), it picks the same
     // coin and the two settlements conflict.
     let restarted = BitcoinRail::new(chain.config(), &wallet_key(7)).unwrap();
-    restarted.recover_spends(&[signed.spend.clone()]).unwrap();
+    restarted.recover_spends(std::slice::from_ref(&signed.spend)).unwrap();
     let next = batch(15, 2, |_| 60_000);
     let next_quote = restarted.quote(&next).await.unwrap();
     let after = restarted.build(&next, &next_quote).await.unwrap();
