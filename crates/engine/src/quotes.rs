@@ -99,11 +99,19 @@ impl Engine {
 }
 
 /// A batch of the rail's smallest payouts of its first asset to a fixed address, or `None`
-/// for a rail on a network without one here.
+/// when that address does not parse on the rail's network.
 fn reference_batch(caps: &Capabilities) -> Option<Batch> {
     let destination = match caps.network {
         Network::Evm(_) => Address::Evm([0x01; 20]),
-        _ => return None,
+        // BIP 173's P2WPKH test vector, on the rail's network.
+        Network::Bitcoin(net) => {
+            let text = match net {
+                BitcoinNetwork::Mainnet => "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+                BitcoinNetwork::Regtest => "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+                BitcoinNetwork::Testnet | BitcoinNetwork::Signet => "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+            };
+            Address::parse(text, caps.network).ok()?
+        }
     };
     let asset = *caps.assets.first()?;
     let count = caps.batch_size_max.clamp(1, REFERENCE_PAYOUTS);
@@ -111,4 +119,36 @@ fn reference_batch(caps: &Capabilities) -> Option<Batch> {
         .map(|i| Payout { payment: PaymentId(i as u128), destination: destination.clone(), amount: caps.amount_min })
         .collect();
     Some(Batch { asset, payouts, within_ms: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_network_has_a_reference_batch() {
+        let networks = [
+            Network::Evm(ChainId(1)),
+            Network::Bitcoin(BitcoinNetwork::Mainnet),
+            Network::Bitcoin(BitcoinNetwork::Testnet),
+            Network::Bitcoin(BitcoinNetwork::Signet),
+            Network::Bitcoin(BitcoinNetwork::Regtest),
+        ];
+        for network in networks {
+            let caps = Capabilities {
+                rail: RailId::new("r").unwrap(),
+                network,
+                fee_asset: Asset::BTC,
+                assets: vec![Asset::BTC],
+                amount_min: Amount::new(546),
+                amount_max: Amount::MAX,
+                batch_size_max: 50,
+                confirmations_final: 1,
+                can_replace: true,
+                finality_expected_ms: 1,
+            };
+            let batch = reference_batch(&caps).unwrap_or_else(|| panic!("{network}"));
+            assert!(batch.payouts.iter().all(|p| p.destination.is_valid_on(network)));
+        }
+    }
 }

@@ -11,21 +11,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::{Engine, Intake};
 use integration_tests::btc::{BtcSetup, RAIL, btc_batch, btc_config, btc_engine_config};
-use model::{Address, Amount, Asset, MerchantId, Name, PaymentState, SignedTx, Spend, Timestamp};
+use integration_tests::{now, settle_all};
+use model::{Address, Amount, Asset, MerchantId, Name, SignedTx, Spend};
 use rails::btc::{BitcoinRail, WalletKey};
 use rails::{Batch, Capabilities, FeeQuote, Health, Observation, Rail, RailError, Watch};
-
-fn now() -> Timestamp {
-    Timestamp(
-        u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis())
-            .expect("ms fit u64"),
-    )
-}
 
 /// The Bitcoin rail, whose first broadcast hangs after saying what it was given.
 #[derive(Debug)]
@@ -102,17 +96,5 @@ async fn main() {
         Intake::Accepted { .. } => println!("ACCEPTED"),
         Intake::Duplicate { .. } => println!("DUPLICATE"),
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        engine.tick(now()).await.expect("tick");
-        let book = &engine.state().book;
-        let settled = book.count(PaymentState::Settled);
-        let total: u64 = book.counts().values().sum();
-        println!("PROGRESS {settled} {total}");
-        if settled == total {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "not settled within 120 s: {:?}", engine.count_by_state());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle_all(&mut engine, Duration::from_secs(120)).await;
 }

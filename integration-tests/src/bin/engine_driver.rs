@@ -7,20 +7,14 @@
 //! Usage: engine-driver <data dir> <chains.json>
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use engine::{Engine, Intake};
 use integration_tests::kill::{Chains, batch, engine_config, evm_config};
-use model::{Amount, Asset, MerchantId, Name, PaymentState, Timestamp};
+use integration_tests::{now, settle_all};
+use model::{Amount, Asset, MerchantId, Name};
 use rails::Rail;
 use rails::evm::{EvmRail, SecretKey};
-
-fn now() -> Timestamp {
-    Timestamp(
-        u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis())
-            .expect("ms fit u64"),
-    )
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -56,17 +50,5 @@ async fn main() {
             Intake::Duplicate { .. } => println!("DUPLICATE {b}"),
         }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        engine.tick(now()).await.expect("tick");
-        let book = &engine.state().book;
-        let settled = book.count(PaymentState::Settled);
-        let total: u64 = book.counts().values().sum();
-        println!("PROGRESS {settled} {total}");
-        if settled == total {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "not settled within 180 s: {:?}", engine.count_by_state());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle_all(&mut engine, Duration::from_secs(180)).await;
 }

@@ -27,7 +27,10 @@ fn the_shipped_files_load() {
     assert_eq!((config.chain_id, key_env.as_str(), config.tokens.len()), (31337, "RAILYARD_DEVNET_KEY", 1));
     let bitcoin = check(BITCOIN, &[]).unwrap();
     let RailSpec::Bitcoin { config, key_env } = &bitcoin.rails[0] else { panic!("a Bitcoin rail") };
-    assert_eq!((key_env.as_str(), config.amount_min.units(), config.fee_cap_sats), ("RAILYARD_BTC_KEY", 1_000, 200_000));
+    assert_eq!(
+        (key_env.as_str(), config.amount_min.units(), config.fee_cap_sats),
+        ("RAILYARD_BTC_KEY", 1_000, 200_000)
+    );
     assert!(matches!(config.auth, rails::btc::RpcAuth::Cookie(_)));
     assert_eq!(bitcoin.engine.state.fee_assets[&config.rail], model::Asset::BTC);
 }
@@ -36,7 +39,10 @@ fn the_shipped_files_load() {
 fn a_bad_bitcoin_rail_is_named() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("RAILYARD__RAILS__0__NETWORK", "\"base\"")], "config rails[0].network: must be bitcoin"),
-        (&[("RAILYARD__RAILS__0__AMOUNT_MIN", "\"0.000005\"")], "config rails[0].amount_min: must be at least 0.00000546"),
+        (
+            &[("RAILYARD__RAILS__0__AMOUNT_MIN", "\"0.000005\"")],
+            "config rails[0].amount_min: must be at least 0.00000546",
+        ),
         (&[("RAILYARD__RAILS__0__RPC_USER", "\"railyard\"")], "config rails[0].rpc_cookie_file: give either"),
         (&[("RAILYARD__RAILS__0__FEE_RATE_MAX_SAT_VB", "0")], "config rails[0].fee_rate_max_sat_vb:"),
         (&[("RAILYARD__RAILS__0__FEE_CAP", "\"a lot\"")], "config rails[0].fee_cap:"),

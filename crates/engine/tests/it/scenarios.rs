@@ -89,7 +89,7 @@ async fn scenario_5_an_amount_no_rail_carries_is_refused_at_intake() {
     };
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].row, rows[0].field, rows[0].code), (2, "amount", "amount_out_of_rail_limits"));
-    assert!(rows[0].message.contains("base takes 1 to "), "{}", rows[0].message);
+    assert!(rows[0].message.contains("base takes 0.000001 to "), "{}", rows[0].message);
     assert_eq!(engine.journal().tip(), tip, "nothing journaled");
 }
 

@@ -431,12 +431,6 @@ impl BitcoinRail {
         let child_fee = package.saturating_sub(parent_fee).max(child_vsize.saturating_mul(MIN_RELAY_SAT_KVB) / 1_000);
         self.sign(draft(DraftFee::Absolute(Sats::from_sat(child_fee))), None, None)
     }
-
-    /// Mines `count` blocks to the wallet (regtest: `generatetoaddress`), for tests and demos.
-    pub async fn generate(&self, count: u32, address: &str) -> Result<(), RailError> {
-        let _: Vec<String> = self.rpc.call("generatetoaddress", json!([count, address])).await?;
-        Ok(())
-    }
 }
 
 #[async_trait]

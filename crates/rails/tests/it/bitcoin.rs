@@ -398,3 +398,27 @@ async fn a_bad_signature_is_refused_and_journaled_spends_are_never_selected_agai
         assert!(matches!(restarted.observe(&watch(&[tx], None)).await.unwrap(), Observation::Confirmed { .. }));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_down_or_refuses_the_credentials_is_an_error_not_a_crash() {
+    let chain = Chain::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut down = chain.config();
+    down.rpc_url = format!("http://127.0.0.1:{port}");
+    down.request_timeout = Duration::from_millis(500);
+    // Made without I/O: a node down at start makes the rail unavailable, not railyard.
+    let rail = BitcoinRail::new(down, &wallet_key(8)).unwrap();
+    assert_eq!(rail.health().await, rails::Health::Down);
+    assert!(matches!(rail.quote(&batch(16, 1, |_| 10_000)).await, Err(RailError::Unavailable(_))));
+    let mut wrong = chain.config();
+    wrong.auth = RpcAuth::Password { user: USER.into(), password: "not-it".to_owned().into() };
+    let rail = BitcoinRail::new(wrong, &wallet_key(8)).unwrap();
+    let Err(RailError::Config(why)) = rail.quote(&batch(16, 1, |_| 10_000)).await else { panic!("refused") };
+    assert!(why.contains("credentials"), "{why}");
+    assert!(!why.contains("not-it"), "the password is never echoed");
+    // A key for another network is a configuration error, and Debug never shows a key.
+    let mainnet = WalletKey::new(&Xpriv::new_master(Network::Bitcoin, &[9; 32]).unwrap().to_string());
+    assert!(matches!(BitcoinRail::new(chain.config(), &mainnet), Err(RailError::Config(_))));
+    assert_eq!(format!("{mainnet:?}"), "WalletKey(***)");
+    assert!(!format!("{:?}", chain.config()).contains(PASSWORD));
+}

@@ -1,7 +1,9 @@
 //! The binary as a user runs it: `serve` on the embedded default settles demo payments and
-//! resumes from its journal; bad configuration exits 64 naming the key.
+//! resumes from its journal; bad configuration exits 64 naming the key; a Bitcoin Core node
+//! (the regtest node) as a rail.
 
 mod api;
+mod bitcoin;
 mod cli;
 mod dashboard;
 mod devnet;

@@ -1,0 +1,195 @@
+//! `railyard serve` on a Bitcoin rail (`kind = "bitcoin"`): the regtest node of
+//! `crates/regtest` (blocks validated by Bitcoin Core's engine) serves Core's RPC from this
+//! process and mines a block every 300 ms; the server talks to it with a user and a password
+//! from the environment and a hot wallet key from the environment. Over the real API: a batch
+//! with a dust payout is refused whole, naming the row; the valid batch settles in one
+//! transaction whose view gives its vbytes and fee per payout; every recipient is paid exactly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::bip32::Xpriv;
+use rails::btc::{BitcoinConfig, BitcoinRail, RpcAuth, WalletKey};
+use regtest::Node;
+use serde_json::{Value, json};
+
+const PAYOUTS: u64 = 20;
+
+fn payout_address(i: u64) -> bitcoin::Address {
+    let hash = blake3::hash(&(i + 5_000).to_le_bytes());
+    let program = bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &hash.as_bytes()[..20]).unwrap();
+    bitcoin::Address::from_witness_program(program, bitcoin::Network::Regtest)
+}
+
+fn row(i: u64, amount: &str) -> Value {
+    json!({ "reference": format!("btc-{i}"), "amount": amount, "asset": "BTC",
+            "destination": payout_address(i).to_string(), "networks": ["bitcoin-regtest"], "class": "standard" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
+    let node = Arc::new(Mutex::new(Node::new().unwrap()));
+    let rpc = regtest::rpc::serve(node.clone(), "railyard", "rpc-secret").await.unwrap();
+    let key = Xpriv::new_master(bitcoin::Network::Regtest, &[77; 32]).unwrap().to_string();
+    // The hot wallet's first address, from the same key the server will use.
+    let probe = BitcoinConfig {
+        rail: model::Name::new("btc").unwrap(),
+        network: model::BitcoinNetwork::Regtest,
+        rpc_url: rpc.url(),
+        auth: RpcAuth::Password { user: "railyard".into(), password: "rpc-secret".to_owned().into() },
+        confirmations_final: 2,
+        batch_size_max: 100,
+        amount_min: model::Amount::new(546),
+        amount_max: model::Amount::new(10u128.pow(15)),
+        finality_expected_ms: 1_000,
+        fee_rate_max_sat_vb: 50,
+        fee_rate_fallback_sat_vb: 2,
+        fee_cap_sats: 100_000,
+        target_blocks_default: 6,
+        request_timeout: Duration::from_secs(5),
+    };
+    let wallet = BitcoinRail::new(probe, &WalletKey::new(&key)).unwrap();
+    let address: bitcoin::Address = wallet.receive_address().parse::<bitcoin::Address<_>>().unwrap().assume_checked();
+    let burn = bitcoin::ScriptBuf::new_op_return([0u8]);
+    {
+        let mut node = node.lock().unwrap();
+        node.mine(2, &address.script_pubkey()).unwrap();
+        node.mine(100, &burn).unwrap();
+    }
+    let miner = {
+        let (node, burn) = (node.clone(), burn.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                node.lock().unwrap().mine(1, &burn).unwrap();
+            }
+        })
+    };
+
+    let data = tempfile::tempdir().unwrap();
+    let example = include_str!("../../../../config/bitcoin.example.toml");
+    let config = example
+        .replace("rpc_url = \"http://127.0.0.1:18443\"", &format!("rpc_url = \"{}\"", rpc.url()))
+        .replace(
+            "rpc_cookie_file = \"/var/lib/bitcoind/regtest/.cookie\"",
+            "rpc_user = \"railyard\"\nrpc_password_env = \"TEST_BTC_RPC_PASSWORD\"",
+        )
+        .replace("confirmations_final = 3", "confirmations_final = 2");
+    assert_ne!(config, example);
+    std::fs::write(data.path().join("railyard.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .current_dir(data.path())
+        .env("RAILYARD__DATA_DIR", data.path())
+        .env("RAILYARD__TICK_MS", "50")
+        .env("TEST_BTC_RPC_PASSWORD", "rpc-secret")
+        .env("RAILYARD_BTC_KEY", &key)
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(data.path().join("railyard.toml"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut admin) = (None, None);
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("railyard listening on ") {
+            url = Some(rest.trim().to_owned());
+        } else if let Some(secret) = line.split("store it now): ").nth(1) {
+            admin = Some(secret.trim().to_owned());
+        } else if line.starts_with("railyard serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (url, admin) = (url.expect("listening"), admin.expect("admin key"));
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, key: &str| {
+        http.request(method, format!("{url}{path}")).bearer_auth(key.to_owned())
+    };
+    let new_key = |role: &'static str, merchant: Option<u64>| {
+        call(reqwest::Method::POST, "/v1/keys", &admin)
+            .json(&json!({ "role": role, "merchant": merchant, "label": "t" }))
+    };
+    let secret = |response: reqwest::Response| async move {
+        let body: Value = response.json().await.unwrap();
+        body["secret"].as_str().unwrap().to_owned()
+    };
+    let treasury = secret(new_key("treasury", None).send().await.unwrap()).await;
+    let merchant = secret(new_key("merchant", Some(1)).send().await.unwrap()).await;
+    let funded = call(reqwest::Method::POST, "/v1/pools/bitcoin-regtest/BTC/fund", &treasury)
+        .header("idempotency-key", "fund-1")
+        .json(&json!({ "amount": "1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(funded.status(), 204);
+
+    // A dust payout: the whole batch is refused, the row and the reason named.
+    let mut rows: Vec<Value> = (0..PAYOUTS).map(|i| row(i, "0.001")).collect();
+    rows[3] = row(3, "0.00000500");
+    let refused = call(reqwest::Method::POST, "/v1/batches", &merchant)
+        .header("idempotency-key", "with-dust")
+        .json(&json!({ "payments": rows }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    let text = problem.to_string();
+    assert!(text.contains("dust") && text.contains("\"row\":3"), "{text}");
+
+    let amounts: Vec<u64> = (0..PAYOUTS).map(|i| 100_000 + i * 1_000).collect();
+    let rows: Vec<Value> =
+        (0..PAYOUTS).map(|i| row(i, &format!("0.{:08}", amounts[usize::try_from(i).unwrap()]))).collect();
+    let accepted = call(reqwest::Method::POST, "/v1/batches", &merchant)
+        .header("idempotency-key", "payouts")
+        .json(&json!({ "payments": rows }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let batch = accepted.json::<Value>().await.unwrap()["batch"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let view: Value = call(reqwest::Method::GET, &format!("/v1/batches/{batch}"), &merchant)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["finished"] == json!(true) {
+            assert_eq!(view["states"]["settled"], json!(PAYOUTS), "{view}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not settled: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list: Value = call(reqwest::Method::GET, &format!("/v1/payments?batch={batch}"), &merchant)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let settlement = &list["payments"][0]["settlement"];
+    assert_eq!(settlement["network"], json!("bitcoin-regtest"), "{settlement}");
+    let vbytes = settlement["vbytes"].as_u64().expect("a Bitcoin settlement's size");
+    assert!(settlement["fee_per_payout"].is_string(), "{settlement}");
+    eprintln!(
+        "serve on a Bitcoin rail: {PAYOUTS} payouts, settlement of {} payouts, {vbytes} vB, fee {} BTC ({} per payout)",
+        settlement["payouts"], settlement["fee"], settlement["fee_per_payout"]
+    );
+    miner.abort();
+    let node = node.lock().unwrap();
+    for i in 0..PAYOUTS {
+        let paid = node.balance(&payout_address(i).script_pubkey()).to_sat();
+        assert_eq!(paid, amounts[usize::try_from(i).unwrap()], "payout {i} paid exactly once");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
