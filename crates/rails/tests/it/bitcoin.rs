@@ -375,6 +375,10 @@ async fn a_bad_signature_is_refused_and_journaled_spends_are_never_selected_agai
     witness[0][10] ^= 1;
     tx.input[0].witness = bitcoin::Witness::from_slice(&witness);
     let forged = SignedTx { raw: bitcoin::consensus::serialize(&tx), ..signed.clone() };
+    // A second settlement signed before the first reaches the chain never spends its coins.
+    let second = batch(17, 2, |_| 40_000);
+    let second = rail.build(&second, &rail.quote(&second).await.unwrap()).await.unwrap();
+    assert!(inputs(&second).iter().all(|input| !inputs(&signed).contains(input)), "no input selected twice");
     let Err(RailError::Rejected(why)) = rail.broadcast(&forged).await else { panic!("refused") };
     assert!(why.contains("script") || why.contains("signature"), "{why}");
 
