@@ -41,6 +41,7 @@ pub fn btc_config(setup: &BtcSetup) -> BitcoinConfig {
         fee_rate_fallback_sat_vb: 2,
         fee_cap_sats: 1_000_000,
         target_blocks_default: 6,
+        birth_height: 0,
         request_timeout: Duration::from_secs(10),
     }
 }

@@ -182,6 +182,9 @@ pub enum RailFile {
         /// The confirmation target, in blocks, of a batch without a deadline.
         #[serde(default = "target_blocks")]
         target_blocks: u16,
+        /// The first block the wallet reads: the height the key was made at (default 0).
+        #[serde(default)]
+        birth_height: u32,
     },
 }
 
@@ -582,6 +585,7 @@ fn rail_spec(
             fee_rate_fallback_sat_vb,
             fee_cap,
             target_blocks,
+            birth_height,
         } => {
             final_depth(key, *confirmations_final)?;
             let Ok(Network::Bitcoin(network)) = network.parse::<Network>() else {
@@ -628,6 +632,7 @@ fn rail_spec(
                 fee_cap_sats: u64::try_from(fee_cap.units()).map_err(|_| error(key("fee_cap"), "too large"))?,
                 target_blocks_default: *target_blocks,
                 request_timeout: Duration::from_secs(10),
+                birth_height: *birth_height,
             };
             Ok(RailSpec::Bitcoin { config, key_env: key_env.clone() })
         }

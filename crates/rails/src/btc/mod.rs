@@ -114,6 +114,10 @@ pub struct BitcoinConfig {
     /// The confirmation target, in blocks, of a batch with no deadline.
     pub target_blocks_default: u16,
     pub request_timeout: Duration,
+    /// The first block the wallet reads (0: from genesis). The wallet's coins must all be
+    /// received at or after it: on mainnet, the height at which the key was made, so a start
+    /// reads the chain since then instead of since 2009.
+    pub birth_height: u32,
 }
 
 pub struct BitcoinRail {
@@ -263,9 +267,11 @@ impl BitcoinRail {
             ))
         })?;
         let height: u32 = self.rpc.call("getblockcount", json!([])).await?;
-        let until = height.min(fork.height.saturating_add(SYNC_BLOCKS_MAX));
+        // A wallet that has read nothing yet starts at its birth height, connected to genesis.
+        let from = if fork.height == 0 { self.config.birth_height.max(1) } else { fork.height + 1 };
+        let until = height.min(from.saturating_add(SYNC_BLOCKS_MAX - 1));
         let mut connected_to = fork;
-        for at in fork.height + 1..=until {
+        for at in from..=until {
             let hash: String = self.rpc.call("getblockhash", json!([at])).await?;
             let raw: String = self.rpc.call("getblock", json!([hash, 0])).await?;
             let block: Block = deserialize_hex(&raw)

@@ -79,6 +79,7 @@ impl Chain {
             fee_rate_fallback_sat_vb: 2,
             fee_cap_sats: 1_000_000,
             target_blocks_default: 6,
+            birth_height: 0,
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -425,4 +426,26 @@ async fn a_node_that_is_down_or_refuses_the_credentials_is_an_error_not_a_crash(
     assert!(matches!(BitcoinRail::new(chain.config(), &mainnet), Err(RailError::Config(_))));
     assert_eq!(format!("{mainnet:?}"), "WalletKey(***)");
     assert!(!format!("{:?}", chain.config()).contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_reads_the_chain_from_its_birth_height() {
+    let chain = Chain::new().await;
+    chain.mine(120).await;
+    let young =
+        |birth_height| BitcoinRail::new(BitcoinConfig { birth_height, ..chain.config() }, &wallet_key(9)).unwrap();
+    let rail = young(115);
+    let address = rail.receive_address();
+    chain.call("generatetoaddress", json!([2, address])).await.unwrap();
+    chain.mine(100).await;
+    // Born before its coins: it sees both (read from block 115, not from genesis).
+    assert_eq!(rail.wallet_balance().await.unwrap(), 2 * 5_000_000_000);
+    // Born after them (a wrong birth height): it cannot see them; the birth height is a promise.
+    assert_eq!(young(200).wallet_balance().await.unwrap(), 0);
+    // And a wallet that has synced follows the chain on from there.
+    let payouts = batch(18, 2, |_| 25_000);
+    let tx = rail.build(&payouts, &rail.quote(&payouts).await.unwrap()).await.unwrap();
+    rail.broadcast(&tx).await.unwrap();
+    chain.mine(1).await;
+    assert!(matches!(rail.observe(&watch(&[&tx], None)).await.unwrap(), Observation::Confirmed { depth: 1, .. }));
 }

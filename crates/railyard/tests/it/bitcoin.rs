@@ -48,6 +48,7 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         fee_rate_fallback_sat_vb: 2,
         fee_cap_sats: 100_000,
         target_blocks_default: 6,
+        birth_height: 0,
         request_timeout: Duration::from_secs(5),
     };
     let wallet = BitcoinRail::new(probe, &WalletKey::new(&key)).unwrap();
