@@ -232,11 +232,6 @@ impl BitcoinRail {
         Ok(self.wallet().wallet.balance().confirmed.to_sat())
     }
 
-    /// How many outpoints are reserved (journaled spends not yet buried).
-    pub fn reserved_inputs(&self) -> usize {
-        self.wallet().reserved()
-    }
-
     /// Brings the wallet to the node's best chain, following reorgs; returns the tip height.
     async fn sync(&self) -> Result<u32, RailError> {
         let _one = self.syncing.lock().await;
@@ -328,12 +323,15 @@ impl BitcoinRail {
             .collect()
     }
 
-    fn check_fee(&self, fee: Sats) -> Result<(), RailError> {
-        if fee.to_sat() > self.config.fee_cap_sats {
-            return Err(RailError::FeeAboveCap {
-                fee: Amount::new(u128::from(fee.to_sat())),
-                cap: Amount::new(u128::from(self.config.fee_cap_sats)),
-            });
+    /// A fee within the configured cap and, when given, the quote's maximum.
+    fn check_fee(&self, fee: Sats, quoted_max: Option<Amount>) -> Result<(), RailError> {
+        let mut cap = Amount::new(u128::from(self.config.fee_cap_sats));
+        if let Some(max) = quoted_max {
+            cap = cap.min(max);
+        }
+        let fee = Amount::new(u128::from(fee.to_sat()));
+        if fee > cap {
+            return Err(RailError::FeeAboveCap { fee, cap });
         }
         Ok(())
     }
@@ -360,17 +358,7 @@ impl BitcoinRail {
                 (tx, fee) = wallet.create(&draft, false)?;
             }
         }
-        let over = fee_max.is_some_and(|max| u128::from(fee.to_sat()) > max.units());
-        if let Err(error) = self.check_fee(fee).and_then(|()| {
-            if over {
-                Err(RailError::FeeAboveCap {
-                    fee: Amount::new(u128::from(fee.to_sat())),
-                    cap: fee_max.unwrap_or(Amount::ZERO),
-                })
-            } else {
-                Ok(())
-            }
-        }) {
+        if let Err(error) = self.check_fee(fee, fee_max) {
             wallet.forget(&tx);
             return Err(error);
         }
@@ -455,7 +443,7 @@ impl Rail for BitcoinRail {
         let vbytes = fee.to_sat().saturating_mul(1_000).div_ceil(rate);
         // Headroom for one more input, should the coins change before the build.
         let fee_max = fee.to_sat().saturating_add(INPUT_VBYTES.saturating_mul(rate).div_ceil(1_000));
-        self.check_fee(Sats::from_sat(fee_max))?;
+        self.check_fee(Sats::from_sat(fee_max), None)?;
         Ok(FeeQuote {
             fee_max: Amount::new(u128::from(fee_max)),
             detail: FeeDetail::Bitcoin { sat_per_kvb: rate, vbytes },

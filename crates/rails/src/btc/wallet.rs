@@ -85,10 +85,6 @@ impl HotWallet {
         self.reserved.extend(outpoints);
     }
 
-    pub(super) fn reserved(&self) -> usize {
-        self.reserved.len()
-    }
-
     /// Forgets reservations whose spend is buried (or which the wallet never owned), so the
     /// set follows live work, not history.
     pub(super) fn prune(&mut self) {

@@ -5,7 +5,6 @@
 //! with a dust payout is refused whole, naming the row; the valid batch settles in one
 //! transaction whose view gives its vbytes and fee per payout; every recipient is paid exactly.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +13,8 @@ use bitcoin::bip32::Xpriv;
 use rails::btc::{BitcoinConfig, BitcoinRail, RpcAuth, WalletKey};
 use regtest::Node;
 use serde_json::{Value, json};
+
+use crate::server::Server;
 
 const PAYOUTS: u64 = 20;
 
@@ -80,7 +81,8 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         .replace("confirmations_final = 3", "confirmations_final = 2");
     assert_ne!(config, example);
     std::fs::write(data.path().join("railyard.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_railyard"));
+    command
         .current_dir(data.path())
         .env("RAILYARD__DATA_DIR", data.path())
         .env("RAILYARD__TICK_MS", "50")
@@ -91,92 +93,37 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         .arg(data.path().join("railyard.toml"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut admin) = (None, None);
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("railyard listening on ") {
-            url = Some(rest.trim().to_owned());
-        } else if let Some(secret) = line.split("store it now): ").nth(1) {
-            admin = Some(secret.trim().to_owned());
-        } else if line.starts_with("railyard serving") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let (url, admin) = (url.expect("listening"), admin.expect("admin key"));
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str, key: &str| {
-        http.request(method, format!("{url}{path}")).bearer_auth(key.to_owned())
+        .stderr(Stdio::null());
+    let server = Server::spawn(command);
+    let treasury = server.key("treasury", None).await;
+    let merchant = server.key("merchant", Some(1)).await;
+    let post = |path: &str, key: &str, idempotency: &str, body: Value| {
+        server.call(
+            server.request(reqwest::Method::POST, path, Some(key)).header("idempotency-key", idempotency).json(&body),
+        )
     };
-    let new_key = |role: &'static str, merchant: Option<u64>| {
-        call(reqwest::Method::POST, "/v1/keys", &admin)
-            .json(&json!({ "role": role, "merchant": merchant, "label": "t" }))
-    };
-    let secret = |response: reqwest::Response| async move {
-        let body: Value = response.json().await.unwrap();
-        body["secret"].as_str().unwrap().to_owned()
-    };
-    let treasury = secret(new_key("treasury", None).send().await.unwrap()).await;
-    let merchant = secret(new_key("merchant", Some(1)).send().await.unwrap()).await;
-    let funded = call(reqwest::Method::POST, "/v1/pools/bitcoin-regtest/BTC/fund", &treasury)
-        .header("idempotency-key", "fund-1")
-        .json(&json!({ "amount": "1" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(funded.status(), 204);
+    let (status, body) =
+        post("/v1/pools/bitcoin-regtest/BTC/fund", &treasury, "fund-1", json!({ "amount": "1" })).await;
+    assert_eq!(status, 204, "{body}");
 
     // A dust payout: the whole batch is refused, the row and the reason named.
     let mut rows: Vec<Value> = (0..PAYOUTS).map(|i| row(i, "0.001")).collect();
     rows[3] = row(3, "0.00000500");
-    let refused = call(reqwest::Method::POST, "/v1/batches", &merchant)
-        .header("idempotency-key", "with-dust")
-        .json(&json!({ "payments": rows }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
-    let problem: Value = refused.json().await.unwrap();
+    let (status, problem) = post("/v1/batches", &merchant, "with-dust", json!({ "payments": rows })).await;
+    assert_eq!(status, 422);
     let text = problem.to_string();
     assert!(text.contains("dust") && text.contains("\"row\":3"), "{text}");
 
     let amounts: Vec<u64> = (0..PAYOUTS).map(|i| 100_000 + i * 1_000).collect();
     let rows: Vec<Value> =
         (0..PAYOUTS).map(|i| row(i, &format!("0.{:08}", amounts[usize::try_from(i).unwrap()]))).collect();
-    let accepted = call(reqwest::Method::POST, "/v1/batches", &merchant)
-        .header("idempotency-key", "payouts")
-        .json(&json!({ "payments": rows }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    let batch = accepted.json::<Value>().await.unwrap()["batch"].as_str().unwrap().to_owned();
-    let started = std::time::Instant::now();
-    loop {
-        let view: Value = call(reqwest::Method::GET, &format!("/v1/batches/{batch}"), &merchant)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if view["finished"] == json!(true) {
-            assert_eq!(view["states"]["settled"], json!(PAYOUTS), "{view}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not settled: {view}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let list: Value = call(reqwest::Method::GET, &format!("/v1/payments?batch={batch}"), &merchant)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, accepted) = post("/v1/batches", &merchant, "payouts", json!({ "payments": rows })).await;
+    assert_eq!(status, 202, "{accepted}");
+    let batch = accepted["batch"].as_str().unwrap().to_owned();
+    let view = server.wait_final(&merchant, &batch, Duration::from_secs(60)).await;
+    assert_eq!(view["states"]["settled"], json!(PAYOUTS), "{view}");
+    let (status, list) = server.get(&format!("/v1/payments?batch={batch}"), &merchant).await;
+    assert_eq!(status, 200, "{list}");
     let settlement = &list["payments"][0]["settlement"];
     assert_eq!(settlement["network"], json!("bitcoin-regtest"), "{settlement}");
     let vbytes = settlement["vbytes"].as_u64().expect("a Bitcoin settlement's size");
@@ -191,6 +138,4 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         let paid = node.balance(&payout_address(i).script_pubkey()).to_sat();
         assert_eq!(paid, amounts[usize::try_from(i).unwrap()], "payout {i} paid exactly once");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

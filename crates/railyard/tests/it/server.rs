@@ -48,7 +48,13 @@ fn command(data: &Path, extra: &[(&str, &str)]) -> Command {
 
 impl Server {
     pub fn start(data: &Path, extra: &[(&str, &str)]) -> Server {
-        let mut child = command(data, extra).spawn().expect("railyard starts");
+        Server::spawn(command(data, extra))
+    }
+
+    /// Starts `command` (a `railyard serve` with its stdout piped) and reads where it listens
+    /// and its first admin key from what it prints.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command.spawn().expect("railyard starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let mut url = None;
