@@ -69,12 +69,16 @@ pub struct SettlementView {
     pub txid: Option<String>,
     pub confirmations: Option<u32>,
     pub payouts: usize,
-    /// The fee of the latest version, in the rail's fee asset (Bitcoin: exactly what it pays;
-    /// EVM: the most it may pay), and that per payout.
+    /// The fee of the latest version, with its latest child's (child pays for parent), in
+    /// the rail's fee asset (Bitcoin: exactly what it pays; EVM: the most it may pay), and
+    /// that per payout.
     pub fee: Option<String>,
     pub fee_per_payout: Option<String>,
     /// Bitcoin: the latest version's size in virtual bytes.
     pub vbytes: Option<u64>,
+    /// Bitcoin: the children signed to pull it into a block (each pays for it; at most one
+    /// is mined), oldest first.
+    pub accelerated_by: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -167,6 +171,10 @@ pub fn settlement_state_name(state: SettlementState) -> (String, Option<u32>) {
 pub fn settlement_view(record: &SettlementRecord) -> SettlementView {
     let s = &record.settlement;
     let (state, confirmations) = settlement_state_name(record.state);
+    let fee = record.txs.last().map(|tx| {
+        let child = record.children_of(&tx.txid).last().map_or(Amount::ZERO, |child| child.fee);
+        tx.fee.checked_add(child).unwrap_or(tx.fee)
+    });
     SettlementView {
         id: hex_id(s.id.0),
         rail: s.rail.to_string(),
@@ -179,15 +187,16 @@ pub fn settlement_view(record: &SettlementRecord) -> SettlementView {
         txid: record.txs.last().map(|tx| txid(&tx.txid)),
         confirmations,
         payouts: s.legs.len(),
-        fee: record.txs.last().map(|tx| s.fee_asset.format_amount(tx.fee)),
-        fee_per_payout: record.txs.last().map(|tx| {
+        fee: fee.map(|fee| s.fee_asset.format_amount(fee)),
+        fee_per_payout: fee.map(|fee| {
             let legs = u128::try_from(s.legs.len()).unwrap_or(u128::MAX).max(1);
-            s.fee_asset.format_amount(Amount::new(tx.fee.units() / legs))
+            s.fee_asset.format_amount(Amount::new(fee.units() / legs))
         }),
         vbytes: match s.network {
             Network::Bitcoin(_) => record.txs.last().and_then(SignedTx::bitcoin_vbytes),
             Network::Evm(_) => None,
         },
+        accelerated_by: record.children.iter().map(|child| txid(&child.txid)).collect(),
     }
 }
 

@@ -116,6 +116,7 @@ impl Engine {
             | Event::SettlementBroadcast { settlement, .. }
             | Event::SettlementReplaced { settlement, .. }
             | Event::SettlementCancelling { settlement, .. }
+            | Event::SettlementAccelerated { settlement, .. }
             | Event::SettlementConfirmed { settlement, .. }
             | Event::SettlementReorged { settlement, .. }
             | Event::SettlementDead { settlement, .. } => {

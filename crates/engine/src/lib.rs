@@ -187,8 +187,9 @@ pub struct Footprint {
 /// Something that leaves the process, run only after the commit that records it.
 #[derive(Clone, Debug)]
 enum Effect {
-    /// Send these signed bytes; on success, journal that the settlement was broadcast.
-    Broadcast { settlement: SettlementId, tx: SignedTx },
+    /// Send these signed bytes, then (in order, after it) its children; on success, journal
+    /// that the settlement was broadcast.
+    Broadcast { settlement: SettlementId, tx: SignedTx, children: Vec<SignedTx> },
     /// Send again the bytes of a final settlement a deep reorg took off its chain (it is no
     /// longer in the book: nothing is journaled of the outcome).
     Rebroadcast { rail: RailId, settlement: SettlementId, tx: SignedTx },

@@ -173,8 +173,10 @@ impl Engine {
         {
             // Watch it afresh: counters reset, its bytes go out again after the commit.
             self.watching.insert(settlement, Watching { last_action_at: now, ..Watching::default() });
-            if let Some(tx) = self.state.book.settlements[&settlement].txs.last().cloned() {
-                self.effects.push(Effect::Broadcast { settlement, tx });
+            let record = &self.state.book.settlements[&settlement];
+            if let Some(tx) = record.txs.last().cloned() {
+                let children = record.children_of(&tx.txid);
+                self.effects.push(Effect::Broadcast { settlement, tx, children });
             }
         }
         self.commit_and_act(now).await?;

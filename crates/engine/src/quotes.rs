@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use model::*;
-use rails::{Batch, Payout, Rail};
+use rails::{Batch, FeeQuote, Payout, Rail};
 use router::{BreakerState, Outcome};
 
-use crate::settling::with_headroom;
+use crate::settling::fee_reserve;
 use crate::{Engine, timed};
 
 /// What the engine knows of a rail's fees: the fee reserved for a settlement (its last
@@ -35,16 +35,16 @@ impl Engine {
     /// Its fee per payout is not learnt from it: it depends on how many payouts that one
     /// settlement carried (a lone urgent payout carries the whole base fee), so the rail
     /// serving the most urgent traffic would look the dearest.
-    pub(crate) fn learn_reserve(&mut self, rail: RailId, fee_max: Amount) {
-        let reserve = with_headroom(fee_max, self.config.anomaly.bump_budget.saturating_add(1));
+    pub(crate) fn learn_reserve(&mut self, rail: RailId, quote: &FeeQuote) {
+        let reserve = fee_reserve(quote, self.config.anomaly.bump_budget.saturating_add(1));
         self.quotes.entry(rail).or_insert(Quoted { reserve, per_payout: None }).reserve = reserve;
     }
 
     /// Learns from a reference batch's quote: the fee per payout the router compares rails by
     /// (every rail quoted at the same batch size), and the reserve.
-    fn learn_reference(&mut self, rail: RailId, payouts: usize, fee_max: Amount, now: Timestamp) {
-        let per_payout = Amount::new(fee_max.units().div_ceil(payouts.max(1) as u128));
-        self.learn_reserve(rail, fee_max);
+    fn learn_reference(&mut self, rail: RailId, payouts: usize, quote: &FeeQuote, now: Timestamp) {
+        let per_payout = Amount::new(quote.fee_max.units().div_ceil(payouts.max(1) as u128));
+        self.learn_reserve(rail, quote);
         self.quotes.get_mut(&rail).expect("just learnt").per_payout = Some((per_payout, now));
     }
 
@@ -86,7 +86,7 @@ impl Engine {
             let id = rail.capabilities().rail;
             match answer {
                 Ok(quote) => {
-                    self.learn_reference(id, batch.payouts.len(), quote.fee_max, now);
+                    self.learn_reference(id, batch.payouts.len(), &quote, now);
                     self.breakers.get_mut(&id).expect("a breaker per rail").record(Outcome::Success, now);
                 }
                 Err(error) => {
@@ -150,5 +150,25 @@ mod tests {
             let batch = reference_batch(&caps).unwrap_or_else(|| panic!("{network}"));
             assert!(batch.payouts.iter().all(|p| p.destination.is_valid_on(network)));
         }
+    }
+
+    #[test]
+    fn a_bitcoin_reserve_covers_a_sat_per_vbyte_more_for_every_replacement_and_a_child() {
+        use rails::{FeeDetail, FeeQuote};
+        // 1,000 vB at 2 sat/vB: four replacements at +1 sat/vB each reach 6 sat/vB, paid on
+        // the size and a child's; an eighth a step would reserve only 3,204 sat.
+        let quote =
+            FeeQuote { fee_max: Amount::new(2_000), detail: FeeDetail::Bitcoin { sat_per_kvb: 2_000, vbytes: 1_000 } };
+        assert_eq!(fee_reserve(&quote, 4), Amount::new(6 * 1_120));
+        // At a high rate an eighth is the larger step: 1,000 vB at 40 sat/vB, four steps.
+        let quote = FeeQuote {
+            fee_max: Amount::new(40_000),
+            detail: FeeDetail::Bitcoin { sat_per_kvb: 40_000, vbytes: 1_000 },
+        };
+        // 40,000 → 45,000 → 50,625 → 56,954 → 64,074 sat/kvB.
+        assert_eq!(fee_reserve(&quote, 4), Amount::new(71_763));
+        // Other rails: an eighth a step.
+        let quote = FeeQuote { fee_max: Amount::new(8_000), detail: FeeDetail::Sandbox { fee: Amount::new(8_000) } };
+        assert_eq!(fee_reserve(&quote, 2), Amount::new(10_125));
     }
 }

@@ -245,7 +245,7 @@ async fn check(
         let settlement = &record.settlement;
         // A rail removed from the configuration cannot be asked.
         let Some(rail) = rail_of(settlement.rail) else { continue };
-        let watch = Watch { versions: record.txs.clone(), seen_in_block: None };
+        let watch = Watch { versions: record.txs.clone(), seen_in_block: None, children: record.children.clone() };
         report.settlements_checked += 1;
         let observed = match timed(timeout, rail.observe(&watch)).await {
             Ok(observed) => observed,

@@ -20,7 +20,7 @@ impl Engine {
                 .iter()
                 .map(|id| &self.state.book.settlements[id])
                 .filter(|r| r.settlement.rail == caps.rail)
-                .flat_map(|r| r.txs.iter().map(|t| t.spend.clone()))
+                .flat_map(|r| r.txs.iter().chain(&r.children).map(|t| t.spend.clone()))
                 .collect();
             rail.recover_spends(&spends)
                 .map_err(|e| EngineError::Config(format!("rail {}: cannot recover its spends: {e}", caps.rail)))?;
@@ -57,7 +57,7 @@ impl Engine {
                 SettlementState::Signed => {
                     let tx = record.txs.last().expect("signed settlements have a transaction").clone();
                     self.watching.insert(id, Watching { last_action_at: now, ..Watching::default() });
-                    self.effects.push(Effect::Broadcast { settlement: id, tx });
+                    self.effects.push(Effect::Broadcast { settlement: id, tx, children: Vec::new() });
                 }
                 _ => {}
             }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use model::*;
-use rails::{Batch, Payout, Rail};
+use rails::{Batch, FeeDetail, FeeQuote, Payout, Rail};
 use router::Outcome;
 
 use crate::{Effect, Engine, EngineError, timed};
@@ -59,10 +59,10 @@ impl Engine {
                 }
             };
             // The fee reserved covers every version the anomaly policy may sign: the bumps
-            // of its budget and a cancel, each an eighth dearer than the last. What the
-            // version that is mined pays is posted; the rest goes back to the pool.
-            let fee_reserved = with_headroom(quote.fee_max, self.config.anomaly.bump_budget.saturating_add(1));
-            self.learn_reserve(caps.rail, quote.fee_max);
+            // of its budget and a cancel (`fee_reserve`). What the version that is mined
+            // pays is posted; the rest goes back to the pool.
+            let fee_reserved = fee_reserve(&quote, self.config.anomaly.bump_budget.saturating_add(1));
+            self.learn_reserve(caps.rail, &quote);
             self.settlements_made += 1;
             // Unique and increasing: the journal's tip (a settlement planned before a restart
             // was committed, so the tip has moved past it since) and a counter of this process.
@@ -107,7 +107,7 @@ impl Engine {
         };
         self.stage(vec![Event::SettlementSigned { settlement: id, tx: tx.clone(), at: now }])?;
         self.watching.insert(id, crate::Watching { last_action_at: now, ..crate::Watching::default() });
-        self.effects.push(Effect::Broadcast { settlement: id, tx });
+        self.effects.push(Effect::Broadcast { settlement: id, tx, children: Vec::new() });
         Ok(true)
     }
 
@@ -139,27 +139,36 @@ impl Engine {
             return Ok(());
         }
         let timeout = self.config.rail_timeout;
-        let targets: Vec<(RailId, SettlementId, &SignedTx)> = effects
+        let targets: Vec<(RailId, SettlementId, &SignedTx, &[SignedTx])> = effects
             .iter()
             .map(|effect| match effect {
-                Effect::Broadcast { settlement, tx } => {
-                    (self.state.book.settlements[settlement].settlement.rail, *settlement, tx)
+                Effect::Broadcast { settlement, tx, children } => {
+                    (self.state.book.settlements[settlement].settlement.rail, *settlement, tx, children.as_slice())
                 }
-                Effect::Rebroadcast { rail, settlement, tx } => (*rail, *settlement, tx),
+                Effect::Rebroadcast { rail, settlement, tx } => (*rail, *settlement, tx, &[][..]),
             })
             .collect();
-        let calls = targets.iter().map(|(rail, _, tx)| {
+        let calls = targets.iter().map(|(rail, settlement, tx, children)| {
             let rail = self.rail(*rail).cloned();
             async move {
-                match rail {
-                    Some(rail) => timed(timeout, rail.broadcast(tx)).await,
-                    None => Err(rails::RailError::Config("the rail is not configured".into())),
+                let Some(rail) = rail else {
+                    return Err(rails::RailError::Config("the rail is not configured".into()));
+                };
+                let sent = timed(timeout, rail.broadcast(tx)).await;
+                // A child goes out after its parent: the node needs the parent to take it.
+                if sent.is_ok() {
+                    for child in *children {
+                        if let Err(error) = timed(timeout, rail.broadcast(child)).await {
+                            tracing::warn!(%settlement, %error, "a child was not sent; it goes out again with its parent");
+                        }
+                    }
                 }
+                sent
             }
         });
         let outcomes = futures::future::join_all(calls).await;
         let targets: Vec<(RailId, SettlementId, SignedTx)> =
-            targets.into_iter().map(|(rail, settlement, tx)| (rail, settlement, tx.clone())).collect();
+            targets.into_iter().map(|(rail, settlement, tx, _)| (rail, settlement, tx.clone())).collect();
         for ((effect, (rail, settlement, tx)), outcome) in effects.iter().zip(targets).zip(outcomes) {
             if let Effect::Rebroadcast { .. } = effect {
                 match outcome {
@@ -205,10 +214,26 @@ impl Engine {
 
 /// `fee` raised by an eighth (rounded up) `replacements` times: the most a settlement's last
 /// replacement can cost when each pays an eighth more than the one before.
-pub(crate) fn with_headroom(fee: Amount, replacements: u32) -> Amount {
-    let mut fee = fee.units();
+/// The fee to reserve for a settlement quoted `quote` that may be replaced `replacements`
+/// times, each version an eighth dearer than the last. On Bitcoin a replacement also pays at
+/// least 1 sat/vB more than the version it replaces (BIP 125), which at low rates is far more
+/// than an eighth, and a child pulling a version in (child pays for parent) pays for its own
+/// size at the package's rate: the reserve is the last step's rate on the size plus a child's.
+pub(crate) fn fee_reserve(quote: &FeeQuote, replacements: u32) -> Amount {
+    let mut fee = quote.fee_max.units();
     for _ in 0..replacements {
         fee = fee.saturating_mul(9).div_ceil(8);
     }
+    if let FeeDetail::Bitcoin { sat_per_kvb, .. } = quote.detail {
+        let size = quote.fee_max.units().saturating_mul(1_000) / u128::from(sat_per_kvb.max(1));
+        let mut rate = u128::from(sat_per_kvb);
+        for _ in 0..replacements {
+            rate = rate.saturating_mul(9).div_ceil(8).max(rate.saturating_add(1_000));
+        }
+        fee = fee.max(size.saturating_add(CHILD_VBYTES).saturating_mul(rate).div_ceil(1_000));
+    }
     Amount::new(fee)
 }
+
+/// A child's size, vbytes: one P2WPKH input and one P2WPKH output, with a little to spare.
+const CHILD_VBYTES: u128 = 120;

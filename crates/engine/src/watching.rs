@@ -53,7 +53,7 @@ impl Engine {
                         continue;
                     }
                     let tx = record.txs.last().expect("signed settlements have a transaction").clone();
-                    self.effects.push(Effect::Broadcast { settlement: id, tx });
+                    self.effects.push(Effect::Broadcast { settlement: id, tx, children: Vec::new() });
                 }
                 _ => observe.push(id),
             }
@@ -69,8 +69,9 @@ impl Engine {
                 .entry(*id)
                 .or_insert_with(|| Watching { last_action_at: now, ..Watching::default() })
                 .seen_in_block;
-            let versions = self.state.book.settlements[id].txs.clone();
-            requests.push((self.rail_of(*id), Watch { versions, seen_in_block }));
+            let record = &self.state.book.settlements[id];
+            let (versions, children) = (record.txs.clone(), record.children.clone());
+            requests.push((self.rail_of(*id), Watch { versions, seen_in_block, children }));
         }
         let calls = requests.iter().map(|(rail, watch)| timed(timeout, rail.observe(watch)));
         let observations = futures::future::join_all(calls).await;
@@ -123,7 +124,9 @@ impl Engine {
             observation,
             confirmations_final: u64::from(rail.capabilities().confirmations_final),
             last_action_at: info.last_action_at,
-            bumps: u32::try_from(record.txs.len().saturating_sub(1 + cancels.len())).unwrap_or(u32::MAX),
+            // A child pulling a version in counts as a bump: the budget bounds both.
+            bumps: u32::try_from(record.txs.len().saturating_sub(1 + cancels.len()) + record.children.len())
+                .unwrap_or(u32::MAX),
             rebroadcasts: info.rebroadcasts,
             cancelling: !cancels.is_empty(),
             cancels,
@@ -146,10 +149,14 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(), EngineError> {
         let record = self.state.book.settlements[&id].clone();
-        // The fee the chain charged the mined version (from its receipt), booked instead of
-        // the fee it offered; never more than it offered (a node saying otherwise is wrong).
+        // The fee the chain charged the mined version (from its receipt; with its mined
+        // child's), booked instead of the fee it offered; never more than it and its dearest
+        // child offered (its children all spend its change: one at most is mined; a node
+        // saying otherwise is wrong).
         let charged = |txid: [u8; 32]| {
-            let offered = record.txs.iter().find(|t| t.txid == txid).map_or(Amount::ZERO, |t| t.fee);
+            let own = record.txs.iter().find(|t| t.txid == txid).map_or(Amount::ZERO, |t| t.fee);
+            let child = record.children_of(&txid).iter().map(|c| c.fee).max().unwrap_or(Amount::ZERO);
+            let offered = own.checked_add(child).unwrap_or(own);
             if fee_observed > offered {
                 tracing::warn!(settlement = %id, %fee_observed, %offered, "node reports a fee above the one offered; booking the offer");
             }
@@ -162,7 +169,8 @@ impl Engine {
                 info.rebroadcasts += 1;
                 info.last_action_at = now;
                 let tx = record.txs.last().expect("a transaction").clone();
-                self.effects.push(Effect::Broadcast { settlement: id, tx });
+                let children = record.children_of(&tx.txid);
+                self.effects.push(Effect::Broadcast { settlement: id, tx, children });
             }
             Action::Bump | Action::Cancel => self.replace(rail, id, &record, action == Action::Cancel, now).await?,
             Action::Finalize { txid } => {
@@ -239,15 +247,29 @@ impl Engine {
         let fee_above_cap = matches!(quoted, Err(rails::RailError::FeeAboveCap { .. }));
         self.watching.get_mut(&id).expect("watched").fee_above_cap = fee_above_cap;
         let reserved = record.settlement.fee_reserved;
+        let mut accelerated = false;
         let built = match quoted {
             Ok(quote) if cancel => timed(timeout, rail.cancel(&previous, &quote)).await,
-            Ok(quote) => timed(timeout, rail.bump(&batch, &previous, &quote)).await,
+            Ok(quote) => match timed(timeout, rail.bump(&batch, &previous, &quote)).await {
+                // Others spend its outputs: a child pays for it instead, when the rail can.
+                Err(rails::RailError::NotReplaceable(why)) => {
+                    tracing::info!(settlement = %id, %why, "not replaceable; accelerating with a child");
+                    accelerated = true;
+                    let children = record.children_of(&previous.txid);
+                    timed(timeout, rail.accelerate(&previous, &children, &quote)).await
+                }
+                other => other,
+            },
             Err(error) => Err(error),
         };
         // A version dearer than the fee reserved would pay more than the ledger can book:
-        // it is not signed into the journal, and the settlement is held when stuck again.
-        let built = built.and_then(|tx| {
-            if tx.fee > reserved { Err(rails::RailError::FeeAboveCap { fee: tx.fee, cap: reserved }) } else { Ok(tx) }
+        // it is not signed into the journal, and the settlement is held when stuck again. A
+        // child's fee adds to its parent's; children of one version all spend its change, so
+        // at most one of them is mined.
+        let spent = if accelerated { previous.fee } else { Amount::ZERO };
+        let built = built.and_then(|tx| match tx.fee.checked_add(spent) {
+            Some(total) if total <= reserved => Ok(tx),
+            total => Err(rails::RailError::FeeAboveCap { fee: total.unwrap_or(Amount::MAX), cap: reserved }),
         });
         let tx = match built {
             Ok(tx) => tx,
@@ -270,14 +292,18 @@ impl Engine {
             }
         };
         self.watching.get_mut(&id).expect("watched").replace_failures = 0;
-        let event = if cancel {
+        let event = if accelerated {
+            Event::SettlementAccelerated { settlement: id, child: tx.clone(), at: now }
+        } else if cancel {
             Event::SettlementCancelling { settlement: id, tx: tx.clone(), at: now }
         } else {
             Event::SettlementReplaced { settlement: id, tx: tx.clone(), at: now }
         };
         self.stage(vec![event])?;
         self.watching.get_mut(&id).expect("watched").last_action_at = now;
-        self.effects.push(Effect::Broadcast { settlement: id, tx });
+        // A child goes out after its parent again (harmless when the node has it).
+        let (tx, children) = if accelerated { (previous, vec![tx]) } else { (tx, Vec::new()) };
+        self.effects.push(Effect::Broadcast { settlement: id, tx, children });
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::Event;
 use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
 use crate::payment::{IllegalTransition, Payment, PaymentState};
-use crate::settlement::{DeathProof, Settlement, SignedTx};
+use crate::settlement::{DeathProof, Settlement, SignedTx, Spend};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -55,6 +55,16 @@ pub struct SettlementRecord {
     pub txs: Vec<SignedTx>,
     /// The txids among `txs` that are cancels (they pay nobody).
     pub cancels: Vec<[u8; 32]>,
+    /// Children signed to pull a version in (child pays for parent), each spending an output
+    /// of one of `txs`; they pay nobody but the rail itself.
+    pub children: Vec<SignedTx>,
+}
+
+impl SettlementRecord {
+    /// The children of version `txid` (each spends one of its outputs), in the order signed.
+    pub fn children_of(&self, txid: &[u8; 32]) -> Vec<SignedTx> {
+        self.children.iter().filter(|child| child.spends_from(txid)).cloned().collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +174,7 @@ impl Book {
             Event::SettlementBroadcast { settlement, txid, .. } => self.broadcast(*settlement, txid),
             Event::SettlementReplaced { settlement, tx, .. } => self.replace(*settlement, tx, false),
             Event::SettlementCancelling { settlement, tx, .. } => self.replace(*settlement, tx, true),
+            Event::SettlementAccelerated { settlement, child, .. } => self.accelerate(*settlement, child),
             Event::SettlementConfirmed { settlement, txid, depth, .. } => {
                 self.check_txid(*settlement, txid)?;
                 // A confirmed cancel pays nobody: the payments stay watched (in flight) until
@@ -428,6 +439,7 @@ impl Book {
             state: SettlementState::Planned,
             txs: Vec::new(),
             cancels: Vec::new(),
+            children: Vec::new(),
         };
         self.settlements.insert(settlement.id, record);
         self.open.insert(settlement.id);
@@ -499,6 +511,24 @@ impl Book {
         if cancel {
             record.cancels.push(tx.txid);
         }
+        Ok(())
+    }
+
+    /// A child for an unconfirmed settlement that was broadcast: it must spend an output of
+    /// one of the settlement's versions, and be none of them.
+    fn accelerate(&mut self, id: SettlementId, child: &SignedTx) -> Result<(), BookError> {
+        let record = self.settlement(id)?;
+        if record.state != SettlementState::Broadcast {
+            return Err(BookError::SettlementState { settlement: id, from: record.state, event: "accelerated" });
+        }
+        let Spend::Inputs(inputs) = &child.spend else {
+            return Err(BookError::SpendMismatch { settlement: id });
+        };
+        let own = |txid: &[u8; 32]| record.txs.iter().any(|tx| &tx.txid == txid);
+        if inputs.is_empty() || own(&child.txid) || !record.txs.iter().any(|tx| child.spends_from(&tx.txid)) {
+            return Err(BookError::UnknownTx { settlement: id });
+        }
+        self.record_mut(id)?.children.push(child.clone());
         Ok(())
     }
 

@@ -251,6 +251,15 @@ pub enum Event {
         by: String,
         at: Timestamp,
     },
+    /// Child pays for parent: `child` spends an output of one of the settlement's versions
+    /// back to the rail, paying for both (a Bitcoin settlement whose outputs others spend
+    /// cannot be replaced). Journaled before it is broadcast; its fee counts toward the
+    /// settlement's, within the fee reserved.
+    SettlementAccelerated {
+        settlement: SettlementId,
+        child: SignedTx,
+        at: Timestamp,
+    },
 }
 
 /// What an operator decides for a held payment.
@@ -300,7 +309,8 @@ impl Event {
             | Event::RoutingRulesSet { at, .. }
             | Event::GuardsSet { at, .. }
             | Event::PaymentGuarded { at, .. }
-            | Event::PaymentApproved { at, .. } => *at,
+            | Event::PaymentApproved { at, .. }
+            | Event::SettlementAccelerated { at, .. } => *at,
         }
     }
 }
@@ -313,7 +323,8 @@ impl Event {
 /// Version 4: a payment record keeps its steps and last reason; the state keeps API keys,
 /// webhook endpoints and pool thresholds (history records and snapshots change with them).
 /// Version 5: the state keeps guards (snapshots change with them).
-pub const ENCODING_VERSION: u8 = 5;
+/// Version 6: a settlement record keeps its children (child pays for parent).
+pub const ENCODING_VERSION: u8 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

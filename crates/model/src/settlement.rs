@@ -63,6 +63,11 @@ impl SignedTx {
         let tx: bitcoin::Transaction = bitcoin::consensus::encode::deserialize(&self.raw).ok()?;
         u64::try_from(tx.vsize()).ok()
     }
+
+    /// Whether this transaction spends an output of the transaction `parent` (a child).
+    pub fn spends_from(&self, parent: &[u8; 32]) -> bool {
+        matches!(&self.spend, Spend::Inputs(inputs) if inputs.iter().any(|(txid, _)| txid == parent))
+    }
 }
 
 /// Why an attempt is known to be dead, so that reissuing it cannot pay twice (rule 3). There

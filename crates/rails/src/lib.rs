@@ -62,6 +62,9 @@ pub enum FeeDetail {
 pub struct Watch {
     pub versions: Vec<SignedTx>,
     pub seen_in_block: Option<[u8; 32]>,
+    /// Children railyard signed to pull a version in (child pays for parent): a confirmed
+    /// version's fee paid includes its confirmed children's.
+    pub children: Vec<SignedTx>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +85,10 @@ pub enum RailError {
     Unavailable(String),
     #[error("the node refused the transaction: {0}")]
     Rejected(String),
+    /// The settlement cannot be replaced now (a Bitcoin transaction whose outputs others
+    /// already spend); a rail that can is asked to accelerate it instead.
+    #[error("cannot be replaced: {0}")]
+    NotReplaceable(String),
     #[error("rail configuration: {0}")]
     Config(String),
 }
@@ -109,6 +116,20 @@ pub trait Rail: Send + Sync + std::fmt::Debug {
 
     /// A replacement of `previous` that pays nobody (it only consumes the nonce or inputs).
     async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError>;
+
+    /// Child pays for parent: a transaction spending `parent`'s own change back to the rail,
+    /// paying enough that the two together reach `fee`'s rate; a later child replaces the
+    /// last of `children`. For a settlement `bump` answers [`RailError::NotReplaceable`].
+    /// The child pays nobody and is not a version of the settlement.
+    async fn accelerate(
+        &self,
+        parent: &SignedTx,
+        children: &[SignedTx],
+        fee: &FeeQuote,
+    ) -> Result<SignedTx, RailError> {
+        let _ = (parent, children, fee);
+        Err(RailError::Unsupported { rail: self.capabilities().rail, operation: "accelerate" })
+    }
 
     async fn health(&self) -> Health;
 

@@ -23,6 +23,7 @@ use bitcoin::{
 use bitcoinkernel::{ChainType, ChainstateManager, Context, ProcessBlockResult};
 
 mod mempool;
+pub mod payee;
 pub mod rpc;
 
 pub use mempool::{Entry, Mempool};

@@ -118,6 +118,14 @@ impl Mempool {
         txs
     }
 
+    /// How many mempool transactions descend from `txid`, itself included (Core's
+    /// `descendantcount`).
+    pub fn descendant_count(&self, txid: Txid) -> usize {
+        let mut out = HashSet::new();
+        self.with_descendants(txid, &mut out);
+        out.len()
+    }
+
     /// `txid` and every mempool transaction that spends its outputs, transitively.
     fn with_descendants(&self, txid: Txid, out: &mut HashSet<Txid>) {
         if !out.insert(txid) {

@@ -203,7 +203,12 @@ fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> Result<Value, Rp
             let txid: Txid = hash_param(params, 0)?;
             let entry =
                 node.mempool().get(&txid).ok_or_else(|| error(INVALID_ADDRESS_OR_KEY, "Transaction not in mempool"))?;
-            Ok(json!({ "vsize": entry.vsize, "fees": { "base": entry.fee.to_btc() }, "bip125-replaceable": true }))
+            Ok(json!({
+                "vsize": entry.vsize,
+                "fees": { "base": entry.fee.to_btc() },
+                "descendantcount": node.mempool().descendant_count(txid),
+                "bip125-replaceable": true,
+            }))
         }
         "getrawmempool" => Ok(json!(node.mempool().txids().iter().map(ToString::to_string).collect::<Vec<_>>())),
         "gettxout" => {

@@ -57,6 +57,14 @@ impl Rail for HoldFirstBroadcast {
     async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         self.rail.cancel(previous, fee).await
     }
+    async fn accelerate(
+        &self,
+        parent: &SignedTx,
+        children: &[SignedTx],
+        fee: &FeeQuote,
+    ) -> Result<SignedTx, RailError> {
+        self.rail.accelerate(parent, children, fee).await
+    }
     async fn health(&self) -> Health {
         self.rail.health().await
     }

@@ -385,3 +385,34 @@ fn counts_and_open_settlements_follow_the_events() {
     assert!(book.is_quiet());
     assert_eq!(book.count(PaymentState::Settled), 2);
 }
+
+#[test]
+fn a_child_must_spend_a_version_of_a_broadcast_settlement() {
+    let inputs = |txid: u8| SignedTx {
+        txid: [0xc0 | txid; 32],
+        raw: vec![txid; 8],
+        spend: Spend::Inputs(vec![([txid; 32], 1)]),
+        fee: Amount::new(3),
+    };
+    let child = inputs(0xa); // spends output 1 of the version 0xa…
+    let accelerated =
+        |child: &SignedTx| Event::SettlementAccelerated { settlement: SettlementId(10), child: child.clone(), at: T };
+    let mut book = run(&[
+        accepted(&[1]),
+        queued(1),
+        Event::SettlementPlanned { settlement: settlement(10, &[1]), at: T },
+        Event::SettlementSigned { settlement: SettlementId(10), tx: tx(0xa, 4), at: T },
+    ]);
+    // Signed but never sent: nothing to pull in yet.
+    refused(&mut book, accelerated(&child), "accelerated");
+    book.apply(&Event::SettlementBroadcast { settlement: SettlementId(10), txid: [0xa; 32], at: T }).unwrap();
+    // A transaction spending none of its versions is no child of it; nor is a version itself.
+    refused(&mut book, accelerated(&inputs(0xb)), "not one railyard signed");
+    let version = SignedTx { spend: Spend::Inputs(vec![([0xa; 32], 0)]), ..tx(0xa, 4) };
+    refused(&mut book, accelerated(&version), "not one railyard signed");
+    book.apply(&accelerated(&child)).unwrap();
+    let record = book.settlement(SettlementId(10)).unwrap();
+    assert_eq!(record.children, vec![child.clone()]);
+    assert_eq!(record.children_of(&[0xa; 32]), vec![child]);
+    assert!(record.children_of(&[0xb; 32]).is_empty());
+}

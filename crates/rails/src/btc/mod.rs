@@ -390,40 +390,14 @@ impl BitcoinRail {
         Ok(rate)
     }
 
-    /// Child pays for parent: a transaction spending `parent`'s change back to the wallet,
-    /// paying enough that the two together reach `quote`'s rate. For a parent that cannot be
-    /// replaced (a replacement would cost more than the cap allows, or it must not change);
-    /// the child is not a version of the settlement: it conflicts with nothing.
-    pub async fn cpfp(&self, parent: &SignedTx, quote: &FeeQuote) -> Result<SignedTx, RailError> {
-        let rate = rate_kvb(&quote.detail)?;
-        self.sync().await?;
-        let parent_tx: Transaction =
-            deserialize(&parent.raw).map_err(|e| RailError::Rejected(format!("cannot decode the parent: {e}")))?;
-        let parent_txid = parent_tx.compute_txid();
-        let mut wallet = self.wallet();
-        let change = parent_tx
-            .output
-            .iter()
-            .position(|output| wallet.wallet.is_mine(output.script_pubkey.clone()))
-            .ok_or_else(|| RailError::Rejected("the parent has no change output to spend".into()))?;
-        let change = OutPoint { txid: parent_txid, vout: u32::try_from(change).unwrap_or(u32::MAX) };
-        // The wallet learns the unconfirmed parent so it can spend its change; nothing else
-        // builds on it (only confirmed coins are selected).
-        wallet.wallet.apply_unconfirmed_txs([(parent_tx.clone(), 0)]);
-        drop(wallet);
-        let must = [change];
-        let draft = |fee| Draft { recipients: Vec::new(), must_spend: &must, sweep: true, fee };
-        let probe = {
-            let mut wallet = self.wallet();
-            let (tx, _) = wallet.create(&draft(DraftFee::Rate(fee_rate(rate))), true)?;
-            tx
-        };
-        // The child's own size once signed: its unsigned size plus a P2WPKH witness.
-        let child_vsize = probe.vsize() as u64 + 27;
-        let package = (parent_tx.vsize() as u64 + child_vsize).saturating_mul(rate).div_ceil(1_000);
-        let parent_fee = u64::try_from(parent.fee.units()).unwrap_or(u64::MAX);
-        let child_fee = package.saturating_sub(parent_fee).max(child_vsize.saturating_mul(MIN_RELAY_SAT_KVB) / 1_000);
-        self.sign(draft(DraftFee::Absolute(Sats::from_sat(child_fee))), None, None)
+    /// How many transactions in Core's mempool descend from `txid`, itself included (`None`:
+    /// it is not in the mempool).
+    async fn mempool_descendants(&self, txid: Txid) -> Result<Option<u64>, RailError> {
+        match self.rpc.call_value("getmempoolentry", json!([txid.to_string()])).await {
+            Ok(entry) => Ok(Some(entry["descendantcount"].as_u64().unwrap_or(1))),
+            Err(RpcFailure::Error { code: rpc::INVALID_ADDRESS_OR_KEY, .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 }
 
@@ -490,11 +464,16 @@ impl Rail for BitcoinRail {
             let wallet = self.wallet();
             for version in &watch.versions {
                 if let Some(block) = wallet.confirmed(txid_of(version.txid)) {
+                    // Its children that are mined paid for it too.
+                    let children = watch.children.iter().filter(|child| {
+                        child.spends_from(&version.txid) && wallet.confirmed(txid_of(child.txid)).is_some()
+                    });
+                    let fee_paid = children.fold(version.fee, |fee, child| fee.checked_add(child.fee).unwrap_or(fee));
                     return Ok(Observation::Confirmed {
                         txid: version.txid,
                         block: display_bytes(block.hash),
                         depth: depth(block),
-                        fee_paid: version.fee,
+                        fee_paid,
                     });
                 }
             }
@@ -524,6 +503,15 @@ impl Rail for BitcoinRail {
     async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         check_batch(&self.capabilities, batch)?;
         let rate = self.replacement_rate(previous, fee)?;
+        // Spent already (a payee spending its output, or our own child): a replacement would
+        // evict those transactions and must pay their fees too (BIP 125 rule 3, the pinning
+        // a payee can do). Pulled in by a child instead.
+        if let Some(count @ 2..) = self.mempool_descendants(txid_of(previous.txid)).await? {
+            return Err(RailError::NotReplaceable(format!(
+                "{} transaction(s) in the mempool spend its outputs; a replacement would evict them and pay their fees",
+                count - 1
+            )));
+        }
         let recipients = self.recipients(batch)?;
         let inputs = outpoints(&previous.spend)?;
         self.sync().await?;
@@ -538,6 +526,46 @@ impl Rail for BitcoinRail {
         let draft =
             Draft { recipients: Vec::new(), must_spend: &inputs, sweep: true, fee: DraftFee::Rate(fee_rate(rate)) };
         self.sign(draft, Some(previous), None)
+    }
+
+    /// Spends `parent`'s change back to the wallet so that the package pays the quote's rate,
+    /// and at least an eighth and 1 sat/vB more than the parent alone; a second child
+    /// replaces the first (it spends the same change), paying more than it did.
+    async fn accelerate(
+        &self,
+        parent: &SignedTx,
+        children: &[SignedTx],
+        quote: &FeeQuote,
+    ) -> Result<SignedTx, RailError> {
+        let rate = self.replacement_rate(parent, quote)?;
+        self.sync().await?;
+        let parent_tx: Transaction =
+            deserialize(&parent.raw).map_err(|e| RailError::Rejected(format!("cannot decode the parent: {e}")))?;
+        let parent_txid = parent_tx.compute_txid();
+        let mut wallet = self.wallet();
+        let change = parent_tx
+            .output
+            .iter()
+            .position(|output| wallet.wallet.is_mine(output.script_pubkey.clone()))
+            .ok_or_else(|| RailError::NotReplaceable("it has no change output for a child to spend".into()))?;
+        let change = OutPoint { txid: parent_txid, vout: u32::try_from(change).unwrap_or(u32::MAX) };
+        // The wallet learns the unconfirmed parent so it can spend its change; nothing else
+        // builds on it (only confirmed coins are selected).
+        wallet.wallet.apply_unconfirmed_txs([(parent_tx.clone(), 0)]);
+        drop(wallet);
+        let must = [change];
+        let draft = |fee| Draft { recipients: Vec::new(), must_spend: &must, sweep: true, fee };
+        let probe = {
+            let mut wallet = self.wallet();
+            let (tx, _) = wallet.create(&draft(DraftFee::Rate(fee_rate(rate))), true)?;
+            tx
+        };
+        // The child's own size once signed: its unsigned size plus a P2WPKH witness.
+        let child_vsize = probe.vsize() as u64 + 27;
+        let package = (parent_tx.vsize() as u64 + child_vsize).saturating_mul(rate).div_ceil(1_000);
+        let parent_fee = u64::try_from(parent.fee.units()).unwrap_or(u64::MAX);
+        let child_fee = package.saturating_sub(parent_fee).max(child_vsize.saturating_mul(MIN_RELAY_SAT_KVB) / 1_000);
+        self.sign(draft(DraftFee::Absolute(Sats::from_sat(child_fee))), children.last(), None)
     }
 
     async fn health(&self) -> Health {

@@ -108,9 +108,7 @@ fn miner() -> String {
 /// carries every standard script kind. (address text, its script)
 fn recipient(seed: u8, i: u32) -> (String, ScriptBuf) {
     let secp = Secp256k1::new();
-    let mut bytes = [seed; 32];
-    bytes[..4].copy_from_slice(&(i + 1).to_be_bytes());
-    let secret = SecretKey::from_slice(&bytes).unwrap();
+    let secret = recipient_key(seed, i);
     let public = CompressedPublicKey(secret.public_key(&secp));
     let address = match i % 4 {
         0 => bitcoin::Address::p2wpkh(&public, Network::Regtest),
@@ -119,6 +117,13 @@ fn recipient(seed: u8, i: u32) -> (String, ScriptBuf) {
         _ => bitcoin::Address::p2shwpkh(&public, Network::Regtest),
     };
     (address.to_string(), address.script_pubkey())
+}
+
+/// The key of recipient `i` of seed `seed`.
+fn recipient_key(seed: u8, i: u32) -> SecretKey {
+    let mut bytes = [seed; 32];
+    bytes[..4].copy_from_slice(&(i + 1).to_be_bytes());
+    SecretKey::from_slice(&bytes).unwrap()
 }
 
 fn batch(seed: u8, count: u32, amount: impl Fn(u32) -> u128) -> Batch {
@@ -143,7 +148,7 @@ fn inputs(tx: &SignedTx) -> Vec<([u8; 32], u32)> {
 }
 
 fn watch(versions: &[&SignedTx], seen_in_block: Option<[u8; 32]>) -> Watch {
-    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block }
+    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block, children: Vec::new() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +278,7 @@ async fn a_stuck_transaction_is_replaced_by_rbf_and_exactly_one_version_confirms
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_miners_pass_over_is_pulled_in_by_a_child_paying_for_both() {
+async fn a_parent_a_payee_spent_from_is_not_replaced_but_pulled_in_by_a_child_paying_for_both() {
     let chain = Chain::new().await;
     let rail = chain.funded_rail(4, 2).await;
     let payouts = batch(10, 3, |_| 300_000);
@@ -282,20 +287,51 @@ async fn a_parent_miners_pass_over_is_pulled_in_by_a_child_paying_for_both() {
     rail.broadcast(&parent).await.unwrap();
     let fee = i64::try_from(parent.fee.units()).unwrap();
     chain.prioritise(parent.txid, -fee).await; // as if it paid nothing
+    // Payee 0 spends its output at once, paying little: the pinning a payee can do.
+    let payee = regtest::payee::spend_p2wpkh(
+        &deserialize(&parent.raw).unwrap(),
+        0,
+        &recipient_key(10, 0),
+        recipient(99, 0).1,
+        200,
+    );
+    chain.call("sendrawtransaction", json!([bitcoin::consensus::encode::serialize_hex(&payee)])).await.unwrap();
     chain.mine(1).await;
     assert_eq!(rail.observe(&watch(&[&parent], None)).await.unwrap(), Observation::Pending);
-    let fast = FeeQuote { fee_max: quote.fee_max, detail: FeeDetail::Bitcoin { sat_per_kvb: 10_000, vbytes: 0 } };
-    let child = rail.cpfp(&parent, &fast).await.unwrap();
-    let child_tx: Transaction = deserialize(&child.raw).unwrap();
-    assert_eq!(child_tx.input.len(), 1);
-    assert_eq!(child_tx.input[0].previous_output.txid, txid(&parent), "the child spends the parent's change");
-    rail.broadcast(&child).await.unwrap();
+    // A replacement would evict the payee's transaction and pay its fee: the rail says so.
+    let Err(RailError::NotReplaceable(why)) = rail.bump(&payouts, &parent, &quote).await else {
+        panic!("a parent others spend from is not replaced")
+    };
+    assert!(why.contains("1 transaction(s)"), "{why}");
+    let fast = FeeQuote { fee_max: quote.fee_max, detail: FeeDetail::Bitcoin { sat_per_kvb: 5_000, vbytes: 0 } };
+    let first = rail.accelerate(&parent, &[], &fast).await.unwrap();
+    let first_tx: Transaction = deserialize(&first.raw).unwrap();
+    assert_eq!(first_tx.input.len(), 1);
+    assert_eq!(first_tx.input[0].previous_output.txid, txid(&parent), "the child spends the parent's change");
+    assert!(first.spends_from(&parent.txid));
+    rail.broadcast(&first).await.unwrap();
+    // Still passed over (the test keeps the package out): a second child replaces the first,
+    // paying more, and the first leaves the mempool.
+    chain.prioritise(first.txid, -i64::try_from(first.fee.units()).unwrap()).await;
     chain.mine(1).await;
-    let Observation::Confirmed { txid, depth, .. } = rail.observe(&watch(&[&parent], None)).await.unwrap() else {
+    let second = rail.accelerate(&parent, std::slice::from_ref(&first), &fast).await.unwrap();
+    assert!(second.fee > first.fee, "{} > {}", second.fee, first.fee);
+    assert_eq!(inputs(&second), inputs(&first), "the second child spends the same change");
+    rail.broadcast(&second).await.unwrap();
+    assert!(chain.transaction(first.txid).await.is_none(), "the first child was replaced");
+    chain.mine(1).await;
+    let children = vec![first.clone(), second.clone()];
+    let watched = Watch { children, ..watch(&[&parent], None) };
+    let Observation::Confirmed { txid, depth, fee_paid, .. } = rail.observe(&watched).await.unwrap() else {
         panic!("the parent is mined with its child")
     };
-    assert_eq!((txid, depth), (parent.txid, 1));
-    assert_eq!(chain.transaction(child.txid).await.unwrap().1, 1);
+    // The fee paid is the parent's and the child's that was mined, not the replaced one's.
+    assert_eq!((txid, depth, fee_paid), (parent.txid, 1, parent.fee.checked_add(second.fee).unwrap()));
+    assert_eq!(chain.transaction(second.txid).await.unwrap().1, 1);
+    let node = chain.node.lock().unwrap();
+    for i in 1..3 {
+        assert_eq!(node.balance(&recipient(10, i).1).to_sat(), 300_000, "recipient {i} paid exactly once");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

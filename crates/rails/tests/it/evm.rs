@@ -162,7 +162,7 @@ fn batch(asset: Asset, count: u64, seed: u64, amount: impl Fn(u64) -> u128) -> B
 }
 
 fn watch(versions: &[&SignedTx]) -> Watch {
-    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block: None }
+    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block: None, children: Vec::new() }
 }
 
 /// Builds, broadcasts and waits (automine) until the settlement is observed confirmed.
@@ -300,7 +300,11 @@ async fn a_reorg_is_observed_as_reorged_out() {
     let (tx, observed) = settle(&chain, &payouts).await;
     let Observation::Confirmed { block, .. } = observed else { panic!("{observed:?}") };
     chain.anvil.rpc("anvil_reorg", serde_json::json!([1, []])).await;
-    let after = chain.rail.observe(&Watch { versions: vec![tx.clone()], seen_in_block: Some(block) }).await.unwrap();
+    let after = chain
+        .rail
+        .observe(&Watch { versions: vec![tx.clone()], seen_in_block: Some(block), children: Vec::new() })
+        .await
+        .unwrap();
     assert_eq!(after, Observation::ReorgedOut);
 }
 

@@ -48,7 +48,7 @@ fn batch(amounts: &[u128]) -> Batch {
 }
 
 fn watch(versions: &[&SignedTx], seen_in_block: Option<[u8; 32]>) -> Watch {
-    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block }
+    Watch { versions: versions.iter().map(|v| (*v).clone()).collect(), seen_in_block, children: Vec::new() }
 }
 
 async fn signed(rail: &SandboxRail, batch: &Batch) -> SignedTx {
