@@ -22,6 +22,7 @@ use bitcoin::{
 };
 use bitcoinkernel::{ChainType, ChainstateManager, Context, ProcessBlockResult};
 
+pub mod harness;
 mod mempool;
 pub mod payee;
 pub mod rpc;
@@ -212,24 +213,7 @@ impl Node {
         let time = parent_block.header.time + 1;
         let fees = self.fees_of(&txs);
         self.extra_nonce += 1;
-        let coinbase = coinbase(height, self.extra_nonce, subsidy(height) + fees, payout);
-        let mut block = Block {
-            header: Header {
-                version: Version::from_consensus(0x2000_0000),
-                prev_blockhash: parent,
-                merkle_root: TxMerkleNode::all_zeros(),
-                time,
-                bits: CompactTarget::from_consensus(0x207f_ffff),
-                nonce: 0,
-            },
-            txdata: std::iter::once(coinbase).chain(txs).collect(),
-        };
-        commit_witness(&mut block);
-        block.header.merkle_root = block.compute_merkle_root().expect("a block has a coinbase");
-        let target = block.header.target();
-        while block.header.validate_pow(target).is_err() {
-            block.header.nonce += 1;
-        }
+        let block = build_block(parent, height, time, txs, subsidy(height) + fees, payout, self.extra_nonce);
         self.submit_block(block)
     }
 
@@ -458,6 +442,40 @@ impl Node {
 pub fn subsidy(height: u32) -> Amount {
     let halvings = height / 150;
     if halvings >= 64 { Amount::ZERO } else { Amount::from_sat((50 * 100_000_000) >> halvings) }
+}
+
+/// A block on `parent` (at `height`, with timestamp `time`) holding a coinbase paying `value`
+/// to `payout` and then `txs`, with its witness commitment and merkle root, its proof of work
+/// ground at regtest's difficulty. `extra_nonce` makes its coinbase distinct.
+#[allow(clippy::too_many_arguments)]
+pub fn build_block(
+    parent: BlockHash,
+    height: u32,
+    time: u32,
+    txs: Vec<Transaction>,
+    value: Amount,
+    payout: &ScriptBuf,
+    extra_nonce: u64,
+) -> Block {
+    let coinbase = coinbase(height, extra_nonce, value, payout);
+    let mut block = Block {
+        header: Header {
+            version: Version::from_consensus(0x2000_0000),
+            prev_blockhash: parent,
+            merkle_root: TxMerkleNode::all_zeros(),
+            time,
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            nonce: 0,
+        },
+        txdata: std::iter::once(coinbase).chain(txs).collect(),
+    };
+    commit_witness(&mut block);
+    block.header.merkle_root = block.compute_merkle_root().expect("a block has a coinbase");
+    let target = block.header.target();
+    while block.header.validate_pow(target).is_err() {
+        block.header.nonce += 1;
+    }
+    block
 }
 
 fn coinbase(height: u32, extra_nonce: u64, value: Amount, payout: &ScriptBuf) -> Transaction {

@@ -6,7 +6,7 @@
 //! Methods: getblockchaininfo, getblockcount, getbestblockhash, getblockhash, getblock
 //! (verbosity 0 and 1), getblockheader (verbose), getrawtransaction (verbose or not),
 //! sendrawtransaction, getmempoolentry, getrawmempool, gettxout, estimatesmartfee, and for tests
-//! generatetoaddress and prioritisetransaction.
+//! generatetoaddress, prioritisetransaction, submitblock and scantxoutset (`raw()` descriptors).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -252,6 +252,33 @@ fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> Result<Value, Rp
                 param(params, 2).and_then(Value::as_i64).ok_or_else(|| error(INVALID_PARAMETER, "fee_delta"))?;
             node.prioritise(txid, delta);
             Ok(json!(true))
+        }
+        "submitblock" => {
+            let hex = param(params, 0).and_then(Value::as_str).ok_or_else(|| error(INVALID_PARAMETER, "hexdata"))?;
+            let block: bitcoin::Block =
+                deserialize_hex(hex).map_err(|_| error(DESERIALIZATION_ERROR, "Block decode failed"))?;
+            // As Core: null when accepted, else the reason as the result.
+            match node.submit_block(block) {
+                Ok(_) => Ok(Value::Null),
+                Err(NodeError::BlockRejected(_, reason)) => Ok(json!(reason)),
+                Err(other) => Ok(json!(other.to_string())),
+            }
+        }
+        "scantxoutset" => {
+            // Only `start` with `raw(<script hex>)` descriptors, as strings or {"desc": …}.
+            let descriptors =
+                param(params, 1).and_then(Value::as_array).ok_or_else(|| error(INVALID_PARAMETER, "scanobjects"))?;
+            let mut total = bitcoin::Amount::ZERO;
+            for descriptor in descriptors {
+                let text = descriptor.as_str().or_else(|| descriptor["desc"].as_str()).unwrap_or_default();
+                let script = text
+                    .strip_prefix("raw(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .and_then(|hex| hex::decode(hex).ok())
+                    .ok_or_else(|| error(INVALID_PARAMETER, format!("only raw(<hex>) descriptors: {text}")))?;
+                total += node.balance(&bitcoin::ScriptBuf::from_bytes(script));
+            }
+            Ok(json!({ "success": true, "height": node.height(), "total_amount": total.to_btc() }))
         }
         other => Err(error(METHOD_NOT_FOUND, format!("Method not found: {other}"))),
     }

@@ -4,9 +4,10 @@
 //! journals a child paying for the parent (child pays for parent) before sending it, sends it
 //! after the parent, survives a restart with the child in its book, and books the fee of the
 //! parent and the child that was mined. Regtest node of `crates/regtest` (blocks validated by
-//! libbitcoinkernel), in this process; the engine runs on virtual time.
+//! libbitcoinkernel) in this process, or `bitcoind -regtest` when `BITCOIND_EXE` names one;
+//! the engine runs on virtual time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bitcoin::bip32::Xpriv;
 use bitcoin::consensus::encode::deserialize;
@@ -16,7 +17,7 @@ use integration_tests::btc::{BtcSetup, RAIL, btc_config, btc_engine_config};
 use model::{Amount, Asset, BitcoinNetwork, MerchantId, Name, Network, PaymentState, SettlementState, Timestamp};
 use rails::Rail;
 use rails::btc::{BitcoinRail, WalletKey};
-use regtest::Node;
+use regtest::harness::{Regtest, burn_address};
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -37,24 +38,18 @@ async fn open(dir: &std::path::Path, setup: &BtcSetup, key: &str, now: Timestamp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_settlement_is_pulled_in_by_a_journaled_child_and_both_fees_are_booked() {
     let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let node = Arc::new(Mutex::new(Node::new().unwrap()));
-    let rpc = regtest::rpc::serve(node.clone(), "railyard", "cpfp-test").await.unwrap();
+    let chain = Regtest::start("railyard", "cpfp-test").await;
     let key = Xpriv::new_master(bitcoin::Network::Regtest, &[43; 32]).unwrap().to_string();
     let setup = BtcSetup {
-        rpc_url: rpc.url(),
+        rpc_url: chain.url(),
         user: "railyard".into(),
         password: "cpfp-test".into(),
         wallet_key: key.clone(),
         payments: 3,
     };
     let funding = BitcoinRail::new(btc_config(&setup), &WalletKey::new(&key)).unwrap();
-    let address = funding.receive_address().parse::<bitcoin::Address<_>>().unwrap().assume_checked();
-    let burn = bitcoin::ScriptBuf::new_op_return([0u8]);
-    {
-        let mut node = node.lock().unwrap();
-        node.mine(2, &address.script_pubkey()).unwrap();
-        node.mine(100, &burn).unwrap();
-    }
+    chain.mine(2, &funding.receive_address()).await;
+    chain.mine(100, &burn_address()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut engine = open(dir.path(), &setup, &key, T0).await;
     let rail = Name::new(RAIL).unwrap();
@@ -90,16 +85,13 @@ async fn a_pinned_settlement_is_pulled_in_by_a_journaled_child_and_both_fees_are
     let parent = engine.settlement(settlement).unwrap().unwrap().txs[0].clone();
     let parent_tx: bitcoin::Transaction = deserialize(&parent.raw).unwrap();
     let vout = parent_tx.output.iter().position(|o| o.script_pubkey == payee_address(0).script_pubkey()).unwrap();
-    {
-        let mut node = node.lock().unwrap();
-        // Miners pass it over (as if it paid nothing), and payee 0 moves its money at once,
-        // paying little: the pin.
-        node.prioritise(parent_tx.compute_txid(), -i64::try_from(parent.fee.units()).unwrap());
-        let pin =
-            regtest::payee::spend_p2wpkh(&parent_tx, u32::try_from(vout).unwrap(), &payee_key(0), burn.clone(), 200);
-        node.send(pin).unwrap();
-        node.mine(1, &burn).unwrap();
-    }
+    // Miners pass it over (as if it paid nothing), and payee 0 moves its money at once,
+    // paying little: the pin.
+    chain.prioritise(parent_tx.compute_txid(), -i64::try_from(parent.fee.units()).unwrap()).await;
+    let to = payee_address(9).script_pubkey();
+    let pin = regtest::payee::spend_p2wpkh(&parent_tx, u32::try_from(vout).unwrap(), &payee_key(0), to, 200);
+    chain.send(&pin).await.unwrap();
+    chain.mine(1, &burn_address()).await;
 
     // Stuck past the anomaly policy's 15 s: the rail will not bump it, the engine accelerates.
     now = now.saturating_add_ms(16_000);
@@ -110,7 +102,7 @@ async fn a_pinned_settlement_is_pulled_in_by_a_journaled_child_and_both_fees_are
     let child = record.children[0].clone();
     assert!(child.spends_from(&parent.txid), "the child spends the parent's change");
     let child_txid: bitcoin::Txid = deserialize::<bitcoin::Transaction>(&child.raw).unwrap().compute_txid();
-    assert!(node.lock().unwrap().mempool().get(&child_txid).is_some(), "the child was sent after the commit");
+    assert_eq!(chain.transaction(child_txid).await.map(|(_, c)| c), Some(0), "the child was sent after the commit");
 
     // A restart: the child is in the replayed book, and its spend is the wallet's again.
     drop(engine);
@@ -118,7 +110,7 @@ async fn a_pinned_settlement_is_pulled_in_by_a_journaled_child_and_both_fees_are
     assert_eq!(engine.settlement(settlement).unwrap().unwrap().children, vec![child.clone()]);
 
     // Mined as a package; final at depth 2; every payee paid once; the fee of both booked.
-    node.lock().unwrap().mine(2, &burn).unwrap();
+    chain.mine(2, &burn_address()).await;
     for _ in 0..5 {
         now = now.saturating_add_ms(1_000);
         engine.tick(now).await.unwrap();
@@ -126,11 +118,10 @@ async fn a_pinned_settlement_is_pulled_in_by_a_journaled_child_and_both_fees_are
     for payment in &payments {
         assert_eq!(engine.payment(*payment).unwrap().unwrap().state, PaymentState::Settled);
     }
-    let node = node.lock().unwrap();
     for i in 1..3 {
-        assert_eq!(node.balance(&payee_address(i).script_pubkey()).to_sat(), 250_000, "payee {i} paid once");
+        assert_eq!(chain.balance(&payee_address(i).script_pubkey()).await, 250_000, "payee {i} paid once");
     }
-    assert!(matches!(node.status(&child_txid), regtest::TxStatus::Confirmed { .. }));
+    assert_eq!(chain.transaction(child_txid).await.map(|(_, c)| c), Some(2), "the child was mined with its parent");
     let booked = engine.state().pools.ledger().account_of(ledger::Owner::Fees(rail), Asset::BTC).unwrap();
     let both = parent.fee.checked_add(child.fee).unwrap();
     assert_eq!(booked.balance.credits_posted, both, "parent {} + child {}", parent.fee, child.fee);

@@ -1,6 +1,7 @@
 //! The engine on the Bitcoin rail under SIGKILL between signing and broadcast. The regtest
 //! node (blocks validated by Bitcoin Core's engine, `crates/regtest`) lives in this process and
-//! serves RPC on 127.0.0.1, mining a block every 300 ms; the driver process runs the engine.
+//! serves RPC on 127.0.0.1 (or `bitcoind -regtest` when `BITCOIND_EXE` names one), mining a
+//! block every 300 ms; the driver process runs the engine.
 //! Run 1 signs and journals the first settlement and is killed before the node has seen it;
 //! run 2 recovers, broadcasts the very bytes run 1 journaled, and settles everything. Then
 //! every recipient holds exactly what was accepted for it, and the ledger balances.
@@ -8,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::bip32::Xpriv;
@@ -16,7 +17,7 @@ use bitcoin::consensus::encode::serialize;
 use integration_tests::btc::{BtcSetup, btc_config, btc_engine_config, btc_payout};
 use model::PaymentState;
 use rails::btc::{BitcoinRail, WalletKey};
-use regtest::{Node, TxStatus};
+use regtest::harness::{Regtest, burn_address};
 
 const PAYMENTS: u64 = 30;
 
@@ -32,11 +33,10 @@ fn driver(dir: &Path, setup: &Path, hold: bool) -> std::process::Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_signed_then_killed_before_broadcast_is_sent_after_restart_with_the_same_bytes() {
     let started = Instant::now();
-    let node = Arc::new(Mutex::new(Node::new().unwrap()));
-    let rpc = regtest::rpc::serve(node.clone(), "railyard", "kill-test").await.unwrap();
+    let chain = Arc::new(Regtest::start("railyard", "kill-test").await);
     let key = Xpriv::new_master(bitcoin::Network::Regtest, &[42; 32]).unwrap().to_string();
     let setup = BtcSetup {
-        rpc_url: rpc.url(),
+        rpc_url: chain.url(),
         user: "railyard".into(),
         password: "kill-test".into(),
         wallet_key: key.clone(),
@@ -44,23 +44,9 @@ async fn a_settlement_signed_then_killed_before_broadcast_is_sent_after_restart_
     };
     // Fund the hot wallet: three coinbases, matured.
     let funding = BitcoinRail::new(btc_config(&setup), &WalletKey::new(&key)).unwrap();
-    let address: bitcoin::Address = funding.receive_address().parse::<bitcoin::Address<_>>().unwrap().assume_checked();
-    let burn = bitcoin::ScriptBuf::new_op_return([0u8]);
-    {
-        let mut node = node.lock().unwrap();
-        node.mine(3, &address.script_pubkey()).unwrap();
-        node.mine(100, &burn).unwrap();
-    }
-    let miner = {
-        let node = node.clone();
-        let burn = burn.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                node.lock().unwrap().mine(1, &burn).unwrap();
-            }
-        })
-    };
+    chain.mine(3, &funding.receive_address()).await;
+    chain.mine(100, &burn_address()).await;
+    let miner = chain.spawn_miner(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let setup_file = dir.path().join("setup.json");
     std::fs::write(&setup_file, serde_json::to_string(&setup).unwrap()).unwrap();
@@ -80,7 +66,7 @@ async fn a_settlement_signed_then_killed_before_broadcast_is_sent_after_restart_
     child.kill().expect("SIGKILL the driver");
     child.wait().unwrap();
     let txid: bitcoin::Txid = txid.parse().unwrap();
-    assert_eq!(node.lock().unwrap().status(&txid), TxStatus::Unknown, "nothing reached the node before the kill");
+    assert!(chain.transaction(txid).await.is_none(), "nothing reached the node before the kill");
 
     // Run 2: recovers and finishes.
     let mut child = driver(dir.path(), &setup_file, false);
@@ -92,13 +78,13 @@ async fn a_settlement_signed_then_killed_before_broadcast_is_sent_after_restart_
     assert!(child.wait().unwrap().success(), "the second run settles everything");
     miner.abort();
 
-    let node = node.lock().unwrap();
-    assert!(matches!(node.status(&txid), TxStatus::Confirmed { .. }), "the journaled transaction confirmed");
-    assert_eq!(serialize(&node.transaction(&txid).unwrap()), raw, "with the very bytes run 1 signed");
+    let (mined, confirmations) = chain.transaction(txid).await.expect("the journaled transaction");
+    assert!(confirmations >= 1, "the journaled transaction confirmed");
+    assert_eq!(serialize(&mined), raw, "with the very bytes run 1 signed");
     for i in 0..PAYMENTS {
         let (address, amount) = btc_payout(i);
         let script = address.parse::<bitcoin::Address<_>>().unwrap().assume_checked().script_pubkey();
-        assert_eq!(u128::from(node.balance(&script).to_sat()), amount.units(), "payout {i} paid exactly once");
+        assert_eq!(u128::from(chain.balance(&script).await), amount.units(), "payout {i} paid exactly once");
     }
     let journal = journal::Journal::open(dir.path().join("journal.redb"), journal::Config::default()).unwrap();
     let state = journal.recover_with::<engine::Replayed>(&btc_engine_config().state).unwrap().state.0;

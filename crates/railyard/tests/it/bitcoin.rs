@@ -1,17 +1,18 @@
 //! `railyard serve` on a Bitcoin rail (`kind = "bitcoin"`): the regtest node of
 //! `crates/regtest` (blocks validated by Bitcoin Core's engine) serves Core's RPC from this
-//! process and mines a block every 300 ms; the server talks to it with a user and a password
+//! process (or `bitcoind -regtest` when `BITCOIND_EXE` names one) and mines a block every
+//! 300 ms; the server talks to it with a user and a password
 //! from the environment and a hot wallet key from the environment. Over the real API: a batch
 //! with a dust payout is refused whole, naming the row; the valid batch settles in one
 //! transaction whose view gives its vbytes and fee per payout; every recipient is paid exactly.
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::bip32::Xpriv;
 use rails::btc::{BitcoinConfig, BitcoinRail, RpcAuth, WalletKey};
-use regtest::Node;
+use regtest::harness::{Regtest, burn_address};
 use serde_json::{Value, json};
 
 use crate::server::Server;
@@ -31,14 +32,13 @@ fn row(i: u64, amount: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
-    let node = Arc::new(Mutex::new(Node::new().unwrap()));
-    let rpc = regtest::rpc::serve(node.clone(), "railyard", "rpc-secret").await.unwrap();
+    let chain = Arc::new(Regtest::start("railyard", "rpc-secret").await);
     let key = Xpriv::new_master(bitcoin::Network::Regtest, &[77; 32]).unwrap().to_string();
     // The hot wallet's first address, from the same key the server will use.
     let probe = BitcoinConfig {
         rail: model::Name::new("btc").unwrap(),
         network: model::BitcoinNetwork::Regtest,
-        rpc_url: rpc.url(),
+        rpc_url: chain.url(),
         auth: RpcAuth::Password { user: "railyard".into(), password: "rpc-secret".to_owned().into() },
         confirmations_final: 2,
         batch_size_max: 100,
@@ -53,27 +53,14 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         request_timeout: Duration::from_secs(5),
     };
     let wallet = BitcoinRail::new(probe, &WalletKey::new(&key)).unwrap();
-    let address: bitcoin::Address = wallet.receive_address().parse::<bitcoin::Address<_>>().unwrap().assume_checked();
-    let burn = bitcoin::ScriptBuf::new_op_return([0u8]);
-    {
-        let mut node = node.lock().unwrap();
-        node.mine(2, &address.script_pubkey()).unwrap();
-        node.mine(100, &burn).unwrap();
-    }
-    let miner = {
-        let (node, burn) = (node.clone(), burn.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                node.lock().unwrap().mine(1, &burn).unwrap();
-            }
-        })
-    };
+    chain.mine(2, &wallet.receive_address()).await;
+    chain.mine(100, &burn_address()).await;
+    let miner = chain.spawn_miner(Duration::from_millis(300));
 
     let data = tempfile::tempdir().unwrap();
     let example = include_str!("../../../../config/bitcoin.example.toml");
     let config = example
-        .replace("rpc_url = \"http://127.0.0.1:18443\"", &format!("rpc_url = \"{}\"", rpc.url()))
+        .replace("rpc_url = \"http://127.0.0.1:18443\"", &format!("rpc_url = \"{}\"", chain.url()))
         .replace(
             "rpc_cookie_file = \"/var/lib/bitcoind/regtest/.cookie\"",
             "rpc_user = \"railyard\"\nrpc_password_env = \"TEST_BTC_RPC_PASSWORD\"",
@@ -133,9 +120,8 @@ async fn serve_settles_btc_payouts_on_a_bitcoin_core_rpc_node() {
         settlement["payouts"], settlement["fee"], settlement["fee_per_payout"]
     );
     miner.abort();
-    let node = node.lock().unwrap();
     for i in 0..PAYOUTS {
-        let paid = node.balance(&payout_address(i).script_pubkey()).to_sat();
+        let paid = chain.balance(&payout_address(i).script_pubkey()).await;
         assert_eq!(paid, amounts[usize::try_from(i).unwrap()], "payout {i} paid exactly once");
     }
 }
