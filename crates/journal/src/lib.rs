@@ -10,7 +10,7 @@
 //! The journal stores opaque bytes: what a payload means is the caller's business.
 
 mod history;
-mod record;
+pub mod record;
 mod writer;
 
 use std::path::Path;

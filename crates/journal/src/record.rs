@@ -18,8 +18,8 @@
 
 use crate::JournalError;
 
-pub(crate) const HASH_LEN: usize = 32;
-pub(crate) const GENESIS: [u8; HASH_LEN] = [0; HASH_LEN];
+pub const HASH_LEN: usize = 32;
+pub const GENESIS: [u8; HASH_LEN] = [0; HASH_LEN];
 const FRAME_HEADER: usize = HASH_LEN + 4;
 pub(crate) const RECORD_HEADER: usize = 8;
 
@@ -44,13 +44,13 @@ fn frame_hash(first: u64, body: &[u8]) -> [u8; HASH_LEN] {
     *hasher.finalize().as_bytes()
 }
 
-pub(crate) fn frame_len(payloads: &[&[u8]]) -> usize {
+pub fn frame_len(payloads: &[&[u8]]) -> usize {
     FRAME_HEADER + payloads.iter().map(|p| RECORD_HEADER + p.len()).sum::<usize>() + HASH_LEN
 }
 
 /// Writes the frame into `out` (exactly `frame_len` bytes, so that it can be written straight
 /// into the storage page) and returns its frame hash, the chain's new head.
-pub(crate) fn write_frame(out: &mut [u8], first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> [u8; HASH_LEN] {
+pub fn write_frame(out: &mut [u8], first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> [u8; HASH_LEN] {
     assert_eq!(out.len(), frame_len(payloads), "frame buffer has the wrong size");
     let count = u32::try_from(payloads.len()).expect("frames hold fewer than 2^32 records");
     out[..HASH_LEN].copy_from_slice(prev);
@@ -69,19 +69,26 @@ pub(crate) fn write_frame(out: &mut [u8], first: u64, prev: &[u8; HASH_LEN], pay
     hash
 }
 
-#[cfg(test)]
-fn encode_frame(first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> (Vec<u8>, [u8; HASH_LEN]) {
+/// The frame of `payloads` starting at `first` after `prev`, and its hash (the chain's new
+/// head): for a store that cannot write into its own page.
+pub fn encode_frame(first: u64, prev: &[u8; HASH_LEN], payloads: &[&[u8]]) -> (Vec<u8>, [u8; HASH_LEN]) {
     let mut value = vec![0; frame_len(payloads)];
     let hash = write_frame(&mut value, first, prev, payloads);
     (value, hash)
 }
 
 /// A verified frame, yielding its records in order.
-pub(crate) struct Frame<'a> {
+pub struct Frame<'a> {
     next_seq: u64,
     left: u32,
     rest: &'a [u8],
     hash: [u8; HASH_LEN],
+}
+
+impl std::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame").field("next_seq", &self.next_seq).field("left", &self.left).finish()
+    }
 }
 
 impl<'a> Frame<'a> {
@@ -89,7 +96,7 @@ impl<'a> Frame<'a> {
     /// ended with before it, or `None` to take the frame's word for it (its content is still
     /// verified). On damage, the error names the first record whose checksum fails, or the
     /// frame's first record when the damage is in the frame's own header or hash.
-    pub(crate) fn open(
+    pub fn open(
         first: u64,
         expected_prev: Option<&[u8; HASH_LEN]>,
         value: &'a [u8],
@@ -126,17 +133,17 @@ impl<'a> Frame<'a> {
     }
 
     /// The sequence number of the frame's last record.
-    pub(crate) fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> u64 {
         self.next_seq + u64::from(self.left) - 1
     }
 
     /// The frame hash: the chain's head after this frame's last record.
-    pub(crate) fn hash(&self) -> [u8; HASH_LEN] {
+    pub fn hash(&self) -> [u8; HASH_LEN] {
         self.hash
     }
 
     /// The next record, its checksum verified; `Ok(None)` at the end of a well-formed frame.
-    pub(crate) fn next_record(&mut self) -> Result<Option<Record>, JournalError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, JournalError> {
         let seq = self.next_seq;
         let corrupt = |reason: &str| JournalError::Corrupt { seq, reason: reason.to_owned() };
         if self.left == 0 {
@@ -166,7 +173,7 @@ impl<'a> Frame<'a> {
 }
 
 /// Stored snapshot: blake3(state) ‖ hash of the record it follows ‖ state.
-pub(crate) fn encode_snapshot(record_hash: &[u8; HASH_LEN], state: &[u8]) -> Vec<u8> {
+pub fn encode_snapshot(record_hash: &[u8; HASH_LEN], state: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(2 * HASH_LEN + state.len());
     value.extend_from_slice(blake3::hash(state).as_bytes());
     value.extend_from_slice(record_hash);
@@ -175,7 +182,7 @@ pub(crate) fn encode_snapshot(record_hash: &[u8; HASH_LEN], state: &[u8]) -> Vec
 }
 
 /// Returns the state and the record hash it claims to follow, after checking its checksum.
-pub(crate) fn decode_snapshot(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], Vec<u8>), JournalError> {
+pub fn decode_snapshot(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], Vec<u8>), JournalError> {
     let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
     if value.len() < 2 * HASH_LEN {
         return Err(corrupt("snapshot is shorter than its header"));

@@ -1,0 +1,452 @@
+//! railyard's journal on PostgreSQL, for several nodes sharing one journal of record.
+//!
+//! The records are the redb journal's frames (`journal::record`): one frame per append, each
+//! carrying the hash of everything before it, so the journal is one totally ordered,
+//! hash-chained sequence exactly as on redb, and `verify` checks it the same way. What
+//! PostgreSQL adds is the arbitration between nodes, in each append's own transaction:
+//!
+//! - **Order.** The append locks the one tip row (`SELECT … FOR UPDATE`), continues the chain
+//!   from it and moves it: appends from every node are serialized by PostgreSQL, never by a
+//!   protocol of ours. `expected_tip` lets a node append only if nothing was appended since the
+//!   state it decided on (else `Behind`: it must catch up first).
+//! - **Idempotency.** A claim is a row under a primary key: of two nodes taking the same
+//!   (merchant, key), one commits its records and the other is told the original entry and
+//!   appends nothing.
+//! - **Fencing.** A lease (`acquire_lease`) is a row with a holder, an expiry on PostgreSQL's
+//!   clock and a token that only grows. An append carrying a `Fence` commits only while its
+//!   token is the lease's current one and the lease is unexpired: a node paused past its expiry,
+//!   or partitioned, can never journal again under the old token — and so never broadcast.
+//!
+//! The client is `postgres` (synchronous): call it from a thread of its own, never from inside
+//! an async runtime's worker. A connection that fails is dropped and made again on the next
+//! call, so a PostgreSQL restart is a run of `Unavailable` errors, then service again.
+
+mod schema;
+
+use std::sync::Mutex;
+
+use journal::record::{self, Frame, GENESIS, HASH_LEN};
+use journal::{Appended, Claim, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
+use postgres::{Client, NoTls};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Snapshots kept; older ones are deleted when a newer one is written.
+const SNAPSHOTS_KEPT: i64 = 3;
+
+/// Frames read per query when scanning the whole journal.
+const SCAN_FRAMES: i64 = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("PostgreSQL is unreachable or the connection failed: {0}")]
+    Unavailable(String),
+    #[error("PostgreSQL refused the statement: {0}")]
+    Sql(String),
+    #[error(
+        "fenced: lease {lease} is at token {current:?} (or expired), this append carried {token}; the lease was lost, so nothing was appended"
+    )]
+    Fenced { lease: String, token: i64, current: Option<i64> },
+    #[error(
+        "behind: the journal's tip is {tip}, the append was decided at {expected}; apply the records since, then decide again"
+    )]
+    Behind { expected: u64, tip: u64 },
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("invalid append: {0}")]
+    Invalid(String),
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(error: postgres::Error) -> PgError {
+        match error.as_db_error() {
+            Some(db) => PgError::Sql(format!("{} ({})", db.message(), db.code().code())),
+            None => PgError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// The lease an append is made under: committed only while `token` is the lease's current,
+/// unexpired token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub token: i64,
+}
+
+/// One append: records, an optional idempotency claim, history writes, and the conditions it
+/// commits under — all one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct PgAppend {
+    pub payloads: Vec<Vec<u8>>,
+    pub claim: Option<Claim>,
+    pub history: Vec<HistoryOp>,
+    pub fence: Option<Fence>,
+    /// Commit only if the journal's tip is still this (the state the append was decided on).
+    pub expected_tip: Option<u64>,
+}
+
+/// A lease held: `token` fences every append made under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+impl Lease {
+    pub fn fence(&self) -> Fence {
+        Fence { lease: self.name.clone(), token: self.token }
+    }
+}
+
+/// The journal on one PostgreSQL database.
+pub struct PgJournal {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only where it points.
+        let host = self.url.rsplit('@').next().unwrap_or("");
+        f.debug_struct("PgJournal").field("at", &host).finish()
+    }
+}
+
+fn seq_of(value: i64) -> u64 {
+    u64::try_from(value).expect("sequence numbers are positive")
+}
+
+fn sql_seq(seq: u64) -> Result<i64, PgError> {
+    i64::try_from(seq).map_err(|_| PgError::Invalid(format!("sequence number {seq} is past PostgreSQL's BIGINT")))
+}
+
+fn hash_of(bytes: &[u8], seq: u64) -> Result<[u8; HASH_LEN], PgError> {
+    bytes
+        .try_into()
+        .map_err(|_| JournalError::Corrupt { seq, reason: "stored hash has the wrong length".into() }.into())
+}
+
+impl PgJournal {
+    /// Connects to `url` (a `postgres://` URL) and migrates the schema to this build's version.
+    pub fn connect(url: &str) -> Result<PgJournal, PgError> {
+        let journal = PgJournal { url: url.to_owned(), client: Mutex::new(None) };
+        journal.with_client(schema::migrate)?;
+        Ok(journal)
+    }
+
+    /// Runs `f` on the connection, making it first if there is none; a connection that failed
+    /// is dropped, to be made again next call.
+    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, PgError>) -> Result<T, PgError> {
+        let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(Client::connect(&self.url, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?);
+        }
+        let client = slot.as_mut().expect("connected above");
+        let result = f(client);
+        if client.is_closed() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i32, PgError> {
+        self.with_client(|c| Ok(c.query_one("SELECT max(version) FROM railyard_schema", &[])?.get(0)))
+    }
+
+    /// The last record's sequence number (0: empty) and the chain's head.
+    pub fn tip(&self) -> Result<(u64, [u8; HASH_LEN]), PgError> {
+        self.with_client(|c| {
+            let row = c.query_one("SELECT seq, hash FROM railyard_tip", &[])?;
+            let seq = seq_of(row.get(0));
+            Ok((seq, hash_of(row.get(1), seq)?))
+        })
+    }
+
+    /// Appends in one transaction, durable when it returns (`synchronous_commit` on).
+    pub fn append(&self, append: &PgAppend) -> Result<Appended, PgError> {
+        if append.payloads.is_empty() {
+            return Err(PgError::Invalid("an append needs at least one record".into()));
+        }
+        self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let row = tx.query_one("SELECT seq, hash FROM railyard_tip FOR UPDATE", &[])?;
+            let tip = seq_of(row.get(0));
+            let prev = hash_of(row.get(1), tip)?;
+            if let Some(fence) = &append.fence {
+                let lease = tx.query_opt(
+                    "SELECT token, expires_at > now() FROM railyard_leases WHERE name = $1 FOR SHARE",
+                    &[&fence.lease],
+                )?;
+                let current = lease.as_ref().map(|row| row.get::<_, i64>(0));
+                let live = lease.as_ref().is_some_and(|row| row.get::<_, bool>(1));
+                if current != Some(fence.token) || !live {
+                    return Err(PgError::Fenced { lease: fence.lease.clone(), token: fence.token, current });
+                }
+            }
+            if let Some(expected) = append.expected_tip
+                && expected != tip
+            {
+                return Err(PgError::Behind { expected, tip });
+            }
+            if let Some(claim) = &append.claim {
+                let batch = claim.batch.to_le_bytes();
+                let taken = tx.execute(
+                    "INSERT INTO railyard_idempotency (merchant, key, batch, body_hash) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (merchant, key) DO NOTHING",
+                    &[&claim.merchant, &claim.key, &batch.as_slice(), &claim.body_hash.as_slice()],
+                )?;
+                if taken == 0 {
+                    let row = tx.query_one(
+                        "SELECT batch, body_hash FROM railyard_idempotency WHERE merchant = $1 AND key = $2",
+                        &[&claim.merchant, &claim.key],
+                    )?;
+                    return Ok(Appended::Duplicate(entry(row.get(0), row.get(1))?));
+                }
+            }
+            let first = tip + 1;
+            let payloads: Vec<&[u8]> = append.payloads.iter().map(Vec::as_slice).collect();
+            let (frame, hash) = record::encode_frame(first, &prev, &payloads);
+            let last = tip + payloads.len() as u64;
+            tx.execute(
+                "INSERT INTO railyard_frames (first_seq, last_seq, hash, body) VALUES ($1, $2, $3, $4)",
+                &[&sql_seq(first)?, &sql_seq(last)?, &hash.as_slice(), &frame],
+            )?;
+            let mut ops: Vec<&HistoryOp> = append.history.iter().collect();
+            ops.sort_by(|a, b| a.key().cmp(b.key())); // a stable order of row locks
+            for op in ops {
+                let value = match op {
+                    HistoryOp::Put { value, .. } => value.clone(),
+                    HistoryOp::Add { key, amount } => {
+                        let current = tx
+                            .query_opt("SELECT value FROM railyard_history WHERE key = $1 FOR UPDATE", &[key])?
+                            .map_or(0, |row| counter(row.get(0)));
+                        current.saturating_add(*amount).to_le_bytes().to_vec()
+                    }
+                };
+                tx.execute(
+                    "INSERT INTO railyard_history (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&op.key(), &value],
+                )?;
+            }
+            tx.execute("UPDATE railyard_tip SET seq = $1, hash = $2", &[&sql_seq(last)?, &hash.as_slice()])?;
+            // Nodes tailing the journal wake on this (delivered at commit).
+            tx.execute("SELECT pg_notify('railyard_journal', $1)", &[&last.to_string()])?;
+            tx.commit()?;
+            Ok(Appended::Committed { first, last })
+        })
+    }
+
+    /// Up to `count_max` records from `from` on, in order, each frame verified against the
+    /// chain.
+    pub fn read_range(&self, from: u64, count_max: usize) -> Result<Vec<Record>, PgError> {
+        if from == 0 {
+            return Err(JournalError::Invalid("sequence numbers start at 1".into()).into());
+        }
+        let limit = i64::try_from(count_max.min(1 << 20)).unwrap_or(i64::MAX);
+        self.with_client(|c| {
+            let rows = c.query(
+                "SELECT first_seq, body FROM railyard_frames WHERE last_seq >= $1 ORDER BY first_seq LIMIT $2",
+                &[&sql_seq(from)?, &limit],
+            )?;
+            let Some(start) = rows.first().map(|row| seq_of(row.get(0))) else { return Ok(Vec::new()) };
+            let mut prev = hash_before(c, start)?;
+            let mut expected = start;
+            let mut out = Vec::new();
+            for row in &rows {
+                let first = seq_of(row.get(0));
+                if first != expected {
+                    return Err(missing(expected));
+                }
+                let mut frame = Frame::open(first, Some(&prev), row.get(1))?;
+                (expected, prev) = (frame.last_seq() + 1, frame.hash());
+                while let Some(record) = frame.next_record()? {
+                    if record.seq >= from {
+                        out.push(record);
+                        if out.len() >= count_max {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Reads the whole journal, checking every record's checksum and the hash chain from the
+    /// first frame to the tip row; returns the number of records.
+    pub fn verify(&self) -> Result<u64, PgError> {
+        self.with_client(|c| {
+            let mut prev = GENESIS;
+            let mut expected = 1u64;
+            loop {
+                let rows = c.query(
+                    "SELECT first_seq, body FROM railyard_frames WHERE first_seq >= $1 ORDER BY first_seq LIMIT $2",
+                    &[&sql_seq(expected)?, &SCAN_FRAMES],
+                )?;
+                for row in &rows {
+                    let first = seq_of(row.get(0));
+                    if first != expected {
+                        return Err(missing(expected));
+                    }
+                    let mut frame = Frame::open(first, Some(&prev), row.get(1))?;
+                    while frame.next_record()?.is_some() {}
+                    (expected, prev) = (frame.last_seq() + 1, frame.hash());
+                }
+                if (rows.len() as i64) < SCAN_FRAMES {
+                    break;
+                }
+            }
+            let tip = c.query_one("SELECT seq, hash FROM railyard_tip", &[])?;
+            let tip_seq = seq_of(tip.get(0));
+            if tip_seq != expected - 1 || hash_of(tip.get(1), tip_seq)? != prev {
+                return Err(JournalError::Corrupt {
+                    seq: tip_seq,
+                    reason: "the tip row does not match the last frame".into(),
+                }
+                .into());
+            }
+            Ok(expected - 1)
+        })
+    }
+
+    pub fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyEntry>, PgError> {
+        self.with_client(|c| {
+            c.query_opt(
+                "SELECT batch, body_hash FROM railyard_idempotency WHERE merchant = $1 AND key = $2",
+                &[&merchant, &key],
+            )?
+            .map(|row| entry(row.get(0), row.get(1)))
+            .transpose()
+        })
+    }
+
+    pub fn history(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PgError> {
+        self.with_client(|c| {
+            Ok(c.query_opt("SELECT value FROM railyard_history WHERE key = $1", &[&key])?.map(|row| row.get(0)))
+        })
+    }
+
+    /// Stores derived state taken after record `seq`, bound to the chain's hash there; keeps
+    /// the newest few.
+    pub fn write_snapshot(&self, seq: u64, state: &[u8]) -> Result<(), PgError> {
+        self.with_client(|c| {
+            let tip = seq_of(c.query_one("SELECT seq FROM railyard_tip", &[])?.get(0));
+            if seq == 0 || seq > tip {
+                return Err(JournalError::SnapshotBeyondTip { seq, tip }.into());
+            }
+            let hash = hash_at(c, seq)?;
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO railyard_snapshots (seq, body) VALUES ($1, $2) ON CONFLICT (seq) DO UPDATE SET body = EXCLUDED.body",
+                &[&sql_seq(seq)?, &record::encode_snapshot(&hash, state)],
+            )?;
+            tx.execute(
+                "DELETE FROM railyard_snapshots WHERE seq NOT IN (SELECT seq FROM railyard_snapshots ORDER BY seq DESC LIMIT $1)",
+                &[&SNAPSHOTS_KEPT],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The newest snapshot whose checksum holds and whose record hash is the chain's.
+    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, PgError> {
+        self.with_client(|c| {
+            for row in c.query("SELECT seq, body FROM railyard_snapshots ORDER BY seq DESC", &[])? {
+                let seq = seq_of(row.get(0));
+                let Ok((hash, state)) = record::decode_snapshot(seq, row.get(1)) else { continue };
+                if hash_at(c, seq).is_ok_and(|chain| chain == hash) {
+                    return Ok(Some(Snapshot { seq, state }));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Takes lease `name` for `holder` for `ttl_ms` (PostgreSQL's clock) if no one holds it
+    /// unexpired; the token is one more than the last holder's. `None`: someone holds it.
+    pub fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>, PgError> {
+        self.with_client(|c| {
+            let row = c.query_opt(
+                "INSERT INTO railyard_leases (name, holder, token, expires_at)
+                 VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE
+                     SET holder = EXCLUDED.holder, token = railyard_leases.token + 1, expires_at = EXCLUDED.expires_at
+                     WHERE railyard_leases.expires_at <= now()
+                 RETURNING token",
+                &[&name, &holder, &ttl_ms],
+            )?;
+            Ok(row.map(|row| Lease { name: name.to_owned(), holder: holder.to_owned(), token: row.get(0) }))
+        })
+    }
+
+    /// Extends a lease still held (same token, unexpired) by `ttl_ms` from now; `false`: it
+    /// was lost, and its holder must stop acting under it at once.
+    pub fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool, PgError> {
+        self.with_client(|c| {
+            let renewed = c.execute(
+                "UPDATE railyard_leases SET expires_at = now() + $4::bigint * interval '1 millisecond'
+                 WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > now()",
+                &[&lease.name, &lease.holder, &lease.token, &ttl_ms],
+            )?;
+            Ok(renewed == 1)
+        })
+    }
+
+    /// Gives a lease up at once (a node leaving), so another can take it without waiting.
+    pub fn release_lease(&self, lease: &Lease) -> Result<(), PgError> {
+        self.with_client(|c| {
+            c.execute(
+                "UPDATE railyard_leases SET expires_at = now() WHERE name = $1 AND holder = $2 AND token = $3",
+                &[&lease.name, &lease.holder, &lease.token],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn entry(batch: Vec<u8>, body_hash: Vec<u8>) -> Result<IdempotencyEntry, PgError> {
+    let corrupt = || PgError::Journal(JournalError::Storage("idempotency entry has the wrong length".into()));
+    let batch: [u8; 16] = batch.try_into().map_err(|_| corrupt())?;
+    let body_hash: [u8; 32] = body_hash.try_into().map_err(|_| corrupt())?;
+    Ok(IdempotencyEntry { batch: u128::from_le_bytes(batch), body_hash })
+}
+
+fn counter(value: Vec<u8>) -> u128 {
+    value.try_into().map(u128::from_le_bytes).unwrap_or(0)
+}
+
+fn missing(seq: u64) -> PgError {
+    JournalError::Corrupt { seq, reason: "record is missing: the chain has a gap".into() }.into()
+}
+
+/// The chain's hash after record `seq` (the hash of the frame holding it, at its end).
+fn hash_at(c: &mut Client, seq: u64) -> Result<[u8; HASH_LEN], PgError> {
+    let row = c
+        .query_opt(
+            "SELECT last_seq, hash FROM railyard_frames WHERE first_seq <= $1 AND last_seq >= $1",
+            &[&sql_seq(seq)?],
+        )?
+        .ok_or_else(|| missing(seq))?;
+    if seq_of(row.get(0)) != seq {
+        return Err(PgError::Invalid(format!("record {seq} is inside a frame; snapshots follow a whole append")));
+    }
+    hash_of(row.get(1), seq)
+}
+
+/// The chain's hash before the frame starting at `first`.
+fn hash_before(c: &mut Client, first: u64) -> Result<[u8; HASH_LEN], PgError> {
+    if first == 1 {
+        return Ok(GENESIS);
+    }
+    let row = c
+        .query_opt("SELECT hash FROM railyard_frames WHERE last_seq = $1", &[&sql_seq(first - 1)?])?
+        .ok_or_else(|| missing(first - 1))?;
+    hash_of(row.get(0), first - 1)
+}
