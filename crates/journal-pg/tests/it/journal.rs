@@ -73,7 +73,7 @@ fn an_idempotency_claim_is_taken_by_one_node_only() {
                     merchant: "m1".into(),
                     key: "payouts-7".into(),
                     batch: n as u128 + 100,
-                    body_hash: [n as u8; 32],
+                    body_hash: [u8::try_from(n).unwrap(); 32],
                 };
                 node.append(&PgAppend { claim: Some(claim), ..records(&["batch", "payment"]) }).unwrap()
             })
