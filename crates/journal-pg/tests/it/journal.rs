@@ -189,3 +189,28 @@ fn a_postgres_restart_is_errors_then_service_again_and_nothing_is_lost() {
     assert_eq!(read, acknowledged, "exactly the acknowledged records: none lost, none unacknowledged");
     assert_eq!(j.verify().unwrap(), 40);
 }
+
+#[test]
+fn a_tailing_node_wakes_on_an_append_and_times_out_without_one() {
+    let cluster = Cluster::start();
+    let writer = PgJournal::connect(&cluster.url).unwrap();
+    let mut tail = journal_pg::Tail::listen(&cluster.url).unwrap();
+    // Nothing appended: the wait ends at its timeout with the same tip.
+    let started = Instant::now();
+    assert_eq!(tail.wait(0, Duration::from_millis(300)).unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // An append from another node 200 ms in wakes it long before its 20 s timeout.
+    let appender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        writer.append(&records(&["one", "two"])).unwrap();
+        writer
+    });
+    let started = Instant::now();
+    assert_eq!(tail.wait(0, Duration::from_secs(20)).unwrap(), 2);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "woken by the notice, not the timeout: {waited:?}");
+    let writer = appender.join().unwrap();
+    // Already past: no wait at all.
+    writer.append(&records(&["three"])).unwrap();
+    assert_eq!(tail.wait(2, Duration::from_secs(20)).unwrap(), 3);
+}
