@@ -25,7 +25,7 @@ mod schema;
 
 use std::sync::Mutex;
 
-use journal::record::{self, Frame, GENESIS, HASH_LEN};
+use journal::record::{self, GENESIS, HASH_LEN};
 use journal::{Appended, Claim, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -256,26 +256,13 @@ impl PgJournal {
                 &[&sql_seq(from)?, &limit],
             )?;
             let Some(start) = rows.first().map(|row| seq_of(row.get(0))) else { return Ok(Vec::new()) };
-            let mut prev = hash_before(c, start)?;
-            let mut expected = start;
-            let mut out = Vec::new();
+            let mut reader = record::RangeReader::new(start, hash_before(c, start)?, from, count_max);
             for row in &rows {
-                let first = seq_of(row.get(0));
-                if first != expected {
-                    return Err(missing(expected));
-                }
-                let mut frame = Frame::open(first, Some(&prev), row.get(1))?;
-                (expected, prev) = (frame.last_seq() + 1, frame.hash());
-                while let Some(record) = frame.next_record()? {
-                    if record.seq >= from {
-                        out.push(record);
-                        if out.len() >= count_max {
-                            return Ok(out);
-                        }
-                    }
+                if reader.frame(seq_of(row.get(0)), row.get(1))? {
+                    break;
                 }
             }
-            Ok(out)
+            Ok(reader.records())
         })
     }
 
@@ -283,26 +270,21 @@ impl PgJournal {
     /// first frame to the tip row; returns the number of records.
     pub fn verify(&self) -> Result<u64, PgError> {
         self.with_client(|c| {
-            let mut prev = GENESIS;
-            let mut expected = 1u64;
+            // Every frame checked, no record kept (none is at or past u64::MAX).
+            let mut reader = record::RangeReader::new(1, GENESIS, u64::MAX, usize::MAX);
             loop {
                 let rows = c.query(
                     "SELECT first_seq, body FROM railyard_frames WHERE first_seq >= $1 ORDER BY first_seq LIMIT $2",
-                    &[&sql_seq(expected)?, &SCAN_FRAMES],
+                    &[&sql_seq(reader.next_seq())?, &SCAN_FRAMES],
                 )?;
                 for row in &rows {
-                    let first = seq_of(row.get(0));
-                    if first != expected {
-                        return Err(missing(expected));
-                    }
-                    let mut frame = Frame::open(first, Some(&prev), row.get(1))?;
-                    while frame.next_record()?.is_some() {}
-                    (expected, prev) = (frame.last_seq() + 1, frame.hash());
+                    reader.frame(seq_of(row.get(0)), row.get(1))?;
                 }
                 if (rows.len() as i64) < SCAN_FRAMES {
                     break;
                 }
             }
+            let (expected, prev) = (reader.next_seq(), reader.head());
             let tip = c.query_one("SELECT seq, hash FROM railyard_tip", &[])?;
             let tip_seq = seq_of(tip.get(0));
             if tip_seq != expected - 1 || hash_of(tip.get(1), tip_seq)? != prev {

@@ -387,30 +387,17 @@ impl Journal {
         }
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
-        let mut out = Vec::new();
         let Some(start) = table.range(..=from)?.next_back().transpose()?.map(|(key, _)| key.value()) else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
-        let mut prev = hash_before(&table, start)?;
-        let mut expected = start;
+        let mut reader = record::RangeReader::new(start, hash_before(&table, start)?, from, count_max);
         for entry in table.range(start..)? {
             let (key, value) = entry?;
-            if key.value() != expected {
-                return Err(missing(expected));
-            }
-            let mut frame = Frame::open(expected, Some(&prev), value.value())?;
-            expected = frame.last_seq() + 1;
-            prev = frame.hash();
-            while let Some(record) = frame.next_record()? {
-                if record.seq >= from {
-                    out.push(record);
-                    if out.len() >= count_max {
-                        return Ok(out);
-                    }
-                }
+            if reader.frame(key.value(), value.value())? {
+                break;
             }
         }
-        Ok(out)
+        Ok(reader.records())
     }
 
     /// Verifies the whole chain, from the first record to the tip; returns the record count.

@@ -172,6 +172,60 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Collects records from consecutive frames read in order: each frame verified against the
+/// chain and required to start where the last ended; records before `from` skipped, at most
+/// `count_max` kept. Shared by the journal's stores.
+#[derive(Debug)]
+pub struct RangeReader {
+    prev: [u8; HASH_LEN],
+    expected: u64,
+    from: u64,
+    count_max: usize,
+    out: Vec<Record>,
+}
+
+impl RangeReader {
+    /// A read from `from` whose first frame starts at `start`, after the chain's hash `prev`.
+    pub fn new(start: u64, prev: [u8; HASH_LEN], from: u64, count_max: usize) -> RangeReader {
+        RangeReader { prev, expected: start, from, count_max, out: Vec::new() }
+    }
+
+    /// Takes the next frame (stored under `first`); `true` once `count_max` records are in.
+    pub fn frame(&mut self, first: u64, value: &[u8]) -> Result<bool, JournalError> {
+        if first != self.expected {
+            return Err(JournalError::Corrupt {
+                seq: self.expected,
+                reason: "record is missing: the chain has a gap".into(),
+            });
+        }
+        let mut frame = Frame::open(first, Some(&self.prev), value)?;
+        (self.expected, self.prev) = (frame.last_seq() + 1, frame.hash());
+        while let Some(record) = frame.next_record()? {
+            if record.seq >= self.from {
+                self.out.push(record);
+                if self.out.len() >= self.count_max {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn records(self) -> Vec<Record> {
+        self.out
+    }
+
+    /// The sequence number the next frame must start at.
+    pub fn next_seq(&self) -> u64 {
+        self.expected
+    }
+
+    /// The chain's hash after the last frame taken.
+    pub fn head(&self) -> [u8; HASH_LEN] {
+        self.prev
+    }
+}
+
 /// Stored snapshot: blake3(state) ‖ hash of the record it follows ‖ state.
 pub fn encode_snapshot(record_hash: &[u8; HASH_LEN], state: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(2 * HASH_LEN + state.len());
