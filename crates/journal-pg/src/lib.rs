@@ -21,6 +21,7 @@
 //! an async runtime's worker. A connection that fails is dropped and made again on the next
 //! call, so a PostgreSQL restart is a run of `Unavailable` errors, then service again.
 
+mod lease;
 mod schema;
 
 use std::sync::Mutex;
@@ -30,6 +31,7 @@ use journal::{Appended, Claim, HistoryOp, IdempotencyEntry, JournalError, Record
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
+pub use lease::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
 
 /// Snapshots kept; older ones are deleted when a newer one is written.

@@ -3,6 +3,7 @@
 //! when the test ends. Two `PgJournal` handles on one database are two railyard nodes.
 
 mod journal;
+mod leases;
 
 use std::process::Command;
 
@@ -30,8 +31,21 @@ impl Cluster {
 
     /// Stops the server at once (as a crash would) and starts it again.
     pub fn restart(&self) {
-        let status = Command::new(script()).arg("restart").arg(&self.dir).status().unwrap();
-        assert!(status.success(), "pg-cluster restart");
+        self.run("restart");
+    }
+
+    /// Freezes the server and its backends (SIGSTOP): a database that hangs.
+    pub fn pause(&self) {
+        self.run("pause");
+    }
+
+    pub fn resume(&self) {
+        self.run("resume");
+    }
+
+    fn run(&self, command: &str) {
+        let status = Command::new(script()).arg(command).arg(&self.dir).status().unwrap();
+        assert!(status.success(), "pg-cluster {command}");
     }
 }
 
