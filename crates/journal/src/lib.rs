@@ -11,6 +11,8 @@
 
 mod history;
 pub mod record;
+mod redb_store;
+pub mod store;
 mod writer;
 
 use std::path::Path;
@@ -19,16 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-
 pub use record::Record;
-use record::{Frame, GENESIS, HASH_LEN};
+pub use store::Store;
 use writer::{Request, Writer};
-
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
-const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
-const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
 /// Limits; every one of them is a bound that gives backpressure or a clear error when reached.
 #[derive(Clone, Debug)]
@@ -95,25 +90,6 @@ pub enum JournalError {
     #[error("snapshot at {seq} is beyond the journal tip {tip}")]
     SnapshotBeyondTip { seq: u64, tip: u64 },
 }
-
-macro_rules! storage_error {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for JournalError {
-            fn from(error: $ty) -> JournalError {
-                JournalError::Storage(error.to_string())
-            }
-        }
-    )*};
-}
-storage_error!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
 
 /// An idempotency claim: the first append with this (merchant, key) records the batch; any
 /// later one is answered with the original batch and body hash and appends nothing.
@@ -228,7 +204,7 @@ pub struct Recovered<R> {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    store: Arc<dyn Store>,
     config: Config,
     sender: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
@@ -260,22 +236,21 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and checks its last record.
+    /// Opens (or creates) the journal in the redb file at `path` and checks its last record.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Journal, JournalError> {
-        let db = Arc::new(redb::Builder::new().set_cache_size(config.cache_bytes).create(path.as_ref())?);
-        let txn = db.begin_write()?;
-        txn.open_table(RECORDS)?;
-        txn.open_table(SNAPSHOTS)?;
-        txn.open_table(IDEMPOTENCY)?;
-        txn.open_table(HISTORY)?;
-        txn.commit()?;
-        let (tip_seq, tip_hash) = read_tip(&db)?;
+        let store = redb_store::RedbStore::open(path.as_ref(), config.cache_bytes)?;
+        Journal::with_store(Arc::new(store), config)
+    }
+
+    /// A journal on `store` (redb, PostgreSQL), its last record checked.
+    pub fn with_store(store: Arc<dyn Store>, config: Config) -> Result<Journal, JournalError> {
+        let (tip_seq, tip_hash) = store.tip()?;
         let tip = Arc::new(AtomicU64::new(tip_seq));
         let poisoned = Arc::new(AtomicBool::new(false));
         let commits_until_failure = Arc::new(AtomicU64::new(u64::MAX));
         let (sender, receiver) = mpsc::sync_channel(config.queue_depth);
         let writer = Writer {
-            db: Arc::clone(&db),
+            store: Arc::clone(&store),
             receiver,
             seq: tip_seq,
             hash: tip_hash,
@@ -292,7 +267,7 @@ impl Journal {
             .spawn(move || writer.run())
             .map_err(|error| JournalError::Storage(format!("cannot start the journal writer: {error}")))?;
         let inner =
-            Inner { db, config, sender: Some(sender), writer: Some(handle), tip, poisoned, commits_until_failure };
+            Inner { store, config, sender: Some(sender), writer: Some(handle), tip, poisoned, commits_until_failure };
         Ok(Journal { inner: Arc::new(inner) })
     }
 
@@ -385,19 +360,7 @@ impl Journal {
         if from == 0 {
             return Err(JournalError::Invalid("sequence numbers start at 1".into()));
         }
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        let Some(start) = table.range(..=from)?.next_back().transpose()?.map(|(key, _)| key.value()) else {
-            return Ok(Vec::new());
-        };
-        let mut reader = record::RangeReader::new(start, hash_before(&table, start)?, from, count_max);
-        for entry in table.range(start..)? {
-            let (key, value) = entry?;
-            if reader.frame(key.value(), value.value())? {
-                break;
-            }
-        }
-        Ok(reader.records())
+        self.inner.store.read_range(from, count_max)
     }
 
     /// Verifies the whole chain, from the first record to the tip; returns the record count.
@@ -409,7 +372,7 @@ impl Journal {
             next = last.seq + 1;
         }
         let count = next - 1;
-        let tip = read_tip(&self.inner.db)?.0;
+        let tip = self.inner.store.tip()?.0;
         if count != tip {
             return Err(missing(count + 1));
         }
@@ -418,10 +381,7 @@ impl Journal {
 
     /// The batch a (merchant, key) was first used for, if any.
     pub fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyEntry>, JournalError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(IDEMPOTENCY)?;
-        let value = table.get((merchant, key))?;
-        value.map(|v| writer::decode_claim(v.value())).transpose()
+        self.inner.store.idempotency(merchant, key)
     }
 
     /// Stores a snapshot of derived state after record `seq`, and drops the oldest beyond
@@ -441,22 +401,7 @@ impl Journal {
 
     /// The newest snapshot, verified against its checksum and against the record it follows.
     pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {
-        let stored = {
-            let txn = self.inner.db.begin_read()?;
-            let table = txn.open_table(SNAPSHOTS)?;
-            let last = table.last()?;
-            last.map(|(seq, value)| (seq.value(), value.value().to_vec()))
-        };
-        let Some((seq, value)) = stored else { return Ok(None) };
-        let (record_hash, state) = record::decode_snapshot(seq, &value)?;
-        let txn = self.inner.db.begin_read()?;
-        if hash_at(&txn.open_table(RECORDS)?, seq)? != record_hash {
-            return Err(JournalError::CorruptSnapshot {
-                seq,
-                reason: "it does not follow the journal's record".into(),
-            });
-        }
-        Ok(Some(Snapshot { seq, state }))
+        self.inner.store.latest_snapshot()
     }
 
     /// Rebuilds derived state: the latest snapshot, then every record after it, in order.
@@ -497,41 +442,7 @@ fn missing(seq: u64) -> JournalError {
     JournalError::Corrupt { seq, reason: "record is missing from the chain".into() }
 }
 
-/// The last record's sequence number and hash, verified against its frame's checksums.
-fn read_tip(db: &Database) -> Result<(u64, [u8; HASH_LEN]), JournalError> {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(RECORDS)?;
-    let Some((key, value)) = table.last()? else { return Ok((0, GENESIS)) };
-    let frame = Frame::open(key.value(), None, value.value())?;
-    Ok((frame.last_seq(), frame.hash()))
-}
-
-/// The chain hash just before the frame that starts at `start`: the genesis hash, or the last
-/// hash of the frame before it (whose own records are verified on the way).
-pub(crate) fn hash_before(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    start: u64,
-) -> Result<[u8; HASH_LEN], JournalError> {
-    if start == 1 {
-        return Ok(GENESIS);
-    }
-    let (key, value) = table.range(..start)?.next_back().transpose()?.ok_or_else(|| missing(start - 1))?;
-    let frame = Frame::open(key.value(), None, value.value())?;
-    if frame.last_seq() != start - 1 {
-        return Err(missing(start - 1));
-    }
-    Ok(frame.hash())
-}
-
-/// The hash of the frame holding record `seq`: what a snapshot taken after `seq` is tied to.
-pub(crate) fn hash_at(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    seq: u64,
-) -> Result<[u8; HASH_LEN], JournalError> {
-    let (key, value) = table.range(..=seq)?.next_back().transpose()?.ok_or_else(|| missing(seq))?;
-    let frame = Frame::open(key.value(), None, value.value())?;
-    if frame.last_seq() < seq {
-        return Err(missing(seq));
-    }
-    Ok(frame.hash())
+/// A history counter's value (a little-endian u128; anything else reads as 0).
+pub(crate) fn decode_counter(value: &[u8]) -> u128 {
+    value.try_into().map(u128::from_le_bytes).unwrap_or(0)
 }

@@ -1,14 +1,13 @@
 //! The journal's single writer thread: it drains the append queue, groups what it finds into
-//! one redb transaction, commits it durably, and only then answers each caller.
+//! one durable transaction of its store, and only then answers each caller.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
-
-use crate::record::{self, HASH_LEN};
-use crate::{Appended, Claim, HISTORY, HistoryOp, IDEMPOTENCY, IdempotencyEntry, JournalError, RECORDS, SNAPSHOTS};
+use crate::record::HASH_LEN;
+use crate::store::{Store, Write};
+use crate::{Appended, Claim, HistoryOp, JournalError};
 
 pub(crate) enum Request {
     Append {
@@ -47,15 +46,8 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<Appended, JournalError>>,
 }
 
-/// What one request of a group asks the write transaction to do.
-struct Write<'a> {
-    payloads: &'a [Vec<u8>],
-    claim: Option<&'a Claim>,
-    history: &'a [HistoryOp],
-}
-
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) receiver: Receiver<Request>,
     /// The last durable record: the chain continues from here.
     pub(crate) seq: u64,
@@ -162,65 +154,12 @@ impl Writer {
         }
     }
 
-    /// Writes one group as one frame in one durable transaction; claims already taken are
+    /// Writes one group in one durable transaction of the store; claims already taken are
     /// answered with the original entry and add no records.
     fn write_group(&mut self, requests: &[Write<'_>]) -> Result<Vec<Appended>, JournalError> {
         self.injected_failure()?;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let first = self.seq + 1;
-        let mut next = first;
-        let mut outcomes = Vec::with_capacity(requests.len());
-        let mut frame: Vec<&[u8]> = Vec::new();
-        {
-            let mut claims = txn.open_table(IDEMPOTENCY)?;
-            // History writes of the whole group, applied in key order below (stable, so writes
-            // to one key keep their order): neighbouring keys share B-tree pages.
-            let mut group_ops: Vec<&HistoryOp> = Vec::new();
-            for Write { payloads, claim, history: ops } in requests {
-                if let Some(claim) = claim {
-                    let key = (claim.merchant.as_str(), claim.key.as_str());
-                    let existing = claims.get(key)?.map(|v| decode_claim(v.value())).transpose()?;
-                    if let Some(entry) = existing {
-                        outcomes.push(Appended::Duplicate(entry));
-                        continue;
-                    }
-                    claims.insert(key, encode_claim(claim).as_slice())?;
-                }
-                group_ops.extend(ops.iter());
-                let count = payloads.len() as u64;
-                outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
-                next += count;
-                frame.extend(payloads.iter().map(Vec::as_slice));
-            }
-            group_ops.sort_by(|a, b| a.key().cmp(b.key()));
-            let mut history = txn.open_table(HISTORY)?;
-            for op in group_ops {
-                match op {
-                    HistoryOp::Put { key, value } => {
-                        history.insert(key.as_slice(), value.as_slice())?;
-                    }
-                    HistoryOp::Add { key, amount } => {
-                        let current = history.get(key.as_slice())?.map_or(0, |v| decode_counter(v.value()));
-                        let sum = current.saturating_add(*amount).to_le_bytes();
-                        history.insert(key.as_slice(), sum.as_slice())?;
-                    }
-                }
-            }
-        }
-        let mut hash = self.hash;
-        {
-            let mut table = txn.open_table(RECORDS)?;
-            let mut frame_first = first;
-            for chunk in frames(&frame, self.frame_bytes_max) {
-                // Encoded straight into the page redb reserves: no intermediate buffer or copy.
-                let mut slot = table.insert_reserve(frame_first, record::frame_len(chunk))?;
-                hash = record::write_frame(slot.as_mut(), frame_first, &hash, chunk);
-                frame_first += chunk.len() as u64;
-            }
-        }
-        txn.commit()?;
-        (self.seq, self.hash) = (next - 1, hash);
+        let (outcomes, tip) = self.store.commit((self.seq, self.hash), requests, self.frame_bytes_max)?;
+        (self.seq, self.hash) = tip;
         Ok(outcomes)
     }
 
@@ -239,75 +178,6 @@ impl Writer {
     }
 
     fn snapshot(&mut self, seq: u64, state: &[u8]) -> Result<(), JournalError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let record_hash = crate::hash_at(&txn.open_table(RECORDS)?, seq)?;
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            snapshots.insert(seq, record::encode_snapshot(&record_hash, state).as_slice())?;
-            while snapshots.len()? > self.snapshots_kept as u64 {
-                snapshots.pop_first()?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
-/// Cuts a commit's records into runs whose encoded frame is at most `bytes_max` (at least one
-/// record each).
-fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<Item = &'b [&'a [u8]]> {
-    let mut rest = records;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = record::frame_len(&[]);
-        let mut take = 0;
-        while take < rest.len() {
-            let next = bytes + record::RECORD_HEADER + rest[take].len();
-            if take > 0 && next > bytes_max {
-                break;
-            }
-            bytes = next;
-            take += 1;
-        }
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
-pub(crate) fn decode_counter(value: &[u8]) -> u128 {
-    value.try_into().map(u128::from_le_bytes).unwrap_or(0)
-}
-
-fn encode_claim(claim: &Claim) -> Vec<u8> {
-    let mut value = Vec::with_capacity(48);
-    value.extend_from_slice(&claim.batch.to_le_bytes());
-    value.extend_from_slice(&claim.body_hash);
-    value
-}
-
-pub(crate) fn decode_claim(value: &[u8]) -> Result<IdempotencyEntry, JournalError> {
-    let corrupt = || JournalError::Storage("idempotency entry has the wrong length".into());
-    let batch = value.get(..16).and_then(|b| b.try_into().ok()).map(u128::from_le_bytes).ok_or_else(corrupt)?;
-    let body_hash = value.get(16..48).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-    Ok(IdempotencyEntry { batch, body_hash })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn frames_respect_the_size_limit_and_keep_every_record_in_order() {
-        let records: Vec<Vec<u8>> = (0..50).map(|i| vec![0; (i * 37) % 300]).collect();
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        for limit in [1, 100, 500, 4096] {
-            let chunks: Vec<_> = super::frames(&refs, limit).collect();
-            assert_eq!(chunks.concat(), refs, "limit {limit}");
-            for chunk in &chunks {
-                assert!(chunk.len() == 1 || crate::record::frame_len(chunk) <= limit, "limit {limit}");
-            }
-        }
+        self.store.write_snapshot(seq, state, self.snapshots_kept)
     }
 }

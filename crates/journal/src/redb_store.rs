@@ -1,0 +1,321 @@
+//! The embedded store: one redb file holding the records (as frames), the snapshots, the
+//! idempotency index and the history store. Commits use `Durability::Immediate`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use crate::record::{self, Frame, GENESIS, HASH_LEN};
+use crate::store::{Store, Tip, Write};
+use crate::{Appended, Claim, HistoryEntry, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+
+macro_rules! storage_error {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for JournalError {
+            fn from(error: $ty) -> JournalError {
+                JournalError::Storage(error.to_string())
+            }
+        }
+    )*};
+}
+storage_error!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+#[derive(Debug)]
+pub(crate) struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the file at `path`, its tables made, with `cache_bytes` of cache.
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<RedbStore, JournalError> {
+        let db = Arc::new(redb::Builder::new().set_cache_size(cache_bytes).create(path)?);
+        let txn = db.begin_write()?;
+        txn.open_table(RECORDS)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(HISTORY)?;
+        txn.commit()?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl Store for RedbStore {
+    fn tip(&self) -> Result<Tip, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let Some((key, value)) = table.last()? else { return Ok((0, GENESIS)) };
+        let frame = Frame::open(key.value(), None, value.value())?;
+        Ok((frame.last_seq(), frame.hash()))
+    }
+
+    fn commit(
+        &self,
+        tip: Tip,
+        writes: &[Write<'_>],
+        frame_bytes_max: usize,
+    ) -> Result<(Vec<Appended>, Tip), JournalError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let first = tip.0 + 1;
+        let mut next = first;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut frame: Vec<&[u8]> = Vec::new();
+        {
+            let mut claims = txn.open_table(IDEMPOTENCY)?;
+            // History writes of the whole group, applied in key order below (stable, so writes
+            // to one key keep their order): neighbouring keys share B-tree pages.
+            let mut group_ops: Vec<&HistoryOp> = Vec::new();
+            for Write { payloads, claim, history: ops } in writes {
+                if let Some(claim) = claim {
+                    let key = (claim.merchant.as_str(), claim.key.as_str());
+                    let existing = claims.get(key)?.map(|v| decode_claim(v.value())).transpose()?;
+                    if let Some(entry) = existing {
+                        outcomes.push(Appended::Duplicate(entry));
+                        continue;
+                    }
+                    claims.insert(key, encode_claim(claim).as_slice())?;
+                }
+                group_ops.extend(ops.iter());
+                let count = payloads.len() as u64;
+                outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
+                next += count;
+                frame.extend(payloads.iter().map(Vec::as_slice));
+            }
+            group_ops.sort_by(|a, b| a.key().cmp(b.key()));
+            apply_history(&txn, &group_ops)?;
+        }
+        let mut hash = tip.1;
+        {
+            let mut table = txn.open_table(RECORDS)?;
+            let mut frame_first = first;
+            for chunk in frames(&frame, frame_bytes_max) {
+                // Encoded straight into the page redb reserves: no intermediate buffer or copy.
+                let mut slot = table.insert_reserve(frame_first, record::frame_len(chunk))?;
+                hash = record::write_frame(slot.as_mut(), frame_first, &hash, chunk);
+                frame_first += chunk.len() as u64;
+            }
+        }
+        txn.commit()?;
+        Ok((outcomes, (next - 1, hash)))
+    }
+
+    fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let record_hash = hash_at(&txn.open_table(RECORDS)?, seq)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            snapshots.insert(seq, record::encode_snapshot(&record_hash, state).as_slice())?;
+            while snapshots.len()? > kept as u64 {
+                snapshots.pop_first()?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {
+        let stored = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(SNAPSHOTS)?;
+            let last = table.last()?;
+            last.map(|(seq, value)| (seq.value(), value.value().to_vec()))
+        };
+        let Some((seq, value)) = stored else { return Ok(None) };
+        let (record_hash, state) = record::decode_snapshot(seq, &value)?;
+        let txn = self.db.begin_read()?;
+        if hash_at(&txn.open_table(RECORDS)?, seq)? != record_hash {
+            return Err(JournalError::CorruptSnapshot {
+                seq,
+                reason: "it does not follow the journal's record".into(),
+            });
+        }
+        Ok(Some(Snapshot { seq, state }))
+    }
+
+    fn read_range(&self, from: u64, count_max: usize) -> Result<Vec<Record>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let Some(start) = table.range(..=from)?.next_back().transpose()?.map(|(key, _)| key.value()) else {
+            return Ok(Vec::new());
+        };
+        let mut reader = record::RangeReader::new(start, hash_before(&table, start)?, from, count_max);
+        for entry in table.range(start..)? {
+            let (key, value) = entry?;
+            if reader.frame(key.value(), value.value())? {
+                break;
+            }
+        }
+        Ok(reader.records())
+    }
+
+    fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyEntry>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDEMPOTENCY)?;
+        let value = table.get((merchant, key))?;
+        value.map(|v| decode_claim(v.value())).transpose()
+    }
+
+    fn history_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        keys.iter().map(|key| Ok(table.get(key.as_slice())?.map(|v| v.value().to_vec()))).collect()
+    }
+
+    fn history_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        count_max: usize,
+    ) -> Result<Vec<HistoryEntry>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some(after) => table.range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?,
+            None => table.range::<&[u8]>(prefix..)?,
+        };
+        for entry in range {
+            let (key, value) = entry?;
+            if !key.value().starts_with(prefix) || out.len() >= count_max {
+                break;
+            }
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        prefixes
+            .iter()
+            .map(|prefix| {
+                let mut keys = Vec::new();
+                for entry in table.range::<&[u8]>(prefix.as_slice()..)? {
+                    let key = entry?.0.value().to_vec();
+                    if !key.starts_with(prefix) || keys.len() >= count_max {
+                        break;
+                    }
+                    keys.push(key);
+                }
+                Ok(keys)
+            })
+            .collect()
+    }
+}
+
+fn apply_history(txn: &WriteTransaction, ops: &[&HistoryOp]) -> Result<(), JournalError> {
+    let mut history = txn.open_table(HISTORY)?;
+    for op in ops {
+        match op {
+            HistoryOp::Put { key, value } => {
+                history.insert(key.as_slice(), value.as_slice())?;
+            }
+            HistoryOp::Add { key, amount } => {
+                let current = history.get(key.as_slice())?.map_or(0, |v| crate::decode_counter(v.value()));
+                let sum = current.saturating_add(*amount).to_le_bytes();
+                history.insert(key.as_slice(), sum.as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a commit's records into runs whose encoded frame is at most `bytes_max` (at least one
+/// record each).
+fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<Item = &'b [&'a [u8]]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = record::frame_len(&[]);
+        let mut take = 0;
+        while take < rest.len() {
+            let next = bytes + record::RECORD_HEADER + rest[take].len();
+            if take > 0 && next > bytes_max {
+                break;
+            }
+            bytes = next;
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+fn encode_claim(claim: &Claim) -> Vec<u8> {
+    let mut value = Vec::with_capacity(48);
+    value.extend_from_slice(&claim.batch.to_le_bytes());
+    value.extend_from_slice(&claim.body_hash);
+    value
+}
+
+fn decode_claim(value: &[u8]) -> Result<IdempotencyEntry, JournalError> {
+    let corrupt = || JournalError::Storage("idempotency entry has the wrong length".into());
+    let batch = value.get(..16).and_then(|b| b.try_into().ok()).map(u128::from_le_bytes).ok_or_else(corrupt)?;
+    let body_hash = value.get(16..48).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    Ok(IdempotencyEntry { batch, body_hash })
+}
+
+fn missing(seq: u64) -> JournalError {
+    JournalError::Corrupt { seq, reason: "record is missing from the chain".into() }
+}
+
+/// The chain hash just before the frame that starts at `start`: the genesis hash, or the last
+/// hash of the frame before it (whose own records are verified on the way).
+fn hash_before(table: &impl ReadableTable<u64, &'static [u8]>, start: u64) -> Result<[u8; HASH_LEN], JournalError> {
+    if start == 1 {
+        return Ok(GENESIS);
+    }
+    let (key, value) = table.range(..start)?.next_back().transpose()?.ok_or_else(|| missing(start - 1))?;
+    let frame = Frame::open(key.value(), None, value.value())?;
+    if frame.last_seq() != start - 1 {
+        return Err(missing(start - 1));
+    }
+    Ok(frame.hash())
+}
+
+/// The hash of the frame holding record `seq`: what a snapshot taken after `seq` is tied to.
+fn hash_at(table: &impl ReadableTable<u64, &'static [u8]>, seq: u64) -> Result<[u8; HASH_LEN], JournalError> {
+    let (key, value) = table.range(..=seq)?.next_back().transpose()?.ok_or_else(|| missing(seq))?;
+    let frame = Frame::open(key.value(), None, value.value())?;
+    if frame.last_seq() < seq {
+        return Err(missing(seq));
+    }
+    Ok(frame.hash())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frames_respect_the_size_limit_and_keep_every_record_in_order() {
+        let records: Vec<Vec<u8>> = (0..50).map(|i| vec![0; (i * 37) % 300]).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        for limit in [1, 100, 500, 4096] {
+            let chunks: Vec<_> = super::frames(&refs, limit).collect();
+            assert_eq!(chunks.concat(), refs, "limit {limit}");
+            for chunk in &chunks {
+                assert!(chunk.len() == 1 || crate::record::frame_len(chunk) <= limit, "limit {limit}");
+            }
+        }
+    }
+}
