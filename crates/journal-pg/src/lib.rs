@@ -23,16 +23,19 @@
 
 mod lease;
 mod schema;
+mod store;
 
 use std::sync::Mutex;
 
 use journal::record::{self, GENESIS, HASH_LEN};
+use journal::store::{Tip, Write};
 use journal::{Appended, Claim, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 pub use lease::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
+pub use store::PgStore;
 
 /// Snapshots kept; older ones are deleted when a newer one is written.
 const SNAPSHOTS_KEPT: i64 = 3;
@@ -89,6 +92,13 @@ pub struct PgAppend {
     pub fence: Option<Fence>,
     /// Commit only if the journal's tip is still this (the state the append was decided on).
     pub expected_tip: Option<u64>,
+}
+
+/// What a commit is made under: a lease's fence, and the tip its writes were decided at.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Conditions<'a> {
+    pub(crate) fence: Option<&'a Fence>,
+    pub(crate) expected_tip: Option<u64>,
 }
 
 /// A lease held: `token` fences every append made under it.
@@ -175,12 +185,29 @@ impl PgJournal {
         if append.payloads.is_empty() {
             return Err(PgError::Invalid("an append needs at least one record".into()));
         }
+        let write = Write { payloads: &append.payloads, claim: append.claim.as_ref(), history: &append.history };
+        let conditions = Conditions { fence: append.fence.as_ref(), expected_tip: append.expected_tip };
+        let (mut outcomes, _) = self.commit_group(&conditions, &[write], usize::MAX)?;
+        Ok(outcomes.pop().expect("one outcome per write"))
+    }
+
+    /// One transaction for a group of writes under `conditions`: the tip row locked (every
+    /// node's appends are serialized by it), the fence and expected tip checked, each write's
+    /// claim taken in order (a taken claim answers with its entry and that write adds
+    /// nothing), the others' records as frames of at most `frame_bytes_max` bytes continuing
+    /// the chain, their history operations in key order, the tip moved, a notice sent.
+    pub(crate) fn commit_group(
+        &self,
+        conditions: &Conditions<'_>,
+        writes: &[Write<'_>],
+        frame_bytes_max: usize,
+    ) -> Result<(Vec<Appended>, Tip), PgError> {
         self.with_client(|client| {
             let mut tx = client.transaction()?;
             let row = tx.query_one("SELECT seq, hash FROM railyard_tip FOR UPDATE", &[])?;
             let tip = seq_of(row.get(0));
             let prev = hash_of(row.get(1), tip)?;
-            if let Some(fence) = &append.fence {
+            if let Some(fence) = conditions.fence {
                 let lease = tx.query_opt(
                     "SELECT token, expires_at > now() FROM railyard_leases WHERE name = $1 FOR SHARE",
                     &[&fence.lease],
@@ -191,36 +218,50 @@ impl PgJournal {
                     return Err(PgError::Fenced { lease: fence.lease.clone(), token: fence.token, current });
                 }
             }
-            if let Some(expected) = append.expected_tip
+            if let Some(expected) = conditions.expected_tip
                 && expected != tip
             {
                 return Err(PgError::Behind { expected, tip });
             }
-            if let Some(claim) = &append.claim {
-                let batch = claim.batch.to_le_bytes();
-                let taken = tx.execute(
-                    "INSERT INTO railyard_idempotency (merchant, key, batch, body_hash) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (merchant, key) DO NOTHING",
-                    &[&claim.merchant, &claim.key, &batch.as_slice(), &claim.body_hash.as_slice()],
-                )?;
-                if taken == 0 {
-                    let row = tx.query_one(
-                        "SELECT batch, body_hash FROM railyard_idempotency WHERE merchant = $1 AND key = $2",
-                        &[&claim.merchant, &claim.key],
+            let mut outcomes = Vec::with_capacity(writes.len());
+            let mut payloads: Vec<&[u8]> = Vec::new();
+            let mut ops: Vec<&HistoryOp> = Vec::new();
+            let mut next = tip + 1;
+            for write in writes {
+                if let Some(claim) = write.claim {
+                    let batch = claim.batch.to_le_bytes();
+                    let taken = tx.execute(
+                        "INSERT INTO railyard_idempotency (merchant, key, batch, body_hash) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (merchant, key) DO NOTHING",
+                        &[&claim.merchant, &claim.key, &batch.as_slice(), &claim.body_hash.as_slice()],
                     )?;
-                    return Ok(Appended::Duplicate(entry(row.get(0), row.get(1))?));
+                    if taken == 0 {
+                        let row = tx.query_one(
+                            "SELECT batch, body_hash FROM railyard_idempotency WHERE merchant = $1 AND key = $2",
+                            &[&claim.merchant, &claim.key],
+                        )?;
+                        outcomes.push(Appended::Duplicate(entry(row.get(0), row.get(1))?));
+                        continue;
+                    }
                 }
+                let count = write.payloads.len() as u64;
+                outcomes.push(Appended::Committed { first: next, last: next + count - 1 });
+                next += count;
+                payloads.extend(write.payloads.iter().map(Vec::as_slice));
+                ops.extend(write.history.iter());
             }
-            let first = tip + 1;
-            let payloads: Vec<&[u8]> = append.payloads.iter().map(Vec::as_slice).collect();
-            let (frame, hash) = record::encode_frame(first, &prev, &payloads);
-            let last = tip + payloads.len() as u64;
-            tx.execute(
-                "INSERT INTO railyard_frames (first_seq, last_seq, hash, body) VALUES ($1, $2, $3, $4)",
-                &[&sql_seq(first)?, &sql_seq(last)?, &hash.as_slice(), &frame],
-            )?;
-            let mut ops: Vec<&HistoryOp> = append.history.iter().collect();
-            ops.sort_by(|a, b| a.key().cmp(b.key())); // a stable order of row locks
+            let mut hash = prev;
+            let mut first = tip + 1;
+            for chunk in record::frames(&payloads, frame_bytes_max) {
+                let (frame, frame_hash) = record::encode_frame(first, &hash, chunk);
+                let last = first + chunk.len() as u64 - 1;
+                tx.execute(
+                    "INSERT INTO railyard_frames (first_seq, last_seq, hash, body) VALUES ($1, $2, $3, $4)",
+                    &[&sql_seq(first)?, &sql_seq(last)?, &frame_hash.as_slice(), &frame],
+                )?;
+                (hash, first) = (frame_hash, last + 1);
+            }
+            ops.sort_by(|a, b| a.key().cmp(b.key())); // stable: writes to one key keep their order
             for op in ops {
                 let value = match op {
                     HistoryOp::Put { value, .. } => value.clone(),
@@ -237,11 +278,14 @@ impl PgJournal {
                     &[&op.key(), &value],
                 )?;
             }
-            tx.execute("UPDATE railyard_tip SET seq = $1, hash = $2", &[&sql_seq(last)?, &hash.as_slice()])?;
-            // Nodes tailing the journal wake on this (delivered at commit).
-            tx.execute("SELECT pg_notify('railyard_journal', $1)", &[&last.to_string()])?;
+            let last = next - 1;
+            if last > tip {
+                tx.execute("UPDATE railyard_tip SET seq = $1, hash = $2", &[&sql_seq(last)?, &hash.as_slice()])?;
+                // Nodes tailing the journal wake on this (delivered at commit).
+                tx.execute("SELECT pg_notify('railyard_journal', $1)", &[&last.to_string()])?;
+            }
             tx.commit()?;
-            Ok(Appended::Committed { first, last })
+            Ok((outcomes, (last, hash)))
         })
     }
 
@@ -311,6 +355,54 @@ impl PgJournal {
         })
     }
 
+    /// The values at `keys`, in their order.
+    pub fn history_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, PgError> {
+        self.with_client(|c| {
+            let rows = c.query("SELECT key, value FROM railyard_history WHERE key = ANY($1)", &[&keys])?;
+            let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+                rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
+            Ok(keys.iter().map(|key| found.remove(key.as_slice())).collect())
+        })
+    }
+
+    /// Up to `count_max` entries whose key starts with `prefix` and sorts after `after`.
+    pub fn history_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        count_max: usize,
+    ) -> Result<Vec<journal::HistoryEntry>, PgError> {
+        let limit = i64::try_from(count_max).unwrap_or(i64::MAX);
+        let end = store::prefix_end(prefix);
+        self.with_client(|c| {
+            let rows = c.query(
+                "SELECT key, value FROM railyard_history
+                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) AND ($3::bytea IS NULL OR key > $3)
+                 ORDER BY key LIMIT $4",
+                &[&prefix, &end, &after, &limit],
+            )?;
+            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+
+    /// For each prefix, up to `count_max` keys that start with it, in key order.
+    pub fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, PgError> {
+        let limit = i64::try_from(count_max).unwrap_or(i64::MAX);
+        self.with_client(|c| {
+            let statement = c.prepare(
+                "SELECT key FROM railyard_history WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3",
+            )?;
+            prefixes
+                .iter()
+                .map(|prefix| {
+                    let end = store::prefix_end(prefix);
+                    let rows = c.query(&statement, &[prefix, &end, &limit])?;
+                    Ok(rows.into_iter().map(|row| row.get(0)).collect())
+                })
+                .collect()
+        })
+    }
+
     pub fn history(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PgError> {
         self.with_client(|c| {
             Ok(c.query_opt("SELECT value FROM railyard_history WHERE key = $1", &[&key])?.map(|row| row.get(0)))
@@ -320,6 +412,11 @@ impl PgJournal {
     /// Stores derived state taken after record `seq`, bound to the chain's hash there; keeps
     /// the newest few.
     pub fn write_snapshot(&self, seq: u64, state: &[u8]) -> Result<(), PgError> {
+        self.write_snapshot_keeping(seq, state, SNAPSHOTS_KEPT)
+    }
+
+    /// `write_snapshot`, keeping the newest `kept`.
+    pub fn write_snapshot_keeping(&self, seq: u64, state: &[u8], kept: i64) -> Result<(), PgError> {
         self.with_client(|c| {
             let tip = seq_of(c.query_one("SELECT seq FROM railyard_tip", &[])?.get(0));
             if seq == 0 || seq > tip {
@@ -333,7 +430,7 @@ impl PgJournal {
             )?;
             tx.execute(
                 "DELETE FROM railyard_snapshots WHERE seq NOT IN (SELECT seq FROM railyard_snapshots ORDER BY seq DESC LIMIT $1)",
-                &[&SNAPSHOTS_KEPT],
+                &[&kept],
             )?;
             tx.commit()?;
             Ok(())

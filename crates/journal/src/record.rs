@@ -172,6 +172,30 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// Cuts a commit's records into runs whose encoded frame is at most `bytes_max` (at least one
+/// record each).
+pub fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<Item = &'b [&'a [u8]]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = frame_len(&[]);
+        let mut take = 0;
+        while take < rest.len() {
+            let next = bytes + RECORD_HEADER + rest[take].len();
+            if take > 0 && next > bytes_max {
+                break;
+            }
+            bytes = next;
+            take += 1;
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// Collects records from consecutive frames read in order: each frame verified against the
 /// chain and required to start where the last ended; records before `from` skipped, at most
 /// `count_max` kept. Shared by the journal's stores.
@@ -252,6 +276,18 @@ pub fn decode_snapshot(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn frames_respect_the_size_limit_and_keep_every_record_in_order() {
+        let records: Vec<Vec<u8>> = (0..50).map(|i| vec![0; (i * 37) % 300]).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        for limit in [1, 100, 500, 4096] {
+            let chunks: Vec<_> = frames(&refs, limit).collect();
+            assert_eq!(chunks.concat(), refs, "limit {limit}");
+            for chunk in &chunks {
+                assert!(chunk.len() == 1 || frame_len(chunk) <= limit, "limit {limit}");
+            }
+        }
+    }
 
     fn decode_all(first: u64, prev: &[u8; HASH_LEN], value: &[u8]) -> Result<Vec<Record>, JournalError> {
         let mut frame = Frame::open(first, Some(prev), value)?;

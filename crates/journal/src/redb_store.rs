@@ -104,7 +104,7 @@ impl Store for RedbStore {
         {
             let mut table = txn.open_table(RECORDS)?;
             let mut frame_first = first;
-            for chunk in frames(&frame, frame_bytes_max) {
+            for chunk in record::frames(&frame, frame_bytes_max) {
                 // Encoded straight into the page redb reserves: no intermediate buffer or copy.
                 let mut slot = table.insert_reserve(frame_first, record::frame_len(chunk))?;
                 hash = record::write_frame(slot.as_mut(), frame_first, &hash, chunk);
@@ -238,30 +238,6 @@ fn apply_history(txn: &WriteTransaction, ops: &[&HistoryOp]) -> Result<(), Journ
     Ok(())
 }
 
-/// Cuts a commit's records into runs whose encoded frame is at most `bytes_max` (at least one
-/// record each).
-fn frames<'a, 'b>(records: &'b [&'a [u8]], bytes_max: usize) -> impl Iterator<Item = &'b [&'a [u8]]> {
-    let mut rest = records;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = record::frame_len(&[]);
-        let mut take = 0;
-        while take < rest.len() {
-            let next = bytes + record::RECORD_HEADER + rest[take].len();
-            if take > 0 && next > bytes_max {
-                break;
-            }
-            bytes = next;
-            take += 1;
-        }
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
 fn encode_claim(claim: &Claim) -> Vec<u8> {
     let mut value = Vec::with_capacity(48);
     value.extend_from_slice(&claim.batch.to_le_bytes());
@@ -302,20 +278,4 @@ fn hash_at(table: &impl ReadableTable<u64, &'static [u8]>, seq: u64) -> Result<[
         return Err(missing(seq));
     }
     Ok(frame.hash())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn frames_respect_the_size_limit_and_keep_every_record_in_order() {
-        let records: Vec<Vec<u8>> = (0..50).map(|i| vec![0; (i * 37) % 300]).collect();
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        for limit in [1, 100, 500, 4096] {
-            let chunks: Vec<_> = super::frames(&refs, limit).collect();
-            assert_eq!(chunks.concat(), refs, "limit {limit}");
-            for chunk in &chunks {
-                assert!(chunk.len() == 1 || crate::record::frame_len(chunk) <= limit, "limit {limit}");
-            }
-        }
-    }
 }

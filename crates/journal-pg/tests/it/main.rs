@@ -4,6 +4,7 @@
 
 mod journal;
 mod leases;
+mod store;
 
 use std::process::Command;
 

@@ -1,0 +1,170 @@
+//! `PgStore`: the PostgreSQL journal behind `journal::Journal` (the `Store` interface), so the
+//! engine runs on it as on redb. The `postgres` client blocks on a runtime of its own, which
+//! must never happen on an async runtime's worker thread: commits run on the journal's writer
+//! thread (a thread of its own), and every other call — reads, the tip, even connecting — runs
+//! on the store's reader thread, its caller waiting for the answer.
+
+use std::sync::mpsc;
+
+use journal::store::{Store, Tip, Write};
+use journal::{Appended, HistoryEntry, IdempotencyEntry, JournalError, Record, Snapshot};
+
+use crate::{Conditions, PgError, PgJournal};
+
+type Job = Box<dyn FnOnce(&PgJournal) + Send>;
+
+/// The journal on PostgreSQL as a `journal::Store`, for one node (no lease yet: its commits
+/// are conditioned on the tip its writer knows, so another writer makes them fail rather
+/// than interleave).
+pub struct PgStore {
+    /// Taken only by `drop`.
+    writer: Option<PgJournal>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Drop for PgStore {
+    /// The client's drop closes its connection by blocking on its runtime: done on a thread
+    /// of its own, since the last handle may be dropped on an async runtime's worker.
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = std::thread::spawn(move || drop(writer)).join();
+        }
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("journal", &self.writer).finish_non_exhaustive()
+    }
+}
+
+fn storage(error: PgError) -> JournalError {
+    match error {
+        PgError::Journal(error) => error,
+        other => JournalError::Storage(other.to_string()),
+    }
+}
+
+impl PgStore {
+    /// Connects (and migrates) from threads of its own, so that it may be called anywhere.
+    pub fn connect(url: &str) -> Result<PgStore, PgError> {
+        let owned = url.to_owned();
+        let writer = std::thread::scope(|scope| scope.spawn(|| PgJournal::connect(&owned)).join())
+            .map_err(|_| PgError::Unavailable("the connecting thread panicked".into()))??;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, connected) = mpsc::sync_channel(1);
+        let owned = url.to_owned();
+        std::thread::Builder::new()
+            .name("journal-pg-reader".into())
+            .spawn(move || match PgJournal::connect(&owned) {
+                Ok(reader) => {
+                    let _ = ready.send(Ok(()));
+                    for job in queue {
+                        job(&reader);
+                    }
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                }
+            })
+            .map_err(|e| PgError::Unavailable(format!("cannot start the reader thread: {e}")))?;
+        connected.recv().map_err(|_| PgError::Unavailable("the reader thread ended".into()))??;
+        Ok(PgStore { writer: Some(writer), jobs })
+    }
+
+    /// Runs `read` on the reader thread and waits for its answer.
+    fn writer(&self) -> &PgJournal {
+        self.writer.as_ref().expect("taken only by drop")
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&PgJournal) -> Result<T, PgError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |journal: &PgJournal| {
+                let _ = answer.send(read(journal));
+            }))
+            .map_err(|_| JournalError::Closed)?;
+        answered.recv().map_err(|_| JournalError::Closed)?.map_err(storage)
+    }
+}
+
+impl Store for PgStore {
+    fn tip(&self) -> Result<Tip, JournalError> {
+        self.read(PgJournal::tip)
+    }
+
+    /// On the journal's writer thread: conditioned on the tip the writer knows.
+    fn commit(
+        &self,
+        tip: Tip,
+        writes: &[Write<'_>],
+        frame_bytes_max: usize,
+    ) -> Result<(Vec<Appended>, Tip), JournalError> {
+        let conditions = Conditions { fence: None, expected_tip: Some(tip.0) };
+        self.writer().commit_group(&conditions, writes, frame_bytes_max).map_err(storage)
+    }
+
+    fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {
+        let kept = i64::try_from(kept).unwrap_or(i64::MAX);
+        self.writer().write_snapshot_keeping(seq, state, kept).map_err(storage)
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {
+        self.read(PgJournal::latest_snapshot)
+    }
+
+    fn read_range(&self, from: u64, count_max: usize) -> Result<Vec<Record>, JournalError> {
+        self.read(move |journal| journal.read_range(from, count_max))
+    }
+
+    fn idempotency(&self, merchant: &str, key: &str) -> Result<Option<IdempotencyEntry>, JournalError> {
+        let (merchant, key) = (merchant.to_owned(), key.to_owned());
+        self.read(move |journal| journal.idempotency(&merchant, &key))
+    }
+
+    fn history_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, JournalError> {
+        let keys = keys.to_vec();
+        self.read(move |journal| journal.history_many(&keys))
+    }
+
+    fn history_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        count_max: usize,
+    ) -> Result<Vec<HistoryEntry>, JournalError> {
+        let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        self.read(move |journal| journal.history_scan(&prefix, after.as_deref(), count_max))
+    }
+
+    fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, JournalError> {
+        let prefixes = prefixes.to_vec();
+        self.read(move |journal| journal.history_keys_many(&prefixes, count_max))
+    }
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: there is none).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prefix_ends_before_the_next_prefix() {
+        assert_eq!(super::prefix_end(b"p\x01"), Some(b"p\x02".to_vec()));
+        assert_eq!(super::prefix_end(b"p\xff\xff"), Some(b"q".to_vec()));
+        assert_eq!(super::prefix_end(b"\xff"), None);
+        assert_eq!(super::prefix_end(b""), None);
+    }
+}
