@@ -278,15 +278,23 @@ pub(crate) fn derived(parts: &[&[u8]]) -> u128 {
 }
 
 impl Engine {
-    /// Opens the journal at `path`, rebuilds the state from it and resumes.
+    /// Opens the redb journal at `path`, rebuilds the state from it and resumes.
     pub async fn open(
         path: &std::path::Path,
-        mut config: EngineConfig,
+        config: EngineConfig,
         rails: Vec<Arc<dyn Rail>>,
         now: Timestamp,
     ) -> Result<Engine, EngineError> {
+        // A configuration refused creates no journal file.
+        Engine::check(&config, &rails)?;
+        let journal = Journal::open(path, config.journal.clone())?;
+        Engine::open_on(journal, config, rails, now).await
+    }
+
+    /// The configuration and the rails agree (checked before any journal is opened).
+    fn check(config: &EngineConfig, rails: &[Arc<dyn Rail>]) -> Result<(), EngineError> {
         config.validate()?;
-        for rail in &rails {
+        for rail in rails {
             let caps = rail.capabilities();
             if caps.confirmations_final == 0 {
                 return Err(EngineError::Config(format!(
@@ -301,7 +309,17 @@ impl Engine {
                 )));
             }
         }
-        let journal = Journal::open(path, config.journal.clone())?;
+        Ok(())
+    }
+
+    /// Rebuilds the state from `journal` (on any store: redb, PostgreSQL) and resumes.
+    pub async fn open_on(
+        journal: Journal,
+        mut config: EngineConfig,
+        rails: Vec<Arc<dyn Rail>>,
+        now: Timestamp,
+    ) -> Result<Engine, EngineError> {
+        Engine::check(&config, &rails)?;
         let recovered = journal.recover_with::<Replayed>(&config.state)?;
         // Treasury's journaled changes win over the file.
         recovered.state.0.policy.apply_to(&mut config);

@@ -493,6 +493,32 @@ impl PgJournal {
     }
 }
 
+/// The URL of database `name` on the server `admin_url` points to, created when missing
+/// (tests give every journal a database of its own on one server). Runs on a thread of its
+/// own, so it may be called from async code.
+pub fn database(admin_url: &str, name: &str) -> Result<String, PgError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(PgError::Invalid(format!("database name {name:?}: lowercase letters, digits and _ only")));
+    }
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| PgError::Invalid("the URL names no database (postgres://user@host:port/db)".into()))?;
+    let url = format!("{base}/{name}");
+    let (admin, name) = (admin_url.to_owned(), name.to_owned());
+    std::thread::spawn(move || -> Result<(), PgError> {
+        let mut client = Client::connect(&admin, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?;
+        let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?.is_some();
+        if !exists {
+            // The name was checked above: only [a-z0-9_].
+            client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| PgError::Unavailable("the connecting thread panicked".into()))??;
+    Ok(url)
+}
+
 /// A node tailing the journal: its own connection, listening for the notice every append
 /// sends at commit.
 pub struct Tail {

@@ -108,7 +108,7 @@ async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
         let path = dir.path().join("journal.redb");
         let world = World::new();
         let (rails, calls, _) = counting(&world);
-        let mut engine = Engine::open(&path, config(), rails, T0).await.unwrap();
+        let mut engine = super::open_engine(&path, config(), rails, T0).await.unwrap();
         fund(&mut engine, T0).await;
         submit_all(&mut engine, 1_000, T0).await;
         engine.journal().fail_after(fail_after);
@@ -150,7 +150,7 @@ async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
         assert_eq!(calls.load(Ordering::SeqCst), calls_at_stop, "fail_after {fail_after}: no rail call after the stop");
         drop(engine);
 
-        let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+        let mut engine = super::open_engine(&path, config(), world.rails(), now).await.unwrap();
         run_until_done(&mut engine, &world, now, 1_000).await;
         super::check_paid_exactly_once(&engine, &world, 1_000);
     }
@@ -161,7 +161,7 @@ async fn a_failed_commit_stops_the_engine_and_no_rail_is_called_after() {
 async fn bad_commands_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     engine.fund_pool(name("base"), Asset::USDC, Amount::new(10u128.pow(13)), 100, T0).await.unwrap();
     let tip = engine.journal().tip();
     let hash = engine.state().state_hash();
@@ -206,7 +206,7 @@ async fn the_largest_allowed_batch_is_journaled_and_replays() {
     cfg.batch_payments_max = 10_000;
     // Small records force the batch across many of them.
     cfg.journal.record_bytes_max = 64 << 10;
-    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     let tip = engine.journal().tip();
     let Intake::Accepted { payments, .. } = engine.submit(MerchantId(1), "big", &drafts(0, 10_000), T0).await.unwrap()
     else {
@@ -220,12 +220,12 @@ async fn the_largest_allowed_batch_is_journaled_and_replays() {
     assert!(records.iter().all(|r| r.payload.len() <= 64 << 10));
     let hash = engine.state().state_hash();
     drop(engine);
-    let engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     assert_eq!(engine.state().state_hash(), hash, "replay gives the same state");
     assert_eq!(engine.state().book.batches.values().next().unwrap().payments, payments);
 
     cfg.journal.append_records_max = 10_000;
-    let error = Engine::open(&dir.path().join("other.redb"), cfg, world.rails(), T0).await.unwrap_err();
+    let error = super::open_engine(&dir.path().join("other.redb"), cfg, world.rails(), T0).await.unwrap_err();
     assert!(error.to_string().contains("lower batch_payments_max"), "{error}");
 }
 
@@ -234,7 +234,7 @@ async fn the_largest_allowed_batch_is_journaled_and_replays() {
 async fn a_tick_makes_at_most_one_commit() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 2_000, T0).await;
     let mut now = T0;
@@ -267,7 +267,7 @@ async fn a_hanging_node_delays_no_other_rail() {
     let (rails, _, hangs) = counting(&world);
     let mut cfg = config();
     cfg.rail_timeout = std::time::Duration::from_millis(200);
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
     fund(&mut engine, T0).await;
     // Half the payments may go only to base, half only to optimism.
     for (i, chain) in [8453u64, 10].into_iter().enumerate() {
@@ -311,7 +311,7 @@ async fn a_rail_down_at_start_starts_with_its_breaker_open() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
     world.sandboxes[0].inject(rails::sandbox::Fault::Outage);
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     assert!(matches!(engine.breaker(name("base"), T0), Some(router::BreakerState::Open { .. })));
     assert_eq!(engine.breaker(name("optimism"), T0), Some(router::BreakerState::Closed));
     fund(&mut engine, T0).await;
@@ -339,7 +339,7 @@ async fn payments_past_their_class_age_limit_are_held_with_a_notice() {
     let mut cfg = config();
     // Urgent payments may wait 5 minutes in the queue; rails take one payment a second.
     cfg.queue.rail_limit = queue::Limit { per_second: 1, burst: 1 };
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     // All urgent, all for base only: base takes one a second, so half of them wait past 5
     // minutes.
@@ -378,7 +378,7 @@ async fn payments_past_their_class_age_limit_are_held_with_a_notice() {
     let mut cfg = config();
     cfg.queue.rail_limit = queue::Limit { per_second: 10_000, burst: 10_000 };
     drop(engine);
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), now).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), now).await.unwrap();
     for id in &held {
         engine.resolve(*id, Resolution::Retry, "op", "capacity restored", now).await.unwrap();
     }
@@ -393,7 +393,7 @@ async fn a_half_open_rail_is_probed_with_one_settlement() {
     let world = World::new();
     let mut cfg = config();
     cfg.settlements_per_tick_max = 8;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     // Only base may carry these.
     let mut batch = drafts(0, 2_000);

@@ -11,7 +11,7 @@ use crate::*;
 const M: MerchantId = MerchantId(7);
 
 async fn engine_with_merchant(path: &std::path::Path, world: &World) -> Engine {
-    let mut engine = Engine::open(path, config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(path, config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     engine.create_key([7; 32], Role::Merchant, Some(M), "shop", "admin", T0).await.unwrap();
     engine
@@ -183,7 +183,7 @@ async fn a_large_payout_waits_its_time_lock_and_two_distinct_approvals_across_a_
 
     // The guard's state survives a restart.
     drop(engine);
-    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
     assert_eq!(engine.state().guards.held[&ids[0]].approvals, vec!["tr2".to_owned()]);
     engine.approve(ids[0], "tr3", Role::Admin, T0).await.unwrap();
     // Approved twice, but the time lock holds it until T0 + 30 s.

@@ -16,7 +16,7 @@ async fn finished_payments_leave_memory_and_stay_queryable() {
     let world = World::new();
     let mut cfg = config();
     cfg.snapshot_every_records = 500;
-    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let intakes = submit_all(&mut engine, 2_000, T0).await;
     let now = run_until_done(&mut engine, &world, T0, 1_000).await;
@@ -56,7 +56,7 @@ async fn finished_payments_leave_memory_and_stay_queryable() {
     let tip = engine.journal().tip();
     drop(engine);
 
-    let engine = Engine::open(&path, cfg, world.rails(), now).await.unwrap();
+    let engine = super::open_engine(&path, cfg, world.rails(), now).await.unwrap();
     assert_eq!(engine.state().state_hash(), hash, "snapshot plus tail gives the same state");
     let snapshot = engine.journal().latest_snapshot().unwrap().expect("snapshots were written");
     assert!(
@@ -85,7 +85,7 @@ async fn reconciliation_is_bounded_per_run_and_rolls_over_history() {
     let world = World::new();
     let mut cfg = config();
     cfg.reconcile_settlements_max = 4;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 1_000, T0).await;
     let now = run_until_done(&mut engine, &world, T0, 1_000).await;
@@ -122,7 +122,7 @@ async fn destination_totals_are_written_only_for_the_balance_check() {
         let world = World::new();
         let mut cfg = config();
         cfg.reconcile_balances = balances;
-        let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+        let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
         fund(&mut engine, T0).await;
         submit_all(&mut engine, 500, T0).await;
         let now = run_until_done(&mut engine, &world, T0, 500).await;

@@ -35,7 +35,7 @@ async fn a_short_pool_settles_what_it_can_and_the_rest_is_held_with_the_reason()
     let world = World::new();
     let mut cfg = config();
     cfg.unroutable_hold_ms = 5_000;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     engine.fund_pool(name("base"), Asset::USDC, Amount::new(4_500), 1, T0).await.unwrap();
     engine.fund_pool(name("base"), Asset::ETH, Amount::new(10u128.pow(12)), 2, T0).await.unwrap();
     let mut ids = Vec::new();
@@ -76,7 +76,7 @@ async fn a_rail_without_its_fee_asset_is_not_chosen() {
     let world = World::new();
     let mut cfg = config();
     cfg.unroutable_hold_ms = 5_000;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     engine.fund_pool(name("optimism"), Asset::USDC, Amount::new(10u128.pow(12)), 1, T0).await.unwrap();
     engine.fund_pool(name("arbitrum"), Asset::USDC, Amount::new(10u128.pow(12)), 2, T0).await.unwrap();
     engine.fund_pool(name("arbitrum"), Asset::ETH, Amount::new(10u128.pow(12)), 3, T0).await.unwrap();

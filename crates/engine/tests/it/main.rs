@@ -156,8 +156,29 @@ pub(crate) fn drafts(start: u64, count: u64) -> Vec<Draft> {
         .collect()
 }
 
+/// Opens the engine on `path`'s journal: the redb file, or — when `RAILYARD_TEST_PG` names a
+/// PostgreSQL server (`scripts/test` runs this suite a second time so) — a database of its
+/// own for that path on the server, through `journal_pg::PgStore`. Reopening the same path
+/// reopens the same database: restarts are restarts on both stores.
+pub(crate) async fn open_engine(
+    path: &std::path::Path,
+    config: EngineConfig,
+    rails: Vec<Arc<dyn Rail>>,
+    now: Timestamp,
+) -> Result<Engine, EngineError> {
+    let Ok(admin) = std::env::var("RAILYARD_TEST_PG") else {
+        return Engine::open(path, config, rails, now).await;
+    };
+    let hash = blake3::hash(path.to_string_lossy().as_bytes());
+    let name = format!("engine_{}", &hash.to_hex()[..16]);
+    let url = journal_pg::database(&admin, &name).expect("a database for this journal");
+    let store = journal_pg::PgStore::connect(&url).expect("the PostgreSQL store");
+    let journal = journal::Journal::with_store(Arc::new(store), config.journal.clone())?;
+    Engine::open_on(journal, config, rails, now).await
+}
+
 async fn open(path: &std::path::Path, world: &World, now: Timestamp) -> Engine {
-    Engine::open(path, config(), world.rails(), now).await.unwrap()
+    open_engine(path, config(), world.rails(), now).await.unwrap()
 }
 
 pub(crate) async fn fund(engine: &mut Engine, now: Timestamp) {
@@ -450,7 +471,7 @@ async fn operators_resolve_held_payments() {
     let world = World::new();
     let mut cfg = config();
     cfg.anomaly.rebroadcasts_max = 0; // a single drop holds the settlement for the operator
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     for sandbox in &world.sandboxes {
         sandbox.inject(Fault::DropNext);
@@ -495,7 +516,7 @@ async fn reconciliation_finds_a_reorg_past_finality_and_nothing_else() {
     let world = World::new();
     let mut cfg = config();
     cfg.reconcile_interval_ms = 10_000;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     submit_all(&mut engine, 500, T0).await;
     let now = run_until_done(&mut engine, &world, T0, 500).await;

@@ -20,7 +20,7 @@ async fn running(
     dir: &std::path::Path,
     world: &World,
 ) -> (EngineHandle, impl Fn() -> Timestamp + Copy, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Engine>) {
-    let mut engine = Engine::open(&dir.join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let (handle, inbox) = service::channel(&mut engine, 64);
     let (service_config, now) = service_config(world);

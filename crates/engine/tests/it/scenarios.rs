@@ -38,7 +38,7 @@ async fn scenario_2_a_settlement_resumed_by_one_leg_and_held_again() {
     let world = World::new();
     let mut cfg = config();
     cfg.anomaly.rebroadcasts_max = 0; // a single drop holds the settlement for the operator
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let batch = urgent_on_base(1, 3);
     let payments = submit_urgent_on_base(&mut engine, 3).await;
@@ -80,7 +80,7 @@ async fn scenario_2_a_settlement_resumed_by_one_leg_and_held_again() {
 async fn scenario_5_an_amount_no_rail_carries_is_refused_at_intake() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     let tip = engine.journal().tip();
     let mut batch = drafts(0, 3);
     batch[2].amount = Amount::new(10u128.pow(25));
@@ -112,7 +112,7 @@ async fn scenario_11_zero_confirmations_to_final_is_refused() {
         fee_cap: Amount::new(100_000),
     };
     rails[0] = std::sync::Arc::new(SandboxRail::new(config_of, T0));
-    let refused = Engine::open(&dir.path().join("journal.redb"), config(), rails, T0).await;
+    let refused = super::open_engine(&dir.path().join("journal.redb"), config(), rails, T0).await;
     let Err(EngineError::Config(message)) = refused else { panic!("refused") };
     assert!(message.contains("rail base: confirmations_final must be at least 1"), "{message}");
 }
@@ -136,7 +136,7 @@ async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
     let world = World::new();
     let mut cfg = config();
     cfg.snapshot_every_records = snapshot_every_records;
-    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     let base = super::name("base");
     engine.fund_pool(base, Asset::USDC, Amount::new(10_000), 1, T0).await.unwrap();
     engine.fund_pool(base, Asset::ETH, Amount::new(10u128.pow(12)), 2, T0).await.unwrap();
@@ -156,7 +156,7 @@ async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
 
     let pool = cfg.state.pools.iter_mut().find(|p| p.rail == base && p.asset == Asset::USDC).unwrap();
     pool.min = Amount::new(5_000);
-    let mut engine = Engine::open(&path, cfg, world.rails(), now).await.expect("starts under the new minimum");
+    let mut engine = super::open_engine(&path, cfg, world.rails(), now).await.expect("starts under the new minimum");
     assert_eq!(engine.journal().latest_snapshot().unwrap().is_some(), snapshot_every_records > 0);
     assert_eq!(engine.state().pools.spendable(base, Asset::USDC, false), Amount::ZERO, "today's minimum applies");
     run_until_done(&mut engine, &world, now, 50).await;
@@ -174,7 +174,7 @@ async fn scenario_3_a_broadcast_refused_for_good_is_held_then_resumed() {
     let world = World::new();
     let mut cfg = config();
     cfg.anomaly.rebroadcasts_max = 2;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     world.sandboxes[0].inject(Fault::RefuseBroadcasts);
     let batch = urgent_on_base(1, 4);
@@ -210,7 +210,7 @@ async fn a_settlement_behind_a_refused_nonce_is_held_not_bumped_for_ever() {
     cfg.anomaly.rebroadcasts_max = 1;
     cfg.anomaly.stuck_after_ms = 3_000;
     cfg.anomaly.bump_budget = 50;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let base_only = |start: u64| urgent_on_base(start, 2);
     world.sandboxes[0].inject(Fault::RefuseBroadcasts);
@@ -258,7 +258,7 @@ async fn scenario_1_a_reorg_while_the_engine_was_down() {
     let world = World::new();
     let mut cfg = config();
     cfg.anomaly.stuck_after_ms = 5_000;
-    let mut engine = Engine::open(&path, cfg.clone(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let batch = urgent_on_base(1, 2);
     let payments = submit_urgent_on_base(&mut engine, 2).await;
@@ -278,7 +278,7 @@ async fn scenario_1_a_reorg_while_the_engine_was_down() {
     world.sandboxes[0].inject(Fault::FeeSpike { multiplier: 3 });
     now = now.saturating_add_ms(10 * BLOCK_MS);
     world.advance(now);
-    let mut engine = Engine::open(&path, cfg, world.rails(), now).await.unwrap();
+    let mut engine = super::open_engine(&path, cfg, world.rails(), now).await.unwrap();
     for _ in 0..30 {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
@@ -300,7 +300,7 @@ async fn scenario_1_a_reorg_while_the_engine_was_down() {
 async fn scenario_8_the_fee_of_a_reverted_settlement_is_booked() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     world.sandboxes[0].inject(Fault::RevertNext);
     let payments = submit_urgent_on_base(&mut engine, 3).await;
@@ -323,7 +323,7 @@ async fn scenario_8_a_batch_that_always_reverts_is_held_after_its_attempts() {
     let world = World::new();
     let mut cfg = config();
     cfg.anomaly.attempts_max = 2;
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let batch = urgent_on_base(1, 2);
     let payments = submit_urgent_on_base(&mut engine, 2).await;
@@ -362,7 +362,7 @@ async fn scenario_6_a_rail_removed_between_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.redb");
     let world = World::new();
-    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
     super::fund(&mut engine, T0).await;
     let base = super::name("base");
     // Three urgent payments that only base carries go out at once; three standard ones that
@@ -389,7 +389,7 @@ async fn scenario_6_a_rail_removed_between_restarts() {
     cfg.state.pools.retain(|p| p.rail != base);
     cfg.state.fee_assets.remove(&base);
     let rails: Vec<_> = world.rails().into_iter().filter(|r| r.capabilities().rail != base).collect();
-    let mut engine = Engine::open(&path, cfg, rails, now).await.expect("starts without the rail");
+    let mut engine = super::open_engine(&path, cfg, rails, now).await.expect("starts without the rail");
     let now = run_until_done(&mut engine, &world, now, 30).await;
     // What was in flight on base (the urgent three, and any that went with them) is held;
     // what was waiting settles on the rails that remain.
@@ -416,7 +416,7 @@ async fn scenario_6_a_rail_removed_between_restarts() {
 async fn scenario_10_the_fee_booked_is_the_fee_paid() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     world.sandboxes[0].inject(Fault::Stuck);
     let payments = submit_urgent_on_base(&mut engine, 2).await;
@@ -451,7 +451,7 @@ async fn scenario_12_a_spender_the_node_cannot_name_is_held() {
     let world = World::new();
     world.sandboxes[0].keep_state(3);
     world.sandboxes[0].inject(Fault::Stuck);
-    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let payments = submit_urgent_on_base(&mut engine, 2).await;
     let now = T0.saturating_add_ms(BLOCK_MS);
@@ -464,7 +464,7 @@ async fn scenario_12_a_spender_the_node_cannot_name_is_held() {
     world.sandboxes[0].inject(Fault::ForeignSpend);
     let now = now.saturating_add_ms(10 * BLOCK_MS);
     world.advance(now);
-    let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), now).await.unwrap();
     let now = run_until_done(&mut engine, &world, now, 10).await;
     assert_eq!(states(&engine, &payments), vec![PaymentState::Held { in_flight: true }; 2]);
     let reason = super::held_reason(&engine, payments[0]).unwrap();
@@ -490,7 +490,7 @@ async fn scenario_7_a_final_settlement_reorged_past_finality_is_sent_again_and_h
     let path = dir.path().join("journal.redb");
     let world = World::new();
     world.sandboxes[0].prune(1);
-    let mut engine = Engine::open(&path, config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let payments = submit_urgent_on_base(&mut engine, 3).await;
     let now = run_until_done(&mut engine, &world, T0, 30).await;
@@ -519,7 +519,7 @@ async fn scenario_7_a_final_settlement_reorged_past_finality_is_sent_again_and_h
 
     // Lost finality is journaled state: a restart keeps it, and the next run sends it again.
     drop(engine);
-    let mut engine = Engine::open(&path, config(), world.rails(), now).await.unwrap();
+    let mut engine = super::open_engine(&path, config(), world.rails(), now).await.unwrap();
     assert!(engine.finality_lost().contains_key(&settlement), "survives a restart");
     let now = run_until_done(&mut engine, &world, now, 5).await;
     engine.reconcile(now).await.unwrap();

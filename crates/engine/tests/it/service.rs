@@ -34,7 +34,7 @@ pub(crate) fn service_config(world: &World) -> (ServiceConfig, impl Fn() -> Time
 async fn commands_and_queries_through_the_handle() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let (handle, inbox) = service::channel(&mut engine, 16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -95,7 +95,7 @@ async fn commands_and_queries_through_the_handle() {
 async fn a_full_channel_answers_busy() {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new();
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
     let (handle, inbox) = service::channel(&mut engine, 1);
     // Nobody runs the engine: the first command takes the only slot and waits there.
     let first = tokio::spawn({
@@ -118,7 +118,7 @@ async fn queries_do_not_wait_for_a_round() {
     let (rails, _, hangs) = counting(&world);
     let mut cfg = config();
     cfg.rail_timeout = Duration::from_secs(2);
-    let mut engine = Engine::open(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), cfg, rails, T0).await.unwrap();
     fund(&mut engine, T0).await;
     let (handle, inbox) = service::channel(&mut engine, 16);
     let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
