@@ -12,17 +12,13 @@
 //! Run: `cargo bench -p benches --bench journal_pg` (RAILYARD_BENCH_SECONDS per figure, default 3).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use journal_pg::cluster::Cluster;
 use journal_pg::{PgAppend, PgJournal};
 
 const RECORD_BYTES: usize = 200;
-
-fn script() -> String {
-    format!("{}/../scripts/pg-cluster", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn records(count: usize, tag: usize) -> Vec<Vec<u8>> {
     (0..count).map(|i| vec![u8::try_from((i + tag) % 251).unwrap(); RECORD_BYTES]).collect()
@@ -41,15 +37,8 @@ fn rate(seconds: u64, batch: usize, mut append: impl FnMut(usize)) -> f64 {
 
 fn main() {
     let seconds: u64 = std::env::var("RAILYARD_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let output = Command::new(script()).arg("start").arg(port.to_string()).output().unwrap();
-    assert!(output.status.success(), "pg-cluster: {}", String::from_utf8_lossy(&output.stderr));
-    let line = String::from_utf8(output.stdout).unwrap();
-    let (url, dir) = line.trim().split_once(' ').unwrap();
-    let dir = dir.to_owned();
-    let stop = scopeguard(move || {
-        let _ = Command::new(script()).arg("stop").arg(&dir).status();
-    });
+    let cluster = Cluster::start();
+    let url = cluster.url.as_str();
     let redb_dir = tempfile::tempdir().unwrap();
 
     println!("durable appends of 200-byte records, records/s ({seconds} s a figure), ratio to the plain table:");
@@ -107,18 +96,5 @@ fn main() {
             local / baseline,
         );
     }
-    drop(stop);
-}
-
-/// Runs `f` when dropped (the cluster is stopped even if a figure panics).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
+    drop(cluster);
 }

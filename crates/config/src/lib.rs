@@ -54,6 +54,37 @@ pub struct File {
     pub anomaly: Option<AnomalyPolicy>,
     #[serde(default)]
     pub api: ApiFile,
+    #[serde(default)]
+    pub journal: JournalFile,
+}
+
+/// Where the journal is kept (`[journal]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum JournalFile {
+    /// The embedded redb file `journal.redb` in `data_dir` (the default).
+    #[default]
+    Redb,
+    /// A PostgreSQL database, its `postgres://` URL read from the environment variable
+    /// `url_env` (a URL may hold a password). The schema is created and migrated at start.
+    Postgres { url_env: String },
+}
+
+/// The journal a configuration names, resolved.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JournalSpec {
+    Redb,
+    Postgres { url: String },
+}
+
+impl std::fmt::Debug for JournalSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JournalSpec::Redb => f.write_str("Redb"),
+            // Only where it points: the URL may hold a password.
+            JournalSpec::Postgres { url } => write!(f, "Postgres({})", url.rsplit('@').next().unwrap_or("")),
+        }
+    }
 }
 
 /// The HTTP API: where it listens and its limits.
@@ -237,6 +268,7 @@ pub struct Loaded {
     /// Deposits to journal at start (sandbox pools), by (rail, asset).
     pub funding: Vec<(RailId, Asset, Amount)>,
     pub api: ApiSettings,
+    pub journal: JournalSpec,
 }
 
 /// Validates the whole file and turns it into the engine's configuration.
@@ -364,6 +396,18 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         requests_per_second: file.api.requests_per_second,
         requests_burst: file.api.requests_burst,
     };
+    let journal = match &file.journal {
+        JournalFile::Redb => JournalSpec::Redb,
+        JournalFile::Postgres { url_env } => {
+            let url = std::env::var(url_env).map_err(|_| {
+                error("journal.url_env", format!("the environment variable {url_env} holds no PostgreSQL URL"))
+            })?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(error("journal.url_env", format!("{url_env} must hold a postgres:// URL")));
+            }
+            JournalSpec::Postgres { url }
+        }
+    };
     Ok(Loaded {
         data_dir: file.data_dir.clone(),
         tick: Duration::from_millis(file.tick_ms),
@@ -371,5 +415,6 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         rails,
         funding,
         api,
+        journal,
     })
 }

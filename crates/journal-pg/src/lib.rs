@@ -21,6 +21,7 @@
 //! an async runtime's worker. A connection that fails is dropped and made again on the next
 //! call, so a PostgreSQL restart is a run of `Unavailable` errors, then service again.
 
+pub mod cluster;
 mod lease;
 mod schema;
 mod store;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use config::{Loaded, build_rails, load, parse};
+use config::{JournalSpec, Loaded, build_rails, load, parse};
 use engine::service::{self, EngineHandle, ServiceConfig};
 use engine::{Draft, Engine, Intake};
 use model::{Amount, Asset, MerchantId, Name, Network, Role, Timestamp};
@@ -95,6 +95,24 @@ fn webhook_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// Opens the engine on the configured journal: `journal.redb` in the data directory, or a
+/// PostgreSQL database (its schema created or migrated first).
+async fn open_engine(loaded: &Loaded, built: &config::BuiltRails) -> anyhow::Result<Engine> {
+    let rails = built.rails.clone();
+    match &loaded.journal {
+        JournalSpec::Redb => {
+            let path = loaded.data_dir.join("journal.redb");
+            Ok(Engine::open(&path, loaded.engine.clone(), rails, now()).await?)
+        }
+        JournalSpec::Postgres { url } => {
+            let store = journal_pg::PgStore::connect(url)
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL journal: {e}"))?;
+            let journal = journal::Journal::with_store(std::sync::Arc::new(store), loaded.engine.journal.clone())?;
+            Ok(Engine::open_on(journal, loaded.engine.clone(), rails, now()).await?)
+        }
+    }
+}
+
 /// Creates an admin key on the engine and returns its secret (to show once).
 pub async fn create_admin_key(engine: &mut Engine, by: &str) -> anyhow::Result<String> {
     let key = api::auth::generate().map_err(|e| anyhow::anyhow!("no randomness for an API key: {e}"))?;
@@ -106,8 +124,7 @@ pub async fn create_admin_key(engine: &mut Engine, by: &str) -> anyhow::Result<S
 /// key is replaced this way; revoke the old one after).
 pub async fn admin_key(loaded: Loaded) -> anyhow::Result<()> {
     let built = build_rails(&loaded.rails, now()).await?;
-    let journal = loaded.data_dir.join("journal.redb");
-    let mut engine = Engine::open(&journal, loaded.engine.clone(), built.rails, now())
+    let mut engine = open_engine(&loaded, &built)
         .await
         .context("cannot open the engine (is a server running on this data directory?)")?;
     let secret = create_admin_key(&mut engine, "railyard admin-key (offline)").await?;
@@ -126,9 +143,7 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     let address = listener.local_addr()?;
     let built = build_rails(&loaded.rails, now()).await?;
     let networks: Vec<Network> = built.rails.iter().map(|r| r.capabilities().network).collect();
-    let journal = loaded.data_dir.join("journal.redb");
-    let mut engine =
-        Engine::open(&journal, loaded.engine.clone(), built.rails, now()).await.context("cannot open the engine")?;
+    let mut engine = open_engine(&loaded, &built).await.context("cannot open the engine")?;
     for (rail, asset, amount) in &loaded.funding {
         if engine.state().pools.available(*rail, *asset).is_zero() {
             let transfer = u128::from_le_bytes(
@@ -187,6 +202,10 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     if let Some(secret) = first_admin {
         println!("admin API key (shown once, store it now): {secret}");
     }
+    let journal = match &loaded.journal {
+        JournalSpec::Redb => loaded.data_dir.join("journal.redb").display().to_string(),
+        postgres => format!("{postgres:?}"),
+    };
     let outcome = drive(&handle, &networks, demo_payments, exit_when_settled, &journal, loaded.tick).await;
     api.set_ready(false);
     let _ = stop.send(true);
@@ -217,7 +236,7 @@ async fn drive(
     networks: &[Network],
     demo_payments: u64,
     exit_when_settled: bool,
-    journal: &Path,
+    journal: &str,
     tick: Duration,
 ) -> anyhow::Result<()> {
     if demo_payments > 0 {
@@ -227,7 +246,7 @@ async fn drive(
             Intake::Duplicate { payments, .. } => println!("demo batch already accepted ({} payments)", payments.len()),
         }
     }
-    println!("railyard serving: journal {}, {} rails, tick {tick:?}", journal.display(), networks.len());
+    println!("railyard serving: journal {journal}, {} rails, tick {tick:?}", networks.len());
     let started = Instant::now();
     let mut last_status = Instant::now();
     loop {

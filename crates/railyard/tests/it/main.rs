@@ -1,6 +1,6 @@
 //! The binary as a user runs it: `serve` on the embedded default settles demo payments and
-//! resumes from its journal; bad configuration exits 64 naming the key; a Bitcoin Core node
-//! (the regtest node) as a rail.
+//! resumes from its journal (redb, or PostgreSQL); bad configuration exits 64 naming the key;
+//! a Bitcoin Core node (the regtest node) as a rail.
 
 mod api;
 mod bitcoin;
@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod devnet;
 mod guards;
+mod postgres;
 mod server;
 mod webhooks;
 
