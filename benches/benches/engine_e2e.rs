@@ -19,7 +19,8 @@
 //!
 //! Run: `cargo bench -p benches --bench engine_e2e` (`RAILYARD_BENCH_PAYMENTS` to change the
 //! scale, default 1,000,000; `RAILYARD_BENCH_CACHE_MIB` to change the journal's page cache from
-//! its default).
+//! its default; `RAILYARD_BENCH_PG=1` to run the engine, and the journal-alone baseline, on the
+//! PostgreSQL journal of a throwaway cluster instead of redb).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
@@ -233,8 +234,36 @@ fn rails_of(sandboxes: &[Arc<SandboxRail>]) -> Vec<Arc<dyn Rail>> {
     sandboxes.iter().map(|s| Arc::clone(s) as Arc<dyn Rail>).collect()
 }
 
+/// The PostgreSQL cluster the run uses when `RAILYARD_BENCH_PG` is set (started on first
+/// use; `stop_cluster` stops it).
+static CLUSTER: std::sync::Mutex<Option<journal_pg::cluster::Cluster>> = std::sync::Mutex::new(None);
+
+fn cluster_url() -> Option<String> {
+    std::env::var_os("RAILYARD_BENCH_PG")?;
+    let mut cluster = CLUSTER.lock().unwrap();
+    Some(cluster.get_or_insert_with(journal_pg::cluster::Cluster::start).url.clone())
+}
+
+fn stop_cluster() {
+    drop(CLUSTER.lock().unwrap().take());
+}
+
+/// The journal at `path`: its redb file, or, on PostgreSQL, a database named after it.
+fn journal_at(path: &std::path::Path, config: journal::Config) -> journal::Journal {
+    match cluster_url() {
+        None => journal::Journal::open(path, config).unwrap(),
+        Some(admin) => {
+            let hash = blake3::hash(path.to_string_lossy().as_bytes());
+            let url = journal_pg::database(&admin, &format!("bench_{}", &hash.to_hex()[..16])).unwrap();
+            journal::Journal::with_store(Arc::new(journal_pg::PgStore::connect(&url).unwrap()), config).unwrap()
+        }
+    }
+}
+
 async fn open(path: &std::path::Path, sandboxes: &[Arc<SandboxRail>], now: Timestamp) -> Engine {
-    Engine::open(path, config(), rails_of(sandboxes), now).await.unwrap()
+    let config = config();
+    let journal = journal_at(path, config.journal.clone());
+    Engine::open_on(journal, config, rails_of(sandboxes), now).await.unwrap()
 }
 
 async fn fund(engine: &mut Engine) {
@@ -247,7 +276,7 @@ async fn fund(engine: &mut Engine) {
 
 /// The journal alone: `records` records of `bytes` payload bytes in all, in `commits` appends.
 fn journal_alone(dir: &std::path::Path, records: u64, bytes: u64, commits: u64) -> Duration {
-    let journal = journal::Journal::open(dir.join("baseline.redb"), journal::Config::default()).unwrap();
+    let journal = journal_at(&dir.join("baseline.redb"), journal::Config::default());
     let per_commit = (records / commits.max(1)).max(1);
     let size = (bytes / records.max(1)).max(1) as usize;
     let started = Instant::now();
@@ -379,11 +408,13 @@ async fn main() {
     let total = (total / BATCH).max(10) * BATCH;
     if std::env::var(PART).is_ok_and(|part| part == "backlog") {
         backlog(total).await;
+        stop_cluster();
         return;
     }
     let small = total / 10;
     println!(
-        "engine_e2e: {MERCHANTS} merchants, 4 classes, ETH+USDC, 3 sandbox rails, batches of {BATCH}, virtual time"
+        "engine_e2e: {MERCHANTS} merchants, 4 classes, ETH+USDC, 3 sandbox rails, batches of {BATCH}, virtual time, journal on {}",
+        if cluster_url().is_some() { "PostgreSQL" } else { "redb" }
     );
 
     // Active payments first, in a fresh process of their own (so that neither run's heap high
@@ -452,4 +483,5 @@ async fn main() {
         rate(total, alone)
     );
     println!("  engine rate / journal-alone rate: {:.2}", alone.as_secs_f64() / m.elapsed.as_secs_f64());
+    stop_cluster();
 }
