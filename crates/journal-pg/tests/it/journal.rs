@@ -139,6 +139,10 @@ fn history_counters_and_snapshots_follow_the_chain() {
     j.append(&PgAppend { history: vec![add(7), put("p1", "final")], ..records(&["two", "three"]) }).unwrap();
     assert_eq!(j.history(b"p1").unwrap(), Some(b"final".to_vec()));
     assert_eq!(j.history(b"total").unwrap(), Some(12u128.to_le_bytes().to_vec()));
+    // Within one append, in order: an add to the stored value, a put over it, an add to that.
+    let reset = HistoryOp::Put { key: b"total".to_vec(), value: 100u128.to_le_bytes().to_vec() };
+    j.append(&PgAppend { history: vec![add(1), reset, add(2)], ..records(&["four"]) }).unwrap();
+    assert_eq!(j.history(b"total").unwrap(), Some(102u128.to_le_bytes().to_vec()));
     assert_eq!(j.history(b"absent").unwrap(), None);
     assert!(matches!(
         j.write_snapshot(9, b"x"),
@@ -150,7 +154,7 @@ fn history_counters_and_snapshots_follow_the_chain() {
     let snapshot = j.latest_snapshot().unwrap().unwrap();
     assert_eq!((snapshot.seq, snapshot.state.as_slice()), (3, b"state after three".as_slice()));
     assert!(matches!(j.append(&records(&[])), Err(PgError::Invalid(_))), "an empty append changes nothing");
-    assert_eq!(j.verify().unwrap(), 3);
+    assert_eq!(j.verify().unwrap(), 4);
 }
 
 #[test]
