@@ -370,21 +370,29 @@ impl PgJournal {
         })
     }
 
-    /// For each prefix, up to `count_max` keys that start with it, in key order.
+    /// For each prefix, up to `count_max` keys that start with it, in key order: one query
+    /// for all of them (intake asks for a whole batch's references at once).
     pub fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, PgError> {
         let limit = i64::try_from(count_max).unwrap_or(i64::MAX);
+        let ends: Vec<Option<Vec<u8>>> = prefixes.iter().map(|prefix| store::prefix_end(prefix)).collect();
         self.with_client(|c| {
-            let statement = c.prepare(
-                "SELECT key FROM railyard_history WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3",
+            let rows = c.query(
+                "SELECT p.i, k.key
+                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS p(prefix, pend, i)
+                 CROSS JOIN LATERAL (
+                     SELECT key FROM railyard_history
+                     WHERE key >= p.prefix AND (p.pend IS NULL OR key < p.pend)
+                     ORDER BY key LIMIT $3
+                 ) k
+                 ORDER BY p.i, k.key",
+                &[&prefixes, &ends, &limit],
             )?;
-            prefixes
-                .iter()
-                .map(|prefix| {
-                    let end = store::prefix_end(prefix);
-                    let rows = c.query(&statement, &[prefix, &end, &limit])?;
-                    Ok(rows.into_iter().map(|row| row.get(0)).collect())
-                })
-                .collect()
+            let mut out = vec![Vec::new(); prefixes.len()];
+            for row in rows {
+                let at = usize::try_from(row.get::<_, i64>(0) - 1).expect("ordinality starts at 1");
+                out[at].push(row.get(1));
+            }
+            Ok(out)
         })
     }
 
