@@ -22,21 +22,23 @@
 //! call, so a PostgreSQL restart is a run of `Unavailable` errors, then service again.
 
 pub mod cluster;
+mod history;
 mod lease;
 mod schema;
 mod store;
+mod tail;
 
 use std::sync::Mutex;
 
 use journal::record::{self, GENESIS, HASH_LEN};
 use journal::store::{Tip, Write};
 use journal::{Appended, Claim, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 pub use lease::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
 pub use store::PgStore;
+pub use tail::Tail;
 
 /// Snapshots kept; older ones are deleted when a newer one is written.
 const SNAPSHOTS_KEPT: i64 = 3;
@@ -262,7 +264,7 @@ impl PgJournal {
                 )?;
                 (hash, first) = (frame_hash, last + 1);
             }
-            write_history(&mut tx, &ops)?;
+            history::write_history(&mut tx, &ops)?;
             let last = next - 1;
             if last > tip {
                 tx.execute("UPDATE railyard_tip SET seq = $1, hash = $2", &[&sql_seq(last)?, &hash.as_slice()])?;
@@ -337,68 +339,6 @@ impl PgJournal {
             )?
             .map(|row| entry(row.get(0), row.get(1)))
             .transpose()
-        })
-    }
-
-    /// The values at `keys`, in their order.
-    pub fn history_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, PgError> {
-        self.with_client(|c| {
-            let rows = c.query("SELECT key, value FROM railyard_history WHERE key = ANY($1)", &[&keys])?;
-            let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
-                rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
-            Ok(keys.iter().map(|key| found.remove(key.as_slice())).collect())
-        })
-    }
-
-    /// Up to `count_max` entries whose key starts with `prefix` and sorts after `after`.
-    pub fn history_scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        count_max: usize,
-    ) -> Result<Vec<journal::HistoryEntry>, PgError> {
-        let limit = i64::try_from(count_max).unwrap_or(i64::MAX);
-        let end = store::prefix_end(prefix);
-        self.with_client(|c| {
-            let rows = c.query(
-                "SELECT key, value FROM railyard_history
-                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) AND ($3::bytea IS NULL OR key > $3)
-                 ORDER BY key LIMIT $4",
-                &[&prefix, &end, &after, &limit],
-            )?;
-            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
-        })
-    }
-
-    /// For each prefix, up to `count_max` keys that start with it, in key order: one query
-    /// for all of them (intake asks for a whole batch's references at once).
-    pub fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, PgError> {
-        let limit = i64::try_from(count_max).unwrap_or(i64::MAX);
-        let ends: Vec<Option<Vec<u8>>> = prefixes.iter().map(|prefix| store::prefix_end(prefix)).collect();
-        self.with_client(|c| {
-            let rows = c.query(
-                "SELECT p.i, k.key
-                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS p(prefix, pend, i)
-                 CROSS JOIN LATERAL (
-                     SELECT key FROM railyard_history
-                     WHERE key >= p.prefix AND (p.pend IS NULL OR key < p.pend)
-                     ORDER BY key LIMIT $3
-                 ) k
-                 ORDER BY p.i, k.key",
-                &[&prefixes, &ends, &limit],
-            )?;
-            let mut out = vec![Vec::new(); prefixes.len()];
-            for row in rows {
-                let at = usize::try_from(row.get::<_, i64>(0) - 1).expect("ordinality starts at 1");
-                out[at].push(row.get(1));
-            }
-            Ok(out)
-        })
-    }
-
-    pub fn history(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PgError> {
-        self.with_client(|c| {
-            Ok(c.query_opt("SELECT value FROM railyard_history WHERE key = $1", &[&key])?.map(|row| row.get(0)))
         })
     }
 
@@ -512,109 +452,11 @@ pub fn database(admin_url: &str, name: &str) -> Result<String, PgError> {
     Ok(url)
 }
 
-/// A node tailing the journal: its own connection, listening for the notice every append
-/// sends at commit.
-pub struct Tail {
-    client: Client,
-}
-
-impl std::fmt::Debug for Tail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tail").finish_non_exhaustive()
-    }
-}
-
-impl Tail {
-    /// Listens on `url`'s journal.
-    pub fn listen(url: &str) -> Result<Tail, PgError> {
-        let mut client = Client::connect(url, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?;
-        client.batch_execute("LISTEN railyard_journal")?;
-        Ok(Tail { client })
-    }
-
-    /// Returns the journal's tip once it is past `after`, or after `timeout` whatever it is.
-    /// Woken by the appends' notices; the tip row is read again either way, so a notice
-    /// missed or merged with another costs at most `timeout`, never a record.
-    pub fn wait(&mut self, after: u64, timeout: std::time::Duration) -> Result<u64, PgError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let tip = seq_of(self.client.query_one("SELECT seq FROM railyard_tip", &[])?.get(0));
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if tip > after || left.is_zero() {
-                return Ok(tip);
-            }
-            let mut notices = self.client.notifications();
-            // One notice is enough to read the tip again; the others already queued are
-            // dropped without waiting (a blocking drain would wait out the timeout).
-            if notices.timeout_iter(left).next()?.is_some() {
-                let mut queued = notices.iter();
-                while queued.next()?.is_some() {}
-            }
-        }
-    }
-}
-
-/// The group's history operations in three statements, whatever their number: the counters
-/// they add to read at once (`FOR UPDATE`), every operation applied in order in memory, and
-/// each key's final value written by one upsert (a statement per operation made the engine's
-/// commits on PostgreSQL a hundred times slower than the records alone).
-fn write_history(tx: &mut postgres::Transaction<'_>, ops: &[&HistoryOp]) -> Result<(), PgError> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    let added: Vec<&[u8]> = ops
-        .iter()
-        .filter_map(|op| match op {
-            HistoryOp::Add { key, .. } => Some(key.as_slice()),
-            HistoryOp::Put { .. } => None,
-        })
-        .collect();
-    let mut values: std::collections::BTreeMap<&[u8], Vec<u8>> = std::collections::BTreeMap::new();
-    let mut current: std::collections::HashMap<Vec<u8>, u128> = std::collections::HashMap::new();
-    if !added.is_empty() {
-        // Sorted, so that concurrent writers lock rows in one order.
-        let mut keys = added.clone();
-        keys.sort_unstable();
-        keys.dedup();
-        for row in
-            tx.query("SELECT key, value FROM railyard_history WHERE key = ANY($1) ORDER BY key FOR UPDATE", &[&keys])?
-        {
-            current.insert(row.get(0), counter(row.get(1)));
-        }
-    }
-    for op in ops {
-        match op {
-            HistoryOp::Put { key, value } => {
-                values.insert(key.as_slice(), value.clone());
-            }
-            HistoryOp::Add { key, amount } => {
-                // The latest value of the key in this group (a put or an add), else the stored one.
-                let base = match values.get(key.as_slice()) {
-                    Some(value) => counter(value.clone()),
-                    None => current.get(key.as_slice()).copied().unwrap_or(0),
-                };
-                values.insert(key.as_slice(), base.saturating_add(*amount).to_le_bytes().to_vec());
-            }
-        }
-    }
-    let (keys, values): (Vec<&[u8]>, Vec<Vec<u8>>) = values.into_iter().unzip();
-    tx.execute(
-        "INSERT INTO railyard_history (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        &[&keys, &values],
-    )?;
-    Ok(())
-}
-
 fn entry(batch: Vec<u8>, body_hash: Vec<u8>) -> Result<IdempotencyEntry, PgError> {
     let corrupt = || PgError::Journal(JournalError::Storage("idempotency entry has the wrong length".into()));
     let batch: [u8; 16] = batch.try_into().map_err(|_| corrupt())?;
     let body_hash: [u8; 32] = body_hash.try_into().map_err(|_| corrupt())?;
     Ok(IdempotencyEntry { batch: u128::from_le_bytes(batch), body_hash })
-}
-
-fn counter(value: Vec<u8>) -> u128 {
-    value.try_into().map(u128::from_le_bytes).unwrap_or(0)
 }
 
 fn missing(seq: u64) -> PgError {
