@@ -18,6 +18,7 @@
 
 mod access;
 pub mod audit;
+mod follower;
 mod gate;
 pub mod guards;
 mod history;
@@ -47,6 +48,7 @@ use queue::{Queue, QueueConfig};
 use rails::Rail;
 use router::{AnomalyPolicy, Breaker, BreakerConfig, Router, Rule, Weights};
 
+pub use follower::Follower;
 pub use intake::{Draft, Intake, IntakeError, RowError};
 pub use operator::OperatorError;
 pub use reconcile::{Difference, Reconciliation};

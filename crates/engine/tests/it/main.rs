@@ -2,6 +2,7 @@
 //! with failover, a restart mid-run, and bad input that changes nothing.
 
 mod faults;
+mod follower;
 mod guards;
 mod history;
 mod liquidity;
