@@ -14,6 +14,7 @@ pub mod dashboard;
 mod guards;
 mod merchant;
 mod metrics;
+pub mod node;
 mod ops;
 pub mod problem;
 pub mod webhooks;
@@ -73,6 +74,9 @@ pub struct Api {
     pub deliveries: Arc<Deliveries>,
     limiter: Arc<auth::KeyLimiter>,
     ready: Arc<AtomicBool>,
+    /// Set on a node sharing its journal with others.
+    node: Arc<std::sync::RwLock<Option<node::NodeView>>>,
+    forwarder: reqwest::Client,
     /// Open event streams (`dashboard::STREAMS_MAX` at most).
     streams: Arc<tokio::sync::Semaphore>,
     pub pool_history: Arc<dashboard::PoolHistory>,
@@ -88,6 +92,8 @@ impl Api {
             deliveries: Arc::new(Deliveries::default()),
             limiter,
             ready: Arc::new(AtomicBool::new(false)),
+            node: Arc::default(),
+            forwarder: node::forwarder(),
             streams: Arc::new(tokio::sync::Semaphore::new(dashboard::STREAMS_MAX)),
             pool_history: Arc::new(dashboard::PoolHistory::default()),
         }
@@ -104,8 +110,18 @@ impl Api {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Ready: serving, the engine running, and on a standby caught up with the journal.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.handle.read(|m| m.stopped.is_none())
+        self.ready.load(Ordering::SeqCst) && self.handle.read(|m| m.stopped.is_none() && m.lag == 0)
+    }
+
+    /// Where this node stands among the nodes sharing its journal.
+    pub fn set_node(&self, view: node::NodeView) {
+        *self.node.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
+    }
+
+    pub fn node(&self) -> Option<node::NodeView> {
+        self.node.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -150,6 +166,7 @@ pub fn app(api: Api) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
         .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), node::forward_changes))
         .with_state(api)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

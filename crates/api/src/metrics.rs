@@ -42,6 +42,11 @@ pub struct Metrics {
     pool_available: Family<Labels, Gauge<f64, AtomicU64>>,
     pool_reserved: Family<Labels, Gauge<f64, AtomicU64>>,
     guard_held: Gauge,
+    leader: Gauge,
+    lease_token: Gauge,
+    replication_lag: Gauge,
+    fencing_refusals: Gauge,
+    promotions: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,6 +77,11 @@ impl Default for Metrics {
             pool_available: Family::default(),
             pool_reserved: Family::default(),
             guard_held: Gauge::default(),
+            leader: Gauge::default(),
+            lease_token: Gauge::default(),
+            replication_lag: Gauge::default(),
+            fencing_refusals: Gauge::default(),
+            promotions: Gauge::default(),
         };
         registry.register(
             "intake_seconds",
@@ -121,6 +131,23 @@ impl Default for Metrics {
             "a pool's reserved balance, in the asset's units",
             metrics.pool_reserved.clone(),
         );
+        registry.register("node_leader", "1 while this node holds the engine lease and acts", metrics.leader.clone());
+        registry.register(
+            "node_lease_token",
+            "the engine lease's fencing token while held",
+            metrics.lease_token.clone(),
+        );
+        registry.register(
+            "node_replication_lag_records",
+            "records in the shared journal this standby has not applied yet",
+            metrics.replication_lag.clone(),
+        );
+        registry.register(
+            "node_fencing_refusals",
+            "commits refused because this node's lease was lost (since start)",
+            metrics.fencing_refusals.clone(),
+        );
+        registry.register("node_promotions", "times this node took the engine lease", metrics.promotions.clone());
         registry.register("guard_held", "payouts held by mis-transfer guards", metrics.guard_held.clone());
         Metrics { registry, ..metrics }
     }
@@ -181,7 +208,14 @@ impl Metrics {
                 self.pool_reserved.get_or_create(&labels).set(units(pool.asset, pool.reserved));
             }
             self.guard_held.set(to_gauge(m.guards.held.len()));
+            self.replication_lag.set(to_gauge(m.lag));
         });
+        if let Some(node) = api.node() {
+            self.leader.set(i64::from(node.leader));
+            self.lease_token.set(node.token.unwrap_or(0));
+            self.fencing_refusals.set(to_gauge(node.fencing_refusals));
+            self.promotions.set(to_gauge(node.promotions));
+        }
         self.webhook_backlog.set(to_gauge(api.deliveries.backlog()));
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &self.registry) {
@@ -208,13 +242,18 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 when the engine is open and running and the server takes requests; 503 otherwise.
+/// 200 when the engine is open and running (on a standby: caught up with the journal) and the
+/// server takes requests; 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, body = String), (status = 503, body = String)))]
 async fn readyz(State(api): State<Api>) -> (StatusCode, String) {
     if api.is_ready() {
         (StatusCode::OK, "ready".to_owned())
     } else {
-        let why = api.handle.read(|m| m.stopped.clone()).unwrap_or_else(|| "starting".to_owned());
+        let why = api.handle.read(|m| match (&m.stopped, m.lag) {
+            (Some(stopped), _) => stopped.clone(),
+            (None, 0) => "starting".to_owned(),
+            (None, lag) => format!("catching up with the journal: {lag} records behind"),
+        });
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", crate::batch::clip(&why)))
     }
 }

@@ -67,14 +67,28 @@ pub enum JournalFile {
     Redb,
     /// A PostgreSQL database, its `postgres://` URL read from the environment variable
     /// `url_env` (a URL may hold a password). The schema is created and migrated at start.
-    Postgres { url_env: String },
+    /// Several nodes may share it: each acts only while it holds the engine lease, renewed
+    /// every quarter of `lease_ttl_ms`; the others stand by, following the journal, and
+    /// forward commands to the holder at the `advertise_url` it registered (default
+    /// `http://<api.listen>`).
+    Postgres {
+        url_env: String,
+        #[serde(default = "lease_ttl_default")]
+        lease_ttl_ms: u64,
+        #[serde(default)]
+        advertise_url: Option<String>,
+    },
+}
+
+fn lease_ttl_default() -> u64 {
+    5_000
 }
 
 /// The journal a configuration names, resolved.
 #[derive(Clone, PartialEq, Eq)]
 pub enum JournalSpec {
     Redb,
-    Postgres { url: String },
+    Postgres { url: String, lease_ttl: Duration, advertise_url: Option<String> },
 }
 
 impl std::fmt::Debug for JournalSpec {
@@ -82,7 +96,7 @@ impl std::fmt::Debug for JournalSpec {
         match self {
             JournalSpec::Redb => f.write_str("Redb"),
             // Only where it points: the URL may hold a password.
-            JournalSpec::Postgres { url } => write!(f, "Postgres({})", url.rsplit('@').next().unwrap_or("")),
+            JournalSpec::Postgres { url, .. } => write!(f, "Postgres({})", url.rsplit('@').next().unwrap_or("")),
         }
     }
 }
@@ -398,14 +412,29 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
     };
     let journal = match &file.journal {
         JournalFile::Redb => JournalSpec::Redb,
-        JournalFile::Postgres { url_env } => {
+        JournalFile::Postgres { url_env, lease_ttl_ms, advertise_url } => {
+            if !(300..=600_000).contains(lease_ttl_ms) {
+                return Err(error(
+                    "journal.lease_ttl_ms",
+                    "a lease lasts between 300 ms and 10 minutes: long enough to be renewed four times over a slow database, short enough that a dead node's rails wait little",
+                ));
+            }
+            if let Some(advertised) = advertise_url
+                && !(advertised.starts_with("http://") || advertised.starts_with("https://"))
+            {
+                return Err(error("journal.advertise_url", "an http:// or https:// URL other nodes can reach"));
+            }
             let url = std::env::var(url_env).map_err(|_| {
                 error("journal.url_env", format!("the environment variable {url_env} holds no PostgreSQL URL"))
             })?;
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(error("journal.url_env", format!("{url_env} must hold a postgres:// URL")));
             }
-            JournalSpec::Postgres { url }
+            JournalSpec::Postgres {
+                url,
+                lease_ttl: Duration::from_millis(*lease_ttl_ms),
+                advertise_url: advertise_url.clone(),
+            }
         }
     };
     Ok(Loaded {

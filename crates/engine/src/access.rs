@@ -106,7 +106,11 @@ impl Engine {
     }
 
     /// Up to `limit` undelivered notices after `after` (by id), for the webhook sender.
+    /// None on a standby: the leader's node delivers (and acknowledges) them.
     pub fn outbox_page(&self, after: Option<u128>, limit: usize) -> Vec<(u128, Notice)> {
+        if self.is_standby() {
+            return Vec::new();
+        }
         let range = match after {
             Some(after) => self.state.outbox.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => self.state.outbox.range(..),

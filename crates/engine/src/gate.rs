@@ -13,6 +13,9 @@ use crate::{Engine, EngineError, derived, history};
 impl Engine {
     /// Every entry point starts here: a stopped engine does nothing more.
     pub(crate) fn running(&self) -> Result<(), EngineError> {
+        if self.standby.is_some() {
+            return Err(EngineError::Standby);
+        }
         match &self.stopped {
             Some(reason) => Err(EngineError::Stopped(reason.clone())),
             None => Ok(()),

@@ -34,6 +34,7 @@ mod routing;
 pub mod service;
 mod settling;
 mod staging;
+mod standby;
 pub mod state;
 pub mod stats;
 mod watching;
@@ -147,6 +148,11 @@ pub enum EngineError {
     Refused(String),
     #[error("the engine stopped and does nothing more until it is reopened from the journal: {0}")]
     Stopped(String),
+    /// This node follows the journal another node writes and acts on nothing.
+    #[error(
+        "this node is a standby: it follows the journal the leader writes and acts on nothing; send commands to the leader"
+    )]
+    Standby,
     /// A money invariant does not hold in the state the journal gives: a bug, or a journal from
     /// a build that had one. The engine refuses to act on it.
     #[error("a money invariant does not hold: {0}")]
@@ -258,7 +264,15 @@ pub struct Engine {
     quotes: BTreeMap<RailId, quotes::Quoted>,
     next_reconcile: Timestamp,
     last_reconciliation: Option<Reconciliation>,
+    /// Set on a standby node: it follows the journal another node writes (see `standby`).
+    standby: Option<standby::Following>,
+    /// On a node acting under a lease: whether the lease is still surely held. Checked before
+    /// every round and every broadcast; `false` stops the engine.
+    lease_guard: Option<LeaseGuard>,
 }
+
+/// Whether the lease a node acts under is still surely its own.
+pub type LeaseGuard = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -317,10 +331,22 @@ impl Engine {
     /// Rebuilds the state from `journal` (on any store: redb, PostgreSQL) and resumes.
     pub async fn open_on(
         journal: Journal,
-        mut config: EngineConfig,
+        config: EngineConfig,
         rails: Vec<Arc<dyn Rail>>,
         now: Timestamp,
     ) -> Result<Engine, EngineError> {
+        let (mut engine, _) = Engine::build(journal, config, rails, now)?;
+        engine.resume(now).await?;
+        Ok(engine)
+    }
+
+    /// The engine as the journal leaves it, before recovery acts; and the last record applied.
+    fn build(
+        journal: Journal,
+        mut config: EngineConfig,
+        rails: Vec<Arc<dyn Rail>>,
+        now: Timestamp,
+    ) -> Result<(Engine, u64), EngineError> {
         Engine::check(&config, &rails)?;
         let recovered = journal.recover_with::<Replayed>(&config.state)?;
         // Treasury's journaled changes win over the file.
@@ -342,7 +368,7 @@ impl Engine {
         );
         let staging = staging::Staging::new(queue, batcher, &state.book);
         let recovered_hash = state.state_hash();
-        let mut engine = Engine {
+        let engine = Engine {
             config,
             journal,
             state,
@@ -380,9 +406,10 @@ impl Engine {
             quotes: BTreeMap::new(),
             next_reconcile: now,
             last_reconciliation: None,
+            standby: None,
+            lease_guard: None,
         };
-        engine.resume(now).await?;
-        Ok(engine)
+        Ok((engine, recovered.seq))
     }
 
     pub fn state(&self) -> &EngineState {
@@ -436,7 +463,11 @@ impl Engine {
     /// One round of work at `now`: watch and react, fail over, route and plan; one commit;
     /// then the round's broadcasts.
     pub async fn tick(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        if self.standby.is_some() {
+            return self.follow().map(|_| ());
+        }
         self.running()?;
+        self.check_lease()?;
         self.watch_all(now).await?;
         self.hold_stale(now)?;
         self.release_guards(now)?;

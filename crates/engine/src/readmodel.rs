@@ -63,8 +63,13 @@ pub struct SettledTotals {
 pub struct ReadModel {
     /// The time of the round that published it.
     pub as_of: Timestamp,
-    /// The journal's tip when it was published.
+    /// The journal's tip when it was published (on a standby: the last record it applied).
     pub tip: u64,
+    /// On a standby: records the shared journal holds past `tip`, at the last look (0: caught
+    /// up).
+    pub lag: u64,
+    /// Whether this node is a standby (it follows; the leader acts).
+    pub standby: bool,
     /// Why the engine stopped, if it did.
     pub stopped: Option<String>,
     pub counts: BTreeMap<PaymentState, u64>,
@@ -168,7 +173,9 @@ impl Engine {
             });
         }
         model.as_of = now;
-        model.tip = self.journal.tip();
+        model.tip = self.applied();
+        model.lag = self.lag();
+        model.standby = self.standby.is_some();
         model.stopped = self.stopped.clone();
         model.counts = self.state.book.counts().clone();
         model.outbox = self.state.outbox.len();

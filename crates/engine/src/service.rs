@@ -184,17 +184,48 @@ impl std::fmt::Debug for ServiceConfig {
 
 /// A handle and its inbox, with room for `capacity` waiting commands.
 pub fn channel(engine: &mut Engine, capacity: usize) -> (EngineHandle, Inbox) {
+    let (handle, inbox) = unattached(capacity, engine.journal().clone());
+    attach(engine, &inbox, Timestamp(0));
+    (handle, inbox)
+}
+
+/// A handle and its inbox with no engine yet (`attach` one, then `run` it): a node whose
+/// engine is reopened — promoted from standby, or after its database came back — keeps one
+/// handle for its whole life. History queries read `journal`.
+pub fn unattached(capacity: usize, journal: Journal) -> (EngineHandle, Inbox) {
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
+    let read = Arc::new(RwLock::new(ReadModel::default()));
+    let handle = EngineHandle { commands: sender, read: Arc::clone(&read), journal };
+    (handle, Inbox { commands: receiver, read })
+}
+
+/// Makes `engine` the one behind `inbox`: the read model is replaced, at once, by one built
+/// from everything open in it (an open payment is not in the history store, so it must be in
+/// the read model from the first publication on).
+pub fn attach(engine: &mut Engine, inbox: &Inbox, now: Timestamp) {
     engine.track_changes = true;
-    // Everything open goes into the first publication: after a restart the read model starts
-    // empty, and an open payment (not in the history store) would read as unknown until
-    // something touched it.
     engine.touched.extend(engine.state.book.payments.keys().copied());
     engine.touched_batches.extend(engine.state.book.batches.keys().copied());
     engine.touched_settlements.extend(engine.state.book.settlements.keys().copied());
-    let (sender, receiver) = mpsc::channel(capacity.max(1));
-    let read = Arc::new(RwLock::new(ReadModel::default()));
-    let handle = EngineHandle { commands: sender, read: Arc::clone(&read), journal: engine.journal().clone() };
-    (handle, Inbox { commands: receiver, read })
+    let fresh = RwLock::new(ReadModel::default());
+    engine.publish(&fresh, now, true);
+    *inbox.read.write().expect("read model lock") = fresh.into_inner().expect("read model lock");
+}
+
+impl Inbox {
+    /// While no engine is attached: commands waiting are dropped (each caller is answered
+    /// `Unavailable`), and the read model says why.
+    pub fn refuse_waiting(&mut self, why: &str) {
+        while let Ok(command) = self.commands.try_recv() {
+            drop(command);
+        }
+        self.read.write().expect("read model lock").stopped = Some(why.to_owned());
+    }
+
+    /// The read model, for the code that drives the engine.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+        f(&self.read.read().expect("read model lock"))
+    }
 }
 
 macro_rules! ask {
@@ -439,9 +470,19 @@ impl EngineHandle {
 /// commands as they come, the read model published after each. A stopped engine keeps
 /// answering (every command gets `Stopped`) and runs no more rounds.
 pub async fn run(
-    mut engine: Engine,
+    engine: Engine,
     mut inbox: Inbox,
     mut config: ServiceConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Engine {
+    run_attached(engine, &mut inbox, &mut config, shutdown).await
+}
+
+/// `run` on an inbox the caller keeps (to attach another engine after this one returns).
+pub async fn run_attached(
+    mut engine: Engine,
+    inbox: &mut Inbox,
+    config: &mut ServiceConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Engine {
     let now = (config.now)();

@@ -134,6 +134,9 @@ impl Engine {
     /// stages what they tell: a successful first broadcast is journaled by the next commit.
     pub(crate) async fn run_effects(&mut self, now: Timestamp) -> Result<(), EngineError> {
         self.running()?;
+        // What was committed is journaled: a node that lost its lease leaves sending it to
+        // the next holder, whose recovery sends the same bytes.
+        self.check_lease()?;
         let effects = std::mem::take(&mut self.effects);
         if effects.is_empty() {
             return Ok(());

@@ -10,8 +10,8 @@
 //! again in every append's transaction, so the local deadline is an early stop, not the guard.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,15 @@ struct Held {
 #[derive(Debug, Default)]
 struct Shared {
     held: Mutex<BTreeMap<String, Held>>,
+    /// Who held each lease this node does not, at the last look.
+    others: Mutex<BTreeMap<String, String>>,
     stop: AtomicBool,
+    /// Rounds of renewals and takes completed.
+    rounds: AtomicU64,
+    /// Wakes the keeper from its wait between rounds (to stop); signalled with `released`
+    /// set once the leases are given up.
+    wake: Condvar,
+    released: Mutex<bool>,
 }
 
 impl Shared {
@@ -64,6 +72,28 @@ impl LeaseKeeper {
         held.get(name).filter(|h| h.valid_until > Instant::now()).map(|h| h.lease.fence())
     }
 
+    /// Who holds lease `name`: this node's holder name while it surely holds it, else the
+    /// holder another node registered at the last look (`None`: no one, or not known yet).
+    pub fn holder(&self, name: &str) -> Option<String> {
+        if let Some(held) = self.shared.held().get(name).filter(|h| h.valid_until > Instant::now()) {
+            return Some(held.lease.holder.clone());
+        }
+        self.shared.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Waits (blocking, at most `wait`) until the keeper has tried every lease once, so the
+    /// node knows whether it starts as a holder.
+    pub fn first_round(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while self.shared.rounds.load(Ordering::Acquire) == 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// The leases surely held now, with their tokens.
     pub fn held(&self) -> Vec<(String, i64)> {
         let now = Instant::now();
@@ -83,6 +113,11 @@ impl Drop for LeaseKeeper {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.held().clear();
+        // Waits a moment for the release (a process exiting right after would otherwise cut
+        // it off, and the next node would wait for the expiry), never for a hung database.
+        let released = self.shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shared.wake.notify_all();
+        let _ = self.shared.wake.wait_timeout_while(released, Duration::from_secs(1), |done| !*done);
         drop(self.thread.take());
     }
 }
@@ -110,16 +145,25 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
                 // Lost (another node has it, or it expired): stop acting under it now.
                 Ok(None) => {
                     held.remove(name);
+                    drop(held);
+                    let holder = journal.lease_holder(name).ok().flatten().map(|(holder, _)| holder);
+                    let mut others = shared.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match holder {
+                        Some(holder) => others.insert(name.clone(), holder),
+                        None => others.remove(name),
+                    };
                 }
                 // Unknown: it stays until its local deadline, which `fence` enforces.
                 Err(_) => {}
             }
         }
         last = shared.held().values().map(|h| h.lease.clone()).collect();
+        shared.rounds.fetch_add(1, Ordering::AcqRel);
         next += ttl / 4;
         let now = Instant::now();
         if next > now {
-            std::thread::sleep(next - now);
+            let released = shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = shared.wake.wait_timeout_while(released, next - now, |_| !shared.stop.load(Ordering::Acquire));
         } else {
             next = now;
         }
@@ -129,4 +173,6 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
     for lease in last {
         let _ = journal.release_lease(&lease);
     }
+    *shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    shared.wake.notify_all();
 }

@@ -37,7 +37,7 @@ use postgres::{Client, NoTls};
 
 pub use lease::LeaseKeeper;
 pub use schema::SCHEMA_VERSION;
-pub use store::PgStore;
+pub use store::{PgStore, fencing_refusals};
 pub use tail::Tail;
 
 /// Snapshots kept; older ones are deleted when a newer one is written.
@@ -411,6 +411,17 @@ impl PgJournal {
                 &[&lease.name, &lease.holder, &lease.token, &ttl_ms],
             )?;
             Ok(renewed == 1)
+        })
+    }
+
+    /// Who holds lease `name` now (unexpired), and under which token.
+    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, PgError> {
+        self.with_client(|c| {
+            let row = c.query_opt(
+                "SELECT holder, token FROM railyard_leases WHERE name = $1 AND expires_at > now()",
+                &[&name],
+            )?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
         })
     }
 

@@ -4,23 +4,35 @@
 //! thread (a thread of its own), and every other call — reads, the tip, even connecting — runs
 //! on the store's reader thread, its caller waiting for the answer.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use journal::store::{Store, Tip, Write};
 use journal::{Appended, HistoryEntry, IdempotencyEntry, JournalError, Record, Snapshot};
 
-use crate::{Conditions, PgError, PgJournal};
+use crate::{Conditions, LeaseKeeper, PgError, PgJournal};
 
 type Job = Box<dyn FnOnce(&PgJournal) + Send>;
 
-/// The journal on PostgreSQL as a `journal::Store`, for one node (no lease yet: its commits
-/// are conditioned on the tip its writer knows, so another writer makes them fail rather
-/// than interleave).
+/// The journal on PostgreSQL as a `journal::Store`. Its commits are conditioned on the tip
+/// its writer knows (another writer makes them fail rather than interleave) and, on a node
+/// acting under a lease (`connect_fenced`), on the lease's token.
 pub struct PgStore {
     /// Taken only by `drop`.
     writer: Option<PgJournal>,
     jobs: mpsc::Sender<Job>,
+    /// The lease every commit is made under, when the node acts under one.
+    fenced: Option<(Arc<LeaseKeeper>, String)>,
 }
+
+/// Commits refused because the lease they were made under was lost (locally, before the
+/// database was asked, or by the database in the commit's transaction), since the process
+/// started.
+pub fn fencing_refusals() -> u64 {
+    REFUSALS.load(Ordering::Relaxed)
+}
+
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for PgStore {
     /// The client's drop closes its connection by blocking on its runtime: done on a thread
@@ -69,7 +81,16 @@ impl PgStore {
             })
             .map_err(|e| PgError::Unavailable(format!("cannot start the reader thread: {e}")))?;
         connected.recv().map_err(|_| PgError::Unavailable("the reader thread ended".into()))??;
-        Ok(PgStore { writer: Some(writer), jobs })
+        Ok(PgStore { writer: Some(writer), jobs, fenced: None })
+    }
+
+    /// A store whose every commit is made under lease `lease`, kept by `keeper`: refused
+    /// before the database is asked once the keeper cannot prove the lease is still held,
+    /// and by the database when its token is no longer the lease's.
+    pub fn connect_fenced(url: &str, keeper: Arc<LeaseKeeper>, lease: &str) -> Result<PgStore, PgError> {
+        let mut store = PgStore::connect(url)?;
+        store.fenced = Some((keeper, lease.to_owned()));
+        Ok(store)
     }
 
     /// Runs `read` on the reader thread and waits for its answer.
@@ -103,8 +124,24 @@ impl Store for PgStore {
         writes: &[Write<'_>],
         frame_bytes_max: usize,
     ) -> Result<(Vec<Appended>, Tip), JournalError> {
-        let conditions = Conditions { fence: None, expected_tip: Some(tip.0) };
-        self.writer().commit_group(&conditions, writes, frame_bytes_max).map_err(storage)
+        let fence = match &self.fenced {
+            Some((keeper, lease)) => match keeper.fence(lease) {
+                Some(fence) => Some(fence),
+                None => {
+                    REFUSALS.fetch_add(1, Ordering::Relaxed);
+                    return Err(JournalError::Storage(format!(
+                        "fenced: this node no longer surely holds lease {lease}; nothing was appended"
+                    )));
+                }
+            },
+            None => None,
+        };
+        let conditions = Conditions { fence: fence.as_ref(), expected_tip: Some(tip.0) };
+        let outcome = self.writer().commit_group(&conditions, writes, frame_bytes_max);
+        if let Err(PgError::Fenced { .. }) = &outcome {
+            REFUSALS.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome.map_err(storage)
     }
 
     fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {

@@ -349,6 +349,12 @@ impl Journal {
         Ok((Request::Append { payloads, claim, history, reply }, Ticket(receiver)))
     }
 
+    /// The tip as the store has it now: past `tip` when another node appended to a shared
+    /// store (PostgreSQL) since this journal's last commit.
+    pub fn stored_tip(&self) -> Result<u64, JournalError> {
+        Ok(self.inner.store.tip()?.0)
+    }
+
     /// Reads and verifies one record.
     pub fn read(&self, seq: u64) -> Result<Record, JournalError> {
         let mut records = self.read_range(seq, 1)?;

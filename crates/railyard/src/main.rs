@@ -5,6 +5,7 @@
 //! with the server's problem.
 
 mod cli;
+mod cluster;
 mod devnet;
 mod serve;
 mod sim;

@@ -25,7 +25,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Loaded> {
     Ok(load(&file)?)
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
 }
@@ -104,7 +104,7 @@ async fn open_engine(loaded: &Loaded, built: &config::BuiltRails) -> anyhow::Res
             let path = loaded.data_dir.join("journal.redb");
             Ok(Engine::open(&path, loaded.engine.clone(), rails, now()).await?)
         }
-        JournalSpec::Postgres { url } => {
+        JournalSpec::Postgres { url, .. } => {
             let store = journal_pg::PgStore::connect(url)
                 .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL journal: {e}"))?;
             let journal = journal::Journal::with_store(std::sync::Arc::new(store), loaded.engine.journal.clone())?;
@@ -132,6 +132,29 @@ pub async fn admin_key(loaded: Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Journals the configured start-up funding of pools still empty, and creates a first admin
+/// key when there is none (its secret returned, to show once).
+pub(crate) async fn prepare(engine: &mut Engine, loaded: &Loaded) -> anyhow::Result<Option<String>> {
+    for (rail, asset, amount) in &loaded.funding {
+        if engine.state().pools.available(*rail, *asset).is_zero() {
+            let transfer = u128::from_le_bytes(
+                blake3::hash(format!("fund:{rail}:{asset}").as_bytes()).as_bytes()[..16].try_into()?,
+            );
+            engine.fund_pool(*rail, *asset, *amount, transfer, now()).await?;
+        }
+    }
+    if engine.state().access.has_admin() {
+        return Ok(None);
+    }
+    Ok(Some(create_admin_key(engine, "railyard serve (first start)").await?))
+}
+
+/// How the engine task runs: alone on its journal, or as one node of several.
+enum Running {
+    Alone(Engine),
+    Node(Box<crate::cluster::Node>, Engine),
+}
+
 pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&loaded.data_dir)
         .with_context(|| format!("cannot create {}", loaded.data_dir.display()))?;
@@ -143,29 +166,33 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     let address = listener.local_addr()?;
     let built = build_rails(&loaded.rails, now()).await?;
     let networks: Vec<Network> = built.rails.iter().map(|r| r.capabilities().network).collect();
-    let mut engine = open_engine(&loaded, &built).await.context("cannot open the engine")?;
-    for (rail, asset, amount) in &loaded.funding {
-        if engine.state().pools.available(*rail, *asset).is_zero() {
-            let transfer = u128::from_le_bytes(
-                blake3::hash(format!("fund:{rail}:{asset}").as_bytes()).as_bytes()[..16].try_into()?,
-            );
-            engine.fund_pool(*rail, *asset, *amount, transfer, now()).await?;
+    let (mut running, reads) = match &loaded.journal {
+        JournalSpec::Postgres { url, lease_ttl, advertise_url } => {
+            let holder = advertise_url.clone().unwrap_or_else(|| format!("http://{address}"));
+            let mut node = crate::cluster::Node::start(&loaded, built.rails.clone(), url, *lease_ttl, &holder).await?;
+            let engine = node.open().await.context("cannot open the engine")?;
+            let reads = node.reads().clone();
+            (Running::Node(Box::new(node), engine), reads)
         }
-    }
-    let first_admin = if engine.state().access.has_admin() {
-        None
-    } else {
-        Some(create_admin_key(&mut engine, "railyard serve (first start)").await?)
+        JournalSpec::Redb => {
+            let engine = open_engine(&loaded, &built).await.context("cannot open the engine")?;
+            let reads = engine.journal().clone();
+            (Running::Alone(engine), reads)
+        }
+    };
+    let first_admin = match &mut running {
+        Running::Alone(engine) | Running::Node(_, engine) if !engine.is_standby() => prepare(engine, &loaded).await?,
+        _ => None,
     };
     let webhook_key = webhook_key(&loaded.data_dir)?;
     let assets: Vec<Asset> = {
-        let mut all: Vec<Asset> = built_assets(&engine);
+        let mut all: Vec<Asset> = built.rails.iter().flat_map(|r| r.capabilities().assets.clone()).collect();
         all.sort();
         all.dedup();
         all
     };
     // From here on one task owns the engine; this function talks to it through its handle.
-    let (handle, inbox) = service::channel(&mut engine, 1024);
+    let (handle, inbox) = service::unattached(1024, reads);
     let sandboxes = built.sandboxes.clone();
     let config = ServiceConfig {
         tick: loaded.tick,
@@ -177,19 +204,32 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
         }),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            // Ends when `stop` sends or is dropped: either way, stop.
-            let _ = stopped.wait_for(|s| *s).await;
+    let shutdown = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                // Ends when `stop` sends or is dropped: either way, stop.
+                let _ = stopped.wait_for(|s| *s).await;
+            }
         }
     };
-    let task = tokio::spawn(service::run(engine, inbox, config, shutdown()));
     let mut settings = api::ApiConfig::new(assets, loaded.engine.batch_payments_max, webhook_key);
     settings.body_bytes_max = loaded.api.body_bytes_max;
     settings.requests_per_second = loaded.api.requests_per_second;
     settings.requests_burst = loaded.api.requests_burst;
     let api = api::Api::new(handle.clone(), settings);
+    let supervised = matches!(running, Running::Node(..));
+    let task = match running {
+        Running::Alone(mut engine) => {
+            service::attach(&mut engine, &inbox, now());
+            let until = shutdown();
+            tokio::spawn(async move {
+                drop(service::run(engine, inbox, config, until).await);
+            })
+        }
+        Running::Node(node, engine) => tokio::spawn(node.run(engine, inbox, config, api.clone(), stopped)),
+    };
     let server = tokio::spawn({
         let app = api::app(api.clone());
         let shutdown = shutdown();
@@ -206,7 +246,8 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
         JournalSpec::Redb => loaded.data_dir.join("journal.redb").display().to_string(),
         postgres => format!("{postgres:?}"),
     };
-    let outcome = drive(&handle, &networks, demo_payments, exit_when_settled, &journal, loaded.tick).await;
+    let driving = Driving { demo_payments, exit_when_settled, supervised, journal, tick: loaded.tick };
+    let outcome = drive(&handle, &networks, &driving).await;
     api.set_ready(false);
     let _ = stop.send(true);
     match server.await {
@@ -224,22 +265,22 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     outcome
 }
 
-/// Every asset a configured rail carries.
-fn built_assets(engine: &Engine) -> Vec<Asset> {
-    engine.rails().iter().flat_map(|r| r.capabilities().assets.clone()).collect()
-}
-
 /// Submits the demo batch, then prints the payments by state every 5 seconds until Ctrl-C, or
 /// until everything is settled when asked to stop then.
-async fn drive(
-    handle: &EngineHandle,
-    networks: &[Network],
+struct Driving {
     demo_payments: u64,
     exit_when_settled: bool,
-    journal: &str,
+    /// One node of several: a stopped engine is reopened by the node, not the end.
+    supervised: bool,
+    journal: String,
     tick: Duration,
-) -> anyhow::Result<()> {
-    if demo_payments > 0 {
+}
+
+async fn drive(handle: &EngineHandle, networks: &[Network], driving: &Driving) -> anyhow::Result<()> {
+    let Driving { demo_payments, exit_when_settled, supervised, ref journal, tick } = *driving;
+    if demo_payments > 0 && handle.read(|m| m.standby) {
+        println!("this node stands by: the demo batch is for the node holding the engine lease");
+    } else if demo_payments > 0 {
         let key = format!("demo-{demo_payments}");
         match handle.submit(MerchantId(1), key, demo(demo_payments, networks)).await?? {
             Intake::Accepted { payments, .. } => println!("accepted {} demo payments", payments.len()),
@@ -259,7 +300,9 @@ async fn drive(
         }
         let (counts, tip, quiet, stopped, differences) = handle
             .read(|m| (m.counts_by_name(), m.tip, m.is_quiet() && m.tip > 0, m.stopped.clone(), m.differences_found));
-        if let Some(reason) = stopped {
+        if let Some(reason) = stopped
+            && !supervised
+        {
             anyhow::bail!("the engine stopped: {reason}");
         }
         let done = exit_when_settled && quiet;

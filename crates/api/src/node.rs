@@ -1,0 +1,99 @@
+//! A node among several on one shared journal (PostgreSQL): what it is (leader or standby),
+//! for `/readyz` and the metrics, and forwarding. A standby answers every query from its own
+//! copy of the state; a request that changes something (any method but GET and HEAD) is
+//! forwarded to the leader the lease row names, with its headers and body, and the leader's
+//! answer returned as it is — so a merchant may send a batch to any node. With no leader
+//! known the answer is a 503 with Retry-After.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::Api;
+use crate::problem::Problem;
+
+/// This node's place among the nodes sharing the journal (set by the code that holds the
+/// lease; absent on a node alone on its journal).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// This node's holder name (the URL it advertises).
+    pub node: String,
+    /// Whether this node holds the engine lease and acts.
+    pub leader: bool,
+    /// The holder of the lease as last seen (this node when it leads).
+    pub leader_url: Option<String>,
+    /// The lease's fencing token while this node holds it.
+    pub token: Option<i64>,
+    /// Commits refused because a lease was lost, since the process started.
+    pub fencing_refusals: u64,
+    /// Times this node took the lease.
+    pub promotions: u64,
+}
+
+/// Headers that belong to one hop, not to the request.
+const HOP: [HeaderName; 4] = [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::CONTENT_LENGTH];
+
+/// Forwards a change to the leader when this node stands by.
+pub(crate) async fn forward_changes(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let standby = api.handle.read(|m| m.standby);
+    if !standby || matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let leader = api.node().and_then(|n| n.leader_url).filter(|url| Some(url) != api.node().map(|n| n.node).as_ref());
+    let Some(leader) = leader else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "this node stands by and no node holds the engine lease yet; retry shortly",
+        )
+        .retry_after(2)
+        .into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, api.config.body_bytes_max).await else {
+        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is over the limit")
+            .into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = api.forwarder.request(parts.method.clone(), format!("{leader}{path}")).body(body);
+    for (name, value) in &parts.headers {
+        if !HOP.contains(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    match outgoing.send().await {
+        Ok(answer) => {
+            let mut response = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if !HOP.contains(name) {
+                    response = response.header(name, value);
+                }
+            }
+            let bytes = answer.bytes().await.unwrap_or_default();
+            response.body(Body::from(bytes)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+        }
+        Err(error) => {
+            tracing::warn!(%error, %leader, "the leader did not answer a forwarded request");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leader_unreachable",
+                "this node stands by and the leader did not answer; retry shortly (nothing was changed here)",
+            )
+            .retry_after(2)
+            .into_response()
+        }
+    }
+}
+
+/// The client forwarded requests go out on.
+pub(crate) fn forwarder() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
