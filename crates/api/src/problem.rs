@@ -103,6 +103,28 @@ impl From<engine::EngineError> for Problem {
                 "the engine stopped; an operator must restart it",
             )
             .retry_after(30),
+            engine::EngineError::Standby => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "standby",
+                "this node stands by; retry shortly (a change is forwarded to the leader once one is known)",
+            )
+            .retry_after(1),
+            // The database behind a shared journal went away (or the journal is closing): a
+            // transient failure, nothing was changed.
+            engine::EngineError::Journal(
+                error @ (journal::JournalError::Storage(_)
+                | journal::JournalError::Poisoned
+                | journal::JournalError::Closed
+                | journal::JournalError::Busy),
+            ) => {
+                tracing::warn!(%error, "journal unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal_unavailable",
+                    "the journal is unavailable for a moment; retry (with the same idempotency key)",
+                )
+                .retry_after(2)
+            }
             other => Problem::internal(other),
         }
     }

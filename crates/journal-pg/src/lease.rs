@@ -55,14 +55,24 @@ impl LeaseKeeper {
     /// Starts keeping the leases `names` on `url` for `holder`, each for `ttl`, renewed every
     /// quarter of it.
     pub fn start(url: &str, holder: &str, names: Vec<String>, ttl: Duration) -> Result<LeaseKeeper, PgError> {
-        let journal = PgJournal::connect(url)?;
         let shared = Arc::new(Shared::default());
         let keeper = Arc::clone(&shared);
-        let holder = holder.to_owned();
+        let (holder, url) = (holder.to_owned(), url.to_owned());
+        // Connected on its own thread (the client blocks: never on an async runtime's worker).
+        let (ready, connected) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("leases-{holder}"))
-            .spawn(move || keep(&journal, &holder, &names, ttl, &keeper))
+            .spawn(move || match PgJournal::connect(&url) {
+                Ok(journal) => {
+                    let _ = ready.send(Ok(()));
+                    keep(&journal, &holder, &names, ttl, &keeper);
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                }
+            })
             .map_err(|e| PgError::Unavailable(format!("cannot start the lease thread: {e}")))?;
+        connected.recv().map_err(|_| PgError::Unavailable("the lease thread ended".into()))??;
         Ok(LeaseKeeper { shared, thread: Some(thread) })
     }
 
@@ -111,6 +121,15 @@ impl Drop for LeaseKeeper {
     /// another node takes them without waiting for their expiry. Not waited for: a renewal
     /// stuck on a hung database would hold the caller too (the leases then simply expire).
     fn drop(&mut self) {
+        self.stop();
+        drop(self.thread.take());
+    }
+}
+
+impl LeaseKeeper {
+    /// Stops renewing and gives the leases up now (see `drop`); `fence` answers `None` from
+    /// here on.
+    pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.held().clear();
         // Waits a moment for the release (a process exiting right after would otherwise cut
@@ -118,7 +137,6 @@ impl Drop for LeaseKeeper {
         let released = self.shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.shared.wake.notify_all();
         let _ = self.shared.wake.wait_timeout_while(released, Duration::from_secs(1), |done| !*done);
-        drop(self.thread.take());
     }
 }
 

@@ -164,7 +164,13 @@ impl PgJournal {
         let client = slot.as_mut().expect("connected above");
         let result = f(client);
         if client.is_closed() {
+            // The server ended the connection (a restart sends a FATAL error first): the
+            // connection failed, whatever the error said.
             *slot = None;
+            return result.map_err(|error| match error {
+                PgError::Sql(message) => PgError::Unavailable(message),
+                other => other,
+            });
         }
         result
     }
@@ -259,8 +265,14 @@ impl PgJournal {
                 let (frame, frame_hash) = record::encode_frame(first, &hash, chunk);
                 let last = first + chunk.len() as u64 - 1;
                 tx.execute(
-                    "INSERT INTO railyard_frames (first_seq, last_seq, hash, body) VALUES ($1, $2, $3, $4)",
-                    &[&sql_seq(first)?, &sql_seq(last)?, &frame_hash.as_slice(), &frame],
+                    "INSERT INTO railyard_frames (first_seq, last_seq, hash, body, token) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &sql_seq(first)?,
+                        &sql_seq(last)?,
+                        &frame_hash.as_slice(),
+                        &frame,
+                        &conditions.fence.map(|f| f.token),
+                    ],
                 )?;
                 (hash, first) = (frame_hash, last + 1);
             }
@@ -411,6 +423,15 @@ impl PgJournal {
                 &[&lease.name, &lease.holder, &lease.token, &ttl_ms],
             )?;
             Ok(renewed == 1)
+        })
+    }
+
+    /// Each frame's first record and the lease token it was appended under, in order: a
+    /// fenced journal never shows a token below one that came before it.
+    pub fn frame_tokens(&self) -> Result<Vec<(u64, Option<i64>)>, PgError> {
+        self.with_client(|c| {
+            let rows = c.query("SELECT first_seq, token FROM railyard_frames ORDER BY first_seq", &[])?;
+            Ok(rows.iter().map(|row| (seq_of(row.get(0)), row.get(1))).collect())
         })
     }
 

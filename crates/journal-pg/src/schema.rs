@@ -10,9 +10,10 @@ use crate::PgError;
 const MIGRATION_LOCK: i64 = 0x7261_696c_7961_7264; // "railyard"
 
 /// Every migration, in order. A released migration is never edited: a change is a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE railyard_frames (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE railyard_frames (
          first_seq BIGINT PRIMARY KEY CHECK (first_seq >= 1),
          last_seq BIGINT NOT NULL UNIQUE CHECK (last_seq >= first_seq),
          hash BYTEA NOT NULL,
@@ -39,7 +40,11 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          token BIGINT NOT NULL CHECK (token >= 1),
          expires_at TIMESTAMPTZ NOT NULL
      );",
-)];
+    ),
+    // The lease token each frame was appended under (NULL: no lease), so an audit can show
+    // that no frame was written under a token older than one already used.
+    (2, "ALTER TABLE railyard_frames ADD COLUMN token BIGINT;"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

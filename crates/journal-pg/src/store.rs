@@ -98,14 +98,20 @@ impl PgStore {
         self.writer.as_ref().expect("taken only by drop")
     }
 
+    /// A read that fails because the connection broke (the server restarted) is made once
+    /// more on a new connection: reads change nothing, so trying again is safe.
     fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&PgJournal) -> Result<T, PgError> + Send + 'static,
+        read: impl Fn(&PgJournal) -> Result<T, PgError> + Send + 'static,
     ) -> Result<T, JournalError> {
         let (answer, answered) = mpsc::sync_channel(1);
         self.jobs
             .send(Box::new(move |journal: &PgJournal| {
-                let _ = answer.send(read(journal));
+                let outcome = match read(journal) {
+                    Err(PgError::Unavailable(_)) => read(journal),
+                    outcome => outcome,
+                };
+                let _ = answer.send(outcome);
             }))
             .map_err(|_| JournalError::Closed)?;
         answered.recv().map_err(|_| JournalError::Closed)?.map_err(storage)

@@ -52,6 +52,11 @@ pub struct DevnetArgs {
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Start and prepare the chains and write the configuration, but serve nothing: for
+    /// running railyard nodes of your own on them (several on PostgreSQL, say). Ctrl-C stops
+    /// the chains.
+    #[arg(long)]
+    chains_only: bool,
 }
 
 struct Node {
@@ -236,6 +241,15 @@ pub async fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     println!("devnet: L1 (chain 31337) at {}, L2 (chain 31338) at {}", l1.url, l2.url);
     println!("devnet: batch contract {batch1} / {batch2}, USDC {token1} / {token2}");
     println!("devnet: hot wallet {hot} was minted {USDC_MINTED} USDC on each chain; pools funded from it");
+    if args.chains_only {
+        println!(
+            "devnet: configuration in {}; chains ready (set RAILYARD_DEVNET_KEY={HOT_KEY} for the nodes you start; Ctrl-C stops the chains)",
+            path.display()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        drop((l1, l2));
+        return Ok(());
+    }
     println!("devnet: configuration in {}; starting railyard serve", path.display());
     let serve = Command::new(std::env::current_exe()?)
         .arg("--config")

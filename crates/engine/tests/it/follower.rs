@@ -11,7 +11,9 @@ use journal::Journal;
 use journal_pg::PgStore;
 use journal_pg::cluster::Cluster;
 
-use super::{BLOCK_MS, T0, World, config, fund, submit_all};
+use model::{Amount, Asset};
+
+use super::{BLOCK_MS, T0, World, check_paid_exactly_once, config, fund, name, submit_all};
 
 fn shared(url: &str) -> Journal {
     Journal::with_store(Arc::new(PgStore::connect(url).unwrap()), config().journal).unwrap()
@@ -62,4 +64,83 @@ async fn a_follower_tailing_the_shared_journal_has_the_writers_state_hash_for_ha
     // A third node, opened now, recovers the same state from the journal alone.
     let late = Follower::open(shared(&url), &config().state).unwrap();
     assert_eq!(late.state().state_hash(), writer.state().state_hash());
+}
+
+/// The engine lease (issue 14's failover between nodes, in one process): a leader acts while
+/// its lease is surely held; a standby follows its journal, answers from the same state and
+/// refuses every command; when the leader's lease is gone it stops before its next round (no
+/// commit, no broadcast), and the next holder opens the engine on the journal as a restart
+/// would and finishes every payment exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_work() {
+    use journal_pg::LeaseKeeper;
+    use std::time::Duration;
+    let cluster = Cluster::start();
+    let url = journal_pg::database(&cluster.url, "leased").unwrap();
+    let ttl = Duration::from_millis(600);
+    let leased = |keeper: &Arc<LeaseKeeper>| {
+        let store = PgStore::connect_fenced(&url, Arc::clone(keeper), "engine").unwrap();
+        let journal = Journal::with_store(Arc::new(store), config().journal).unwrap();
+        let keeper = Arc::clone(keeper);
+        (journal, Box::new(move || keeper.fence("engine").is_some()) as LeaseGuard)
+    };
+    let world = World::new();
+    let a = Arc::new(LeaseKeeper::start(&url, "node-a", vec!["engine".into()], ttl).unwrap());
+    assert!(a.first_round(ttl));
+    let (journal, guard) = leased(&a);
+    let mut leader = Engine::open_leased(journal, config(), world.rails(), T0, guard).await.unwrap();
+    let mut standby = Engine::open_standby(shared(&url), config(), world.rails(), T0).unwrap();
+    fund(&mut leader, T0).await;
+    submit_all(&mut leader, 1_000, T0).await;
+    let mut now = T0;
+    for _ in 0..3 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        leader.tick(now).await.unwrap();
+    }
+    // The standby follows: the same records, the same payments, and it acts on nothing.
+    let before = standby.applied();
+    standby.tick(now).await.unwrap();
+    assert!(standby.applied() > before);
+    assert_eq!(standby.applied(), leader.journal().tip());
+    assert_eq!(standby.lag(), 0);
+    assert_eq!(standby.state().book.counts().values().sum::<u64>(), 1_000);
+    let refused = standby.fund_pool(name("base"), Asset::ETH, Amount::new(1), 999, now).await;
+    assert!(matches!(refused, Err(EngineError::Standby)), "{refused:?}");
+    assert!(standby.reconcile(now).await.is_err(), "a standby reconciles nothing");
+
+    // The lease ends (the node gives it up; a node cut off from its database loses it the
+    // same way, at its local deadline).
+    a.stop();
+    assert!(a.fence("engine").is_none());
+    let tip = leader.journal().tip();
+    now = now.saturating_add_ms(BLOCK_MS);
+    world.advance(now);
+    let stopped = leader.tick(now).await;
+    assert!(matches!(stopped, Err(EngineError::Stopped(ref why)) if why.contains("lease")), "{stopped:?}");
+    assert_eq!(leader.journal().tip(), tip, "nothing journaled after the lease ended");
+    let unsettled = leader.count_by_state().get("settled").copied().unwrap_or(0);
+    assert!(unsettled < 1_000, "work was left for the next holder ({unsettled} settled)");
+    drop(leader);
+
+    // Another node takes the lease and opens the engine; it finishes everything.
+    let b = Arc::new(LeaseKeeper::start(&url, "node-b", vec!["engine".into()], ttl).unwrap());
+    assert!(b.first_round(ttl) && b.fence("engine").is_some(), "the released lease is free");
+    let token_b = b.held()[0].1;
+    assert!(token_b >= 2, "a new holder, a newer token ({token_b})");
+    let (journal, guard) = leased(&b);
+    let mut next = Engine::open_leased(journal, config(), world.rails(), now, guard).await.unwrap();
+    for _ in 0..200 {
+        now = now.saturating_add_ms(BLOCK_MS);
+        world.advance(now);
+        next.tick(now).await.unwrap();
+        if next.state().book.payments.values().all(|p| p.state.is_terminal()) {
+            break;
+        }
+    }
+    next.tick(now.saturating_add_ms(BLOCK_MS)).await.unwrap();
+    check_paid_exactly_once(&next, &world, 1_000);
+    standby.tick(now).await.unwrap();
+    assert_eq!(standby.applied(), next.journal().tip());
+    assert_eq!(standby.state().state_hash(), next.state().state_hash());
 }

@@ -5,6 +5,7 @@
 mod api;
 mod bitcoin;
 mod cli;
+mod cluster;
 mod dashboard;
 mod devnet;
 mod guards;

@@ -81,6 +81,17 @@ impl Server {
         self.child.wait().expect("reaped");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A gauge or counter from /metrics (`None`: the server did not answer or lacks it).
+    pub async fn metric(&self, name: &str) -> Option<i64> {
+        let text = self.http.get(format!("{}/metrics", self.url)).send().await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn request(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.url));
         match key {
