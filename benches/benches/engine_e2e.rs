@@ -20,7 +20,9 @@
 //! Run: `cargo bench -p benches --bench engine_e2e` (`RAILYARD_BENCH_PAYMENTS` to change the
 //! scale, default 1,000,000; `RAILYARD_BENCH_CACHE_MIB` to change the journal's page cache from
 //! its default; `RAILYARD_BENCH_PG=1` to run the engine, and the journal-alone baseline, on the
-//! PostgreSQL journal of a throwaway cluster instead of redb).
+//! PostgreSQL journal of a throwaway cluster instead of redb, and a payments table with a SKIP
+//! LOCKED worker as the baseline; with `RAILYARD_BENCH_NODES=3`, two standby engines in this
+//! process follow the leader's journal every round).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
@@ -191,6 +193,9 @@ struct Run {
     spent: [Duration; 3],
     /// Wall time the merchants took to build their drafts (taken out of the engine's time).
     merchants: Duration,
+    /// Standby nodes following the leader's PostgreSQL journal (`RAILYARD_BENCH_NODES`),
+    /// in this process: their time counts as the run's.
+    standbys: Vec<Engine>,
 }
 
 impl Run {
@@ -201,6 +206,9 @@ impl Run {
         }
         let started = Instant::now();
         self.engine.tick(self.now).await.unwrap();
+        for standby in &mut self.standbys {
+            standby.tick(self.now).await.unwrap();
+        }
         self.spent[1] += started.elapsed();
         let started = Instant::now();
         let delivered: Vec<u128> = self.engine.state().outbox.keys().copied().collect();
@@ -314,8 +322,25 @@ async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
         CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
     let mut engine = open(&dir.join("journal.redb"), &sandboxes, T0).await;
     fund(&mut engine).await;
-    let mut run =
-        Run { engine, sandboxes, now: T0, submitted: 0, spent: [Duration::ZERO; 3], merchants: Duration::ZERO };
+    let nodes: usize = std::env::var("RAILYARD_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let standbys = match cluster_url() {
+        Some(_) => (1..nodes)
+            .map(|_| {
+                let journal = journal_at(&dir.join("journal.redb"), config().journal);
+                Engine::open_standby(journal, config(), rails_of(&sandboxes), T0).unwrap()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut run = Run {
+        engine,
+        sandboxes,
+        now: T0,
+        submitted: 0,
+        spent: [Duration::ZERO; 3],
+        merchants: Duration::ZERO,
+        standbys,
+    };
     let points: Vec<u64> = [total / 100, total / 10, total / 2, total - total / 10, total].into_iter().collect();
     let mut marks = Vec::new();
     let commits_before = run.engine.commits();
@@ -393,8 +418,15 @@ async fn backlog(total: u64) {
         CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
     let mut engine = open(&dir.path().join("journal.redb"), &sandboxes, T0).await;
     fund(&mut engine).await;
-    let mut run =
-        Run { engine, sandboxes, now: T0, submitted: 0, spent: [Duration::ZERO; 3], merchants: Duration::ZERO };
+    let mut run = Run {
+        engine,
+        sandboxes,
+        now: T0,
+        submitted: 0,
+        spent: [Duration::ZERO; 3],
+        merchants: Duration::ZERO,
+        standbys: Vec::new(),
+    };
     let backlog = (total / 5).clamp(BATCH, 200_000);
     let before = rss_bytes();
     run.submit(backlog / BATCH).await;
@@ -483,5 +515,76 @@ async fn main() {
         rate(total, alone)
     );
     println!("  engine rate / journal-alone rate: {:.2}", alone.as_secs_f64() / m.elapsed.as_secs_f64());
+    if let Some(url) = cluster_url() {
+        let url = journal_pg::database(&url, "skip_locked").unwrap();
+        // The `postgres` client blocks: on a thread of its own, not this runtime's.
+        let (intake, settled) = std::thread::spawn(move || skip_locked(&url, total)).join().unwrap();
+        println!(
+            "  baseline, a PostgreSQL payments table with a SKIP LOCKED worker: intake {:.0} payments/s, intake to settled {:.0} payments/s",
+            rate(total, intake),
+            rate(total, settled)
+        );
+        println!(
+            "  railyard / baseline: intake {:.2}, intake to settled {:.2}",
+            rate(total, m.spent[0]) / rate(total, intake),
+            rate(total, m.elapsed) / rate(total, settled)
+        );
+    } else {
+        println!("  railyard intake alone: {:.0} payments/s", rate(total, m.spent[0]));
+    }
     stop_cluster();
+}
+
+/// What a user would otherwise build: payments in a table, merchants inserting batches of
+/// `BATCH` (one durable transaction each), one worker claiming `BATCH` at a time with `FOR
+/// UPDATE SKIP LOCKED` and marking them settled, the two running at once. Returns the time
+/// the inserts took and the time until the last payment was settled.
+fn skip_locked(url: &str, total: u64) -> (Duration, Duration) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS payments;
+             CREATE TABLE payments (id BIGINT PRIMARY KEY, merchant BIGINT NOT NULL, amount BIGINT NOT NULL,
+                 destination TEXT NOT NULL, state SMALLINT NOT NULL DEFAULT 0);
+             CREATE INDEX payments_waiting ON payments (id) WHERE state = 0;",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let producer = {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            for b in 0..total / BATCH {
+                let ids: Vec<i64> = (0..BATCH as i64).map(|i| (b * BATCH) as i64 + i).collect();
+                let merchants: Vec<i64> = vec![(b % MERCHANTS) as i64 + 1; BATCH as usize];
+                let amounts: Vec<i64> = ids.iter().map(|i| 1_000_000 + i % 1_000).collect();
+                let destinations: Vec<String> = ids.iter().map(|i| format!("0x{i:040x}")).collect();
+                client
+                    .execute(
+                        "INSERT INTO payments (id, merchant, amount, destination)
+                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])",
+                        &[&ids, &merchants, &amounts, &destinations],
+                    )
+                    .unwrap();
+            }
+            started.elapsed()
+        })
+    };
+    let mut settled = 0u64;
+    while settled < total {
+        let mut tx = client.transaction().unwrap();
+        let claimed = tx
+            .execute(
+                "UPDATE payments SET state = 2 WHERE id IN (
+                     SELECT id FROM payments WHERE state = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)",
+                &[&(BATCH as i64)],
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        settled += claimed;
+        if claimed == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    (producer.join().unwrap(), started.elapsed())
 }

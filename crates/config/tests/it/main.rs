@@ -5,6 +5,7 @@ use config::{RailSpec, load, parse};
 const DEFAULT: &str = include_str!("../../../../config/default.toml");
 const DEVNET: &str = include_str!("../../../../config/devnet.toml");
 const BITCOIN: &str = include_str!("../../../../config/bitcoin.example.toml");
+const CLUSTER: &str = include_str!("../../../../config/cluster.example.toml");
 
 fn check(text: &str, overrides: &[(&str, &str)]) -> Result<config::Loaded, String> {
     let overrides: Vec<(String, String)> = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -33,6 +34,18 @@ fn the_shipped_files_load() {
     );
     assert!(matches!(config.auth, rails::btc::RpcAuth::Cookie(_)));
     assert_eq!(bitcoin.engine.state.fee_assets[&config.rail], model::Asset::BTC);
+}
+
+/// The cluster example names its database through a variable (unset here: named as the key
+/// to fix); a lease time out of range and an advertised address that is not a URL are named.
+#[test]
+fn the_cluster_example_parses_and_its_journal_settings_are_checked() {
+    let missing = check(CLUSTER, &[("RAILYARD__JOURNAL__URL_ENV", "RAILYARD_TEST_UNSET_PG_URL")]).unwrap_err();
+    assert!(missing.contains("journal.url_env") && missing.contains("RAILYARD_TEST_UNSET_PG_URL"), "{missing}");
+    let short = check(CLUSTER, &[("RAILYARD__JOURNAL__LEASE_TTL_MS", "100")]).unwrap_err();
+    assert!(short.contains("journal.lease_ttl_ms"), "{short}");
+    let bad = check(CLUSTER, &[("RAILYARD__JOURNAL__ADVERTISE_URL", "10.0.0.5:8080")]).unwrap_err();
+    assert!(bad.contains("journal.advertise_url"), "{bad}");
 }
 
 #[test]
