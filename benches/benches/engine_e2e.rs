@@ -21,7 +21,8 @@
 //! scale, default 1,000,000; `RAILYARD_BENCH_CACHE_MIB` to change the journal's page cache from
 //! its default; `RAILYARD_BENCH_PG=1` to run the engine, and the journal-alone baseline, on the
 //! PostgreSQL journal of a throwaway cluster instead of redb, and a payments table with a SKIP
-//! LOCKED worker as the baseline; with `RAILYARD_BENCH_NODES=3`, two standby engines in this
+//! LOCKED worker as the baseline — `RAILYARD_BENCH_SKIP_LOCKED=1` runs that baseline beside a
+//! redb run too; with `RAILYARD_BENCH_NODES=3`, two standby engines in this
 //! process follow the leader's journal every round).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
@@ -515,7 +516,16 @@ async fn main() {
         rate(total, alone)
     );
     println!("  engine rate / journal-alone rate: {:.2}", alone.as_secs_f64() / m.elapsed.as_secs_f64());
-    if let Some(url) = cluster_url() {
+    let baseline = match cluster_url() {
+        Some(url) => Some((url, None)),
+        // On redb, a cluster of its own for the baseline when asked.
+        None if std::env::var_os("RAILYARD_BENCH_SKIP_LOCKED").is_some() => {
+            let cluster = journal_pg::cluster::Cluster::start();
+            Some((cluster.url.clone(), Some(cluster)))
+        }
+        None => None,
+    };
+    if let Some((url, _cluster)) = baseline {
         let url = journal_pg::database(&url, "skip_locked").unwrap();
         // The `postgres` client blocks: on a thread of its own, not this runtime's.
         let (intake, settled) = std::thread::spawn(move || skip_locked(&url, total)).join().unwrap();
@@ -530,7 +540,10 @@ async fn main() {
             rate(total, m.elapsed) / rate(total, settled)
         );
     } else {
-        println!("  railyard intake alone: {:.0} payments/s", rate(total, m.spent[0]));
+        println!(
+            "  railyard intake alone: {:.0} payments/s (RAILYARD_BENCH_SKIP_LOCKED=1 adds the PostgreSQL baseline)",
+            rate(total, m.spent[0])
+        );
     }
     stop_cluster();
 }
