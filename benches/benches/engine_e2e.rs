@@ -200,6 +200,11 @@ struct Run {
 }
 
 impl Run {
+    fn new(engine: Engine, sandboxes: Vec<Arc<SandboxRail>>, standbys: Vec<Engine>) -> Run {
+        let spent = [Duration::ZERO; 3];
+        Run { engine, sandboxes, now: T0, submitted: 0, spent, merchants: Duration::ZERO, standbys }
+    }
+
     async fn tick(&mut self) {
         self.now = self.now.saturating_add_ms(BLOCK_MS);
         for s in &self.sandboxes {
@@ -333,15 +338,7 @@ async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
             .collect(),
         None => Vec::new(),
     };
-    let mut run = Run {
-        engine,
-        sandboxes,
-        now: T0,
-        submitted: 0,
-        spent: [Duration::ZERO; 3],
-        merchants: Duration::ZERO,
-        standbys,
-    };
+    let mut run = Run::new(engine, sandboxes, standbys);
     let points: Vec<u64> = [total / 100, total / 10, total / 2, total - total / 10, total].into_iter().collect();
     let mut marks = Vec::new();
     let commits_before = run.engine.commits();
@@ -419,15 +416,7 @@ async fn backlog(total: u64) {
         CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
     let mut engine = open(&dir.path().join("journal.redb"), &sandboxes, T0).await;
     fund(&mut engine).await;
-    let mut run = Run {
-        engine,
-        sandboxes,
-        now: T0,
-        submitted: 0,
-        spent: [Duration::ZERO; 3],
-        merchants: Duration::ZERO,
-        standbys: Vec::new(),
-    };
+    let mut run = Run::new(engine, sandboxes, Vec::new());
     let backlog = (total / 5).clamp(BATCH, 200_000);
     let before = rss_bytes();
     run.submit(backlog / BATCH).await;
