@@ -47,6 +47,7 @@ impl Shared {
 /// Keeps the leases `names` for `holder`.
 #[derive(Debug)]
 pub struct LeaseKeeper {
+    ttl: Duration,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -73,7 +74,12 @@ impl LeaseKeeper {
             })
             .map_err(|e| PgError::Unavailable(format!("cannot start the lease thread: {e}")))?;
         connected.recv().map_err(|_| PgError::Unavailable("the lease thread ended".into()))??;
-        Ok(LeaseKeeper { shared, thread: Some(thread) })
+        Ok(LeaseKeeper { ttl, shared, thread: Some(thread) })
+    }
+
+    /// How long a lease lasts unrenewed.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The fence to append under for lease `name`, while this node surely holds it.

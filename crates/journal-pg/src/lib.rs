@@ -122,6 +122,9 @@ impl Lease {
 pub struct PgJournal {
     url: String,
     client: Mutex<Option<Client>>,
+    /// PostgreSQL ends this connection's session when a transaction of it sits idle longer
+    /// (see `connect_bounded`).
+    idle_in_transaction_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -149,7 +152,19 @@ fn hash_of(bytes: &[u8], seq: u64) -> Result<[u8; HASH_LEN], PgError> {
 impl PgJournal {
     /// Connects to `url` (a `postgres://` URL) and migrates the schema to this build's version.
     pub fn connect(url: &str) -> Result<PgJournal, PgError> {
-        let journal = PgJournal { url: url.to_owned(), client: Mutex::new(None) };
+        let journal = PgJournal { url: url.to_owned(), client: Mutex::new(None), idle_in_transaction_ms: None };
+        journal.with_client(schema::migrate)?;
+        Ok(journal)
+    }
+
+    /// `connect`, with PostgreSQL ending the session when one of its transactions sits idle
+    /// for `idle_in_transaction`: a node frozen (SIGSTOP, a long pause) in the middle of an
+    /// append holds the tip row's lock, and every other node's appends would wait for it; the
+    /// server drops that transaction instead (the frozen node, woken, finds its connection
+    /// gone and its append not made).
+    pub fn connect_bounded(url: &str, idle_in_transaction: std::time::Duration) -> Result<PgJournal, PgError> {
+        let ms = u64::try_from(idle_in_transaction.as_millis()).unwrap_or(u64::MAX).max(1);
+        let journal = PgJournal { url: url.to_owned(), client: Mutex::new(None), idle_in_transaction_ms: Some(ms) };
         journal.with_client(schema::migrate)?;
         Ok(journal)
     }
@@ -159,7 +174,11 @@ impl PgJournal {
     fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, PgError>) -> Result<T, PgError> {
         let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(Client::connect(&self.url, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?);
+            let mut client = Client::connect(&self.url, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?;
+            if let Some(ms) = self.idle_in_transaction_ms {
+                client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))?;
+            }
+            *slot = Some(client);
         }
         let client = slot.as_mut().expect("connected above");
         let result = f(client);
@@ -518,4 +537,41 @@ fn hash_before(c: &mut Client, first: u64) -> Result<[u8; HASH_LEN], PgError> {
         .query_opt("SELECT hash FROM railyard_frames WHERE last_seq = $1", &[&sql_seq(first - 1)?])?
         .ok_or_else(|| missing(first - 1))?;
     hash_of(row.get(0), first - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{PgAppend, PgJournal};
+
+    /// A node frozen in the middle of an append holds the tip row's lock; on a bounded
+    /// connection the server ends that transaction after the bound, and another node's append
+    /// goes through (without the bound it would wait until the frozen node woke).
+    #[test]
+    fn a_transaction_left_idle_by_a_frozen_node_holds_up_no_other_append() {
+        let cluster = crate::cluster::Cluster::start();
+        let frozen = PgJournal::connect_bounded(&cluster.url, Duration::from_millis(300)).unwrap();
+        let other = PgJournal::connect(&cluster.url).unwrap();
+        let held = frozen.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.query_one("SELECT seq FROM railyard_tip FOR UPDATE", &[])?;
+            // Frozen here, the tip row locked, while another node appends.
+            let (done, appended) = std::sync::mpsc::channel();
+            let started = Instant::now();
+            let url = cluster.url.clone();
+            std::thread::spawn(move || {
+                let other = PgJournal::connect(&url).unwrap();
+                let _ = done.send(other.append(&PgAppend { payloads: vec![b"x".to_vec()], ..PgAppend::default() }));
+            });
+            let outcome = appended.recv_timeout(Duration::from_secs(10)).expect("the other append waits no longer");
+            assert!(outcome.is_ok(), "{outcome:?}");
+            assert!(started.elapsed() >= Duration::from_millis(250), "it did wait for the lock first");
+            Ok(tx.commit())
+        });
+        assert!(matches!(held, Ok(Err(_)) | Err(_)), "the frozen transaction was ended: {held:?}");
+        // Woken, the frozen node connects again and sees the other node's record.
+        assert_eq!(frozen.tip().unwrap().0, 1);
+        assert_eq!(other.tip().unwrap().0, 1);
+    }
 }

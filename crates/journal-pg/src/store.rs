@@ -60,8 +60,16 @@ fn storage(error: PgError) -> JournalError {
 impl PgStore {
     /// Connects (and migrates) from threads of its own, so that it may be called anywhere.
     pub fn connect(url: &str) -> Result<PgStore, PgError> {
+        PgStore::connect_writer(url, None)
+    }
+
+    fn connect_writer(url: &str, idle: Option<std::time::Duration>) -> Result<PgStore, PgError> {
         let owned = url.to_owned();
-        let writer = std::thread::scope(|scope| scope.spawn(|| PgJournal::connect(&owned)).join())
+        let connect = || match idle {
+            Some(idle) => PgJournal::connect_bounded(&owned, idle),
+            None => PgJournal::connect(&owned),
+        };
+        let writer = std::thread::scope(|scope| scope.spawn(connect).join())
             .map_err(|_| PgError::Unavailable("the connecting thread panicked".into()))??;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel(1);
@@ -87,8 +95,10 @@ impl PgStore {
     /// A store whose every commit is made under lease `lease`, kept by `keeper`: refused
     /// before the database is asked once the keeper cannot prove the lease is still held,
     /// and by the database when its token is no longer the lease's.
+    /// The writer's transactions left idle for the lease's time (its node frozen mid-append)
+    /// are ended by the server, so they hold up no other node's appends for longer.
     pub fn connect_fenced(url: &str, keeper: Arc<LeaseKeeper>, lease: &str) -> Result<PgStore, PgError> {
-        let mut store = PgStore::connect(url)?;
+        let mut store = PgStore::connect_writer(url, Some(keeper.ttl()))?;
         store.fenced = Some((keeper, lease.to_owned()));
         Ok(store)
     }
