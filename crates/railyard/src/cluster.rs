@@ -33,6 +33,10 @@ pub const ENGINE_LEASE: &str = "engine";
 /// How often a node looks at its lease and its engine while serving.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 
+/// The wait before reopening an engine that stopped, doubled for each stop in a row.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 pub struct Node {
     url: String,
     keeper: Arc<LeaseKeeper>,
@@ -132,8 +136,12 @@ impl Node {
         api: api::Api,
         stop: watch::Receiver<bool>,
     ) {
+        // Engines that stopped in a row (a database away, or a bug that stops every engine
+        // opened): each reopen waits longer, up to `BACKOFF_MAX`.
+        let mut stops = 0u32;
         loop {
             let leader = !engine.is_standby();
+            let opened_at = std::time::Instant::now();
             service::attach(&mut engine, &inbox, now());
             api.set_node(self.view(leader));
             let changed = {
@@ -151,7 +159,14 @@ impl Node {
             };
             let finished = service::run_attached(engine, &mut inbox, &mut config, changed).await;
             if let Some(why) = finished.stopped() {
-                tracing::warn!(%why, "the engine stopped; this node opens it again");
+                stops = if opened_at.elapsed() > BACKOFF_MAX { 1 } else { stops.saturating_add(1) };
+                let wait = (BACKOFF_FIRST * 2u32.saturating_pow(stops - 1)).min(BACKOFF_MAX);
+                tracing::warn!(%why, ?wait, "the engine stopped; this node opens it again");
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until && !*stop.borrow() {
+                    inbox.refuse_waiting(&format!("the engine stopped ({why}); reopening"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             // Dropping closes database connections, which blocks.
             let _ = blocking(move || drop(finished)).await;
