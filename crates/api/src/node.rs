@@ -34,6 +34,9 @@ pub struct NodeView {
     pub promotions: u64,
 }
 
+/// Marks a request a standby forwarded.
+const FORWARDED: &str = "x-railyard-forwarded";
+
 /// Headers that belong to one hop, not to the request.
 const HOP: [HeaderName; 4] = [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::CONTENT_LENGTH];
 
@@ -44,6 +47,9 @@ pub(crate) async fn forward_changes(State(api): State<Api>, request: Request, ne
         return next.run(request).await;
     }
     let leader = api.node().and_then(|n| n.leader_url).filter(|url| Some(url) != api.node().map(|n| n.node).as_ref());
+    // Forwarded once at most: two standbys that each think the other leads answer 503
+    // instead of passing a request back and forth.
+    let leader = leader.filter(|_| !request.headers().contains_key(FORWARDED));
     let Some(leader) = leader else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,7 +65,8 @@ pub(crate) async fn forward_changes(State(api): State<Api>, request: Request, ne
             .into_response();
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = api.forwarder.request(parts.method.clone(), format!("{leader}{path}")).body(body);
+    let mut outgoing =
+        api.forwarder.request(parts.method.clone(), format!("{leader}{path}")).body(body).header(FORWARDED, "1");
     for (name, value) in &parts.headers {
         if !HOP.contains(name) {
             outgoing = outgoing.header(name, value);

@@ -168,8 +168,10 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            // Dropping closes database connections, which blocks.
-            let _ = blocking(move || drop(finished)).await;
+            // Dropping closes database connections, which blocks — for as long as a hung
+            // database makes it: not waited for (whatever its writer still had in flight is
+            // fenced by PostgreSQL, the lease being gone or renewed under a newer token).
+            drop(tokio::task::spawn_blocking(move || drop(finished)));
             engine = loop {
                 if *stop.borrow() {
                     return;

@@ -191,6 +191,23 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
         assert_eq!(status, 201, "{body}");
         body["secret"].as_str().unwrap().to_owned()
     };
+    // A request a standby already forwarded is not forwarded again (two standbys with stale
+    // views cannot pass it back and forth).
+    let (status, body) = b
+        .call(
+            b.request(reqwest::Method::POST, "/v1/keys", Some(&admin))
+                .header("x-railyard-forwarded", "1")
+                .json(&serde_json::json!({ "role": "merchant", "merchant": 2, "label": "loop" })),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("no_leader")), "{body}");
+    // Bad input through a standby: the leader's answer, naming the row; nothing changed.
+    let records = a.journal_records().await;
+    let bad = "reference,amount,asset,destination,networks,class\nx-1,-5,USDC,0x12,evm:31337,standard\n";
+    let (status, body) = c.submit(&merchant, "bad-1", "text/csv", bad).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("amount"), "{body}");
+    assert_eq!(a.journal_records().await, records, "a refused batch journals nothing");
     let (mut expected, mut batches) = (Vec::new(), Vec::new());
     let mut longest = Duration::ZERO;
     let mut nodes = vec![(a, "a"), (b, "b"), (c, "c")];
