@@ -5,7 +5,9 @@
 //! started again. At the end every recipient holds on chain exactly what was accepted for
 //! it, the ledger balances, the hash chain verifies, and no frame was appended under a lease
 //! token older than one already used (a woken node appended nothing). The run prints the
-//! longest time no node held the lease. `RAILYARD_CLUSTER_ROUNDS` repeats the fault rounds.
+//! longest time no node held the lease. `RAILYARD_CLUSTER_ROUNDS` repeats the fault rounds
+//! (after the first, the node killed is chosen at random: leader or standby), and the kills
+//! land at random moments from a printed seed (`RAILYARD_CLUSTER_SEED` repeats a run).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -173,6 +175,19 @@ async fn submit(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recipient_once() {
     let rounds: u64 = std::env::var("RAILYARD_CLUSTER_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    // When the kills land, and which node dies after the first round: from a seed, printed so
+    // that a failing run can be repeated (`RAILYARD_CLUSTER_SEED`).
+    let seed: u64 = std::env::var("RAILYARD_CLUSTER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+    });
+    println!("cluster: seed {seed} (RAILYARD_CLUSTER_SEED={seed} repeats it)");
+    let mut state = seed | 1;
+    let mut random = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
     let pg = Cluster::start();
     let data = tempfile::tempdir().unwrap();
     let chains = Chains::start(data.path());
@@ -216,14 +231,16 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
         let (i, _) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(30)).await;
         // Sent to a standby: forwarded to the leader.
         submit(&nodes[(i + 1) % nodes.len()].0, &merchant, r, 20, &mut expected, &mut batches).await;
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        // 1. The leader dies (kill -9): another node takes over after the lease expires.
-        let (dead, dead_dir) = nodes.remove(i);
+        tokio::time::sleep(Duration::from_millis(200 + random(1_800))).await;
+        // 1. The leader dies (kill -9): another node takes over after the lease expires. After
+        // the first round the victim is any node, the leader or a standby.
+        let victim = if round == 0 { i } else { usize::try_from(random(3)).unwrap() };
+        let (dead, dead_dir) = nodes.remove(victim);
         dead.kill();
         let (j, gap) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(20)).await;
         longest = longest.max(gap);
         submit(&nodes[1 - j].0, &merchant, r + 1, 20, &mut expected, &mut batches).await;
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        tokio::time::sleep(Duration::from_millis(200 + random(1_800))).await;
         // 2. The new leader freezes past its lease; the third node takes over; the frozen one,
         // woken, must stand by (the frames' tokens show it appended nothing).
         let (j, _) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(5)).await;
