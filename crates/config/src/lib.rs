@@ -77,7 +77,14 @@ pub enum JournalFile {
         lease_ttl_ms: u64,
         #[serde(default)]
         advertise_url: Option<String>,
+        /// Connections serving queries on a node (history lookups from API requests).
+        #[serde(default = "pool_size_default")]
+        pool_size: usize,
     },
+}
+
+fn pool_size_default() -> usize {
+    4
 }
 
 fn lease_ttl_default() -> u64 {
@@ -88,7 +95,7 @@ fn lease_ttl_default() -> u64 {
 #[derive(Clone, PartialEq, Eq)]
 pub enum JournalSpec {
     Redb,
-    Postgres { url: String, lease_ttl: Duration, advertise_url: Option<String> },
+    Postgres { url: String, lease_ttl: Duration, advertise_url: Option<String>, pool_size: usize },
 }
 
 impl std::fmt::Debug for JournalSpec {
@@ -412,7 +419,10 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
     };
     let journal = match &file.journal {
         JournalFile::Redb => JournalSpec::Redb,
-        JournalFile::Postgres { url_env, lease_ttl_ms, advertise_url } => {
+        JournalFile::Postgres { url_env, lease_ttl_ms, advertise_url, pool_size } => {
+            if !(1..=64).contains(pool_size) {
+                return Err(error("journal.pool_size", "1 to 64 connections"));
+            }
             if !(300..=600_000).contains(lease_ttl_ms) {
                 return Err(error(
                     "journal.lease_ttl_ms",
@@ -434,6 +444,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
                 url,
                 lease_ttl: Duration::from_millis(*lease_ttl_ms),
                 advertise_url: advertise_url.clone(),
+                pool_size: *pool_size,
             }
         }
     };

@@ -60,10 +60,19 @@ fn storage(error: PgError) -> JournalError {
 impl PgStore {
     /// Connects (and migrates) from threads of its own, so that it may be called anywhere.
     pub fn connect(url: &str) -> Result<PgStore, PgError> {
-        PgStore::connect_writer(url, None)
+        PgStore::connect_writer(url, None, 1)
     }
 
-    fn connect_writer(url: &str, idle: Option<std::time::Duration>) -> Result<PgStore, PgError> {
+    /// `connect` with `readers` connections serving reads at once (queries from many API
+    /// requests on a node), 1 to 64.
+    pub fn connect_pooled(url: &str, readers: usize) -> Result<PgStore, PgError> {
+        PgStore::connect_writer(url, None, readers)
+    }
+
+    fn connect_writer(url: &str, idle: Option<std::time::Duration>, readers: usize) -> Result<PgStore, PgError> {
+        if !(1..=64).contains(&readers) {
+            return Err(PgError::Invalid(format!("{readers} reader connections: 1 to 64")));
+        }
         let owned = url.to_owned();
         let connect = || match idle {
             Some(idle) => PgJournal::connect_bounded(&owned, idle),
@@ -72,23 +81,34 @@ impl PgStore {
         let writer = std::thread::scope(|scope| scope.spawn(connect).join())
             .map_err(|_| PgError::Unavailable("the connecting thread panicked".into()))??;
         let (jobs, queue) = mpsc::channel::<Job>();
-        let (ready, connected) = mpsc::sync_channel(1);
-        let owned = url.to_owned();
-        std::thread::Builder::new()
-            .name("journal-pg-reader".into())
-            .spawn(move || match PgJournal::connect(&owned) {
-                Ok(reader) => {
-                    let _ = ready.send(Ok(()));
-                    for job in queue {
-                        job(&reader);
+        // The readers take jobs from one queue: whichever is free answers the next read.
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let (ready, connected) = mpsc::sync_channel(readers);
+        for n in 0..readers {
+            let (owned, queue, ready) = (url.to_owned(), Arc::clone(&queue), ready.clone());
+            std::thread::Builder::new()
+                .name(format!("journal-pg-reader-{n}"))
+                .spawn(move || match PgJournal::connect(&owned) {
+                    Ok(reader) => {
+                        let _ = ready.send(Ok(()));
+                        drop(ready);
+                        loop {
+                            let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                            match job {
+                                Ok(job) => job(&reader),
+                                Err(_) => break,
+                            }
+                        }
                     }
-                }
-                Err(error) => {
-                    let _ = ready.send(Err(error));
-                }
-            })
-            .map_err(|e| PgError::Unavailable(format!("cannot start the reader thread: {e}")))?;
-        connected.recv().map_err(|_| PgError::Unavailable("the reader thread ended".into()))??;
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                    }
+                })
+                .map_err(|e| PgError::Unavailable(format!("cannot start a reader thread: {e}")))?;
+        }
+        for _ in 0..readers {
+            connected.recv().map_err(|_| PgError::Unavailable("a reader thread ended".into()))??;
+        }
         Ok(PgStore { writer: Some(writer), jobs, fenced: None })
     }
 
@@ -98,7 +118,7 @@ impl PgStore {
     /// The writer's transactions left idle for the lease's time (its node frozen mid-append)
     /// are ended by the server, so they hold up no other node's appends for longer.
     pub fn connect_fenced(url: &str, keeper: Arc<LeaseKeeper>, lease: &str) -> Result<PgStore, PgError> {
-        let mut store = PgStore::connect_writer(url, Some(keeper.ttl()))?;
+        let mut store = PgStore::connect_writer(url, Some(keeper.ttl()), 1)?;
         store.fenced = Some((keeper, lease.to_owned()));
         Ok(store)
     }

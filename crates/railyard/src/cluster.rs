@@ -37,6 +37,16 @@ const LOOK_EVERY: Duration = Duration::from_millis(50);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Where a node's journal is and how it keeps its lease.
+pub struct NodeSettings<'a> {
+    pub url: &'a str,
+    pub ttl: Duration,
+    /// This node's name in the lease row: the URL other nodes forward to.
+    pub holder: &'a str,
+    /// Connections serving queries.
+    pub readers: usize,
+}
+
 pub struct Node {
     url: String,
     keeper: Arc<LeaseKeeper>,
@@ -58,10 +68,9 @@ impl Node {
     pub async fn start(
         loaded: &Loaded,
         rails: Vec<Arc<dyn rails::Rail>>,
-        url: &str,
-        ttl: Duration,
-        holder: &str,
+        settings: &NodeSettings<'_>,
     ) -> anyhow::Result<Node> {
+        let NodeSettings { url, ttl, holder, readers } = *settings;
         let (owned, name) = (url.to_owned(), holder.to_owned());
         let keeper = blocking(move || LeaseKeeper::start(&owned, &name, vec![ENGINE_LEASE.into()], ttl))
             .await?
@@ -70,7 +79,7 @@ impl Node {
         let waiting = Arc::clone(&keeper);
         blocking(move || waiting.first_round(ttl)).await?;
         let owned = url.to_owned();
-        let store = blocking(move || PgStore::connect(&owned))
+        let store = blocking(move || PgStore::connect_pooled(&owned, readers))
             .await?
             .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL journal: {e}"))?;
         let reads = Journal::with_store(Arc::new(store), loaded.engine.journal.clone())?;

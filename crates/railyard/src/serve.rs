@@ -167,9 +167,10 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
     let built = build_rails(&loaded.rails, now()).await?;
     let networks: Vec<Network> = built.rails.iter().map(|r| r.capabilities().network).collect();
     let (mut running, reads) = match &loaded.journal {
-        JournalSpec::Postgres { url, lease_ttl, advertise_url } => {
+        JournalSpec::Postgres { url, lease_ttl, advertise_url, pool_size } => {
             let holder = advertise_url.clone().unwrap_or_else(|| format!("http://{address}"));
-            let mut node = crate::cluster::Node::start(&loaded, built.rails.clone(), url, *lease_ttl, &holder).await?;
+            let settings = crate::cluster::NodeSettings { url, ttl: *lease_ttl, holder: &holder, readers: *pool_size };
+            let mut node = crate::cluster::Node::start(&loaded, built.rails.clone(), &settings).await?;
             let engine = node.open().await.context("cannot open the engine")?;
             let reads = node.reads().clone();
             (Running::Node(Box::new(node), engine), reads)

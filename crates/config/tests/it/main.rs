@@ -46,6 +46,8 @@ fn the_cluster_example_parses_and_its_journal_settings_are_checked() {
     assert!(short.contains("journal.lease_ttl_ms"), "{short}");
     let bad = check(CLUSTER, &[("RAILYARD__JOURNAL__ADVERTISE_URL", "10.0.0.5:8080")]).unwrap_err();
     assert!(bad.contains("journal.advertise_url"), "{bad}");
+    let none = check(CLUSTER, &[("RAILYARD__JOURNAL__POOL_SIZE", "0")]).unwrap_err();
+    assert!(none.contains("journal.pool_size"), "{none}");
 }
 
 #[test]
