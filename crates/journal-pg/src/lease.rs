@@ -100,14 +100,10 @@ impl LeaseKeeper {
     /// Waits (blocking, at most `wait`) until the keeper has tried every lease once, so the
     /// node knows whether it starts as a holder.
     pub fn first_round(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        while self.shared.rounds.load(Ordering::Acquire) == 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
+        let released = self.shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _unused =
+            self.shared.wake.wait_timeout_while(released, wait, |_| self.shared.rounds.load(Ordering::Acquire) == 0);
+        self.shared.rounds.load(Ordering::Acquire) > 0
     }
 
     /// The leases surely held now, with their tokens.
@@ -182,7 +178,12 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
             }
         }
         last = shared.held().values().map(|h| h.lease.clone()).collect();
-        shared.rounds.fetch_add(1, Ordering::AcqRel);
+        {
+            // Counted under the lock `first_round` waits with, so its wake-up is not lost.
+            let _held = shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shared.rounds.fetch_add(1, Ordering::AcqRel);
+        }
+        shared.wake.notify_all();
         next += ttl / 4;
         let now = Instant::now();
         if next > now {
@@ -195,7 +196,9 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
     // What was held when asked to stop (`drop` cleared the map for `fence`; the loop's own
     // copy is the last renewed).
     for lease in last {
-        let _ = journal.release_lease(&lease);
+        if let Err(error) = journal.release_lease(&lease) {
+            tracing::warn!(lease = %lease.name, %error, "lease not released; it expires on its own");
+        }
     }
     *shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     shared.wake.notify_all();
