@@ -49,7 +49,10 @@ pub(crate) fn destination_key(rail: RailId, asset: Asset, destination: &Address)
 }
 
 fn put(key: Vec<u8>, value: &impl Serialize) -> HistoryOp {
-    HistoryOp::Put { key, value: postcard::to_stdvec(value).expect("records serialize") }
+    // Sized first: a record grown by doubling costs several allocations and copies, and every
+    // finished payment writes one.
+    let size = postcard::experimental::serialized_size(value).expect("records serialize");
+    HistoryOp::Put { key, value: postcard::to_extend(value, Vec::with_capacity(size)).expect("records serialize") }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {

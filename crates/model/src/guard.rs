@@ -368,10 +368,13 @@ pub fn unpayable(destination: &Address) -> Option<&'static str> {
 pub fn address_key(address: &Address) -> String {
     match address {
         Address::Evm(bytes) => {
-            let mut text = String::with_capacity(42);
+            // Called for every payout the guards judge: no formatting machinery per byte.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut text = String::with_capacity(2 + 2 * bytes.len());
             text.push_str("0x");
             for byte in bytes {
-                text.push_str(&format!("{byte:02x}"));
+                text.push(char::from(HEX[usize::from(byte >> 4)]));
+                text.push(char::from(HEX[usize::from(byte & 0x0f)]));
             }
             text
         }

@@ -224,11 +224,22 @@ impl Router {
             HashMap::default();
         let mut chosen: HashMap<(RailId, Asset), usize, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
             HashMap::default();
+        // What each pool holds before these decisions, asked once per pool rather than once
+        // per payment and rail (`available` reads the ledger, and derives an account id).
+        let mut before: HashMap<(RailId, Asset), Amount, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
+            HashMap::default();
+        for rail in rails {
+            let caps = rail.capabilities;
+            for asset in caps.assets.iter().chain(std::iter::once(&caps.fee_asset)) {
+                before.entry((caps.rail, *asset)).or_insert_with(|| available(caps.rail, *asset));
+            }
+        }
         let mut decisions = Vec::with_capacity(payments.len());
         for (payment, deadline) in payments {
             let left = |rail: RailId, asset: Asset| {
                 let spent = used.get(&(rail, asset)).copied().unwrap_or(Amount::ZERO);
-                available(rail, asset).checked_sub(spent).unwrap_or(Amount::ZERO)
+                let held = before.get(&(rail, asset)).copied().unwrap_or_else(|| available(rail, asset));
+                held.checked_sub(spent).unwrap_or(Amount::ZERO)
             };
             let decision = self.decide(payment, *deadline, rails, &left, now);
             if let Some(rail) = decision.chosen.and_then(|r| rails.iter().find(|s| s.capabilities.rail == r)) {
