@@ -104,6 +104,17 @@ impl Caller {
     }
 }
 
+/// Whether the request's API key is one this node knows (a standby may not know yet a key
+/// made moments ago on another node).
+pub(crate) fn known_here(api: &Api, headers: &axum::http::HeaderMap) -> bool {
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(hash) = secret.and_then(|s| hash(s.trim())) else { return false };
+    api.handle.read(|m| m.access.keys.contains_key(&hash))
+}
+
 impl FromRequestParts<Api> for Caller {
     type Rejection = Problem;
 

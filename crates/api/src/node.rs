@@ -1,9 +1,10 @@
 //! A node among several on one shared journal (PostgreSQL): what it is (leader or standby),
 //! for `/readyz` and the metrics, and forwarding. A standby answers every query from its own
-//! copy of the state; a request that changes something (any method but GET and HEAD) is
-//! forwarded to the leader the lease row names, with its headers and body, and the leader's
-//! answer returned as it is — so a merchant may send a batch to any node. With no leader
-//! known the answer is a 503 with Retry-After.
+//! copy of the state, and accepts merchants' batches itself (an intake needs no lease: the
+//! node journals it in its turn, the idempotency claim a unique constraint); any other
+//! request that changes something (any method but GET and HEAD) is forwarded to the leader
+//! the lease row names, with its headers and body, and the leader's answer returned as it
+//! is. With no leader known the answer is a 503 with Retry-After.
 
 use std::time::Duration;
 
@@ -43,7 +44,13 @@ const HOP: [HeaderName; 4] = [header::CONNECTION, header::HOST, header::TRANSFER
 /// Forwards a change to the leader when this node stands by.
 pub(crate) async fn forward_changes(State(api): State<Api>, request: Request, next: Next) -> Response {
     let standby = api.handle.read(|m| m.standby);
-    if !standby || matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    // A merchant's batch needs no lease: a standby journals it itself, in its turn — when it
+    // knows the caller's key (one made moments ago on another node it may not have applied
+    // yet: the leader judges it).
+    let intake = *request.method() == Method::POST
+        && request.uri().path() == "/v1/batches"
+        && crate::auth::known_here(&api, request.headers());
+    if !standby || intake || matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(request).await;
     }
     let leader = api.node().and_then(|n| n.leader_url).filter(|url| Some(url) != api.node().map(|n| n.node).as_ref());

@@ -13,13 +13,21 @@ use crate::{Engine, EngineError, derived, history};
 impl Engine {
     /// Every entry point starts here: a stopped engine does nothing more.
     pub(crate) fn running(&self) -> Result<(), EngineError> {
-        if self.standby.is_some() {
+        if self.standby.is_some() && !self.admitting {
             return Err(EngineError::Standby);
         }
-        match &self.stopped {
-            Some(reason) => Err(EngineError::Stopped(reason.clone())),
-            None => Ok(()),
+        if let Some(reason) = &self.stopped {
+            return Err(EngineError::Stopped(reason.clone()));
         }
+        if self.shared && !self.in_turn {
+            // Deciding from a state other nodes may have moved past would append out of
+            // order: a shared engine acts only in its turn.
+            let why = self.turn_refused.as_deref().unwrap_or("it was not asked for");
+            return Err(EngineError::Journal(journal::JournalError::Storage(format!(
+                "this node could not take its turn on the shared journal ({why}); nothing changed, try again"
+            ))));
+        }
+        Ok(())
     }
 
     pub(crate) fn stop(&mut self, reason: String) -> EngineError {
@@ -141,22 +149,31 @@ impl Engine {
     /// After an event applied: its queued payments go to routing, what it finished goes to the
     /// history store with the same commit, and it is staged.
     pub(crate) fn after_apply(&mut self, event: Event, queued: Vec<PaymentId>) {
-        self.staging.waiting(queued);
+        // A standby routes nothing: what it admits is routed by the node that acts.
+        if self.standby.is_none() {
+            self.staging.waiting(queued);
+        }
         let retired = self.state.book.take_retired();
         if !retired.is_empty() {
             self.history.extend(history::ops(&retired, self.config.reconcile_balances));
             self.history.extend(crate::guards::index_ops(&retired, &self.state.guards.policies));
-            for record in &retired.settlements {
-                self.watching.remove(&record.settlement.id);
-                if matches!(record.state, SettlementState::Final | SettlementState::Dead) {
-                    if self.reconcile_due.len() >= self.config.reconcile_settlements_max {
-                        self.reconcile_due.pop_front();
-                    }
-                    self.reconcile_due.push_back(record.settlement.id);
-                }
-            }
+            self.unwatch(&retired);
         }
         self.staged.push(event);
+    }
+
+    /// Settlements that left the book leave the watch; the finished ones are due for
+    /// reconciliation.
+    pub(crate) fn unwatch(&mut self, retired: &Retired) {
+        for record in &retired.settlements {
+            self.watching.remove(&record.settlement.id);
+            if matches!(record.state, SettlementState::Final | SettlementState::Dead) {
+                if self.reconcile_due.len() >= self.config.reconcile_settlements_max {
+                    self.reconcile_due.pop_front();
+                }
+                self.reconcile_due.push_back(record.settlement.id);
+            }
+        }
     }
 
     /// Appends everything staged in one durable commit. A failure stops the engine: the state
@@ -182,6 +199,7 @@ impl Engine {
             Ok(appended) => {
                 self.staged.clear();
                 self.commits += 1;
+                self.committed_own();
                 self.maybe_snapshot().await?;
                 Ok(Some(appended))
             }
@@ -195,6 +213,10 @@ impl Engine {
     pub(crate) async fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
         let every = self.config.snapshot_every_records;
         let tip = self.journal.tip();
+        if self.standby.is_some() {
+            // The acting node writes the snapshots of a shared journal.
+            return Ok(());
+        }
         if every == 0 || tip < self.last_snapshot_seq.saturating_add(every) {
             return Ok(());
         }

@@ -67,7 +67,24 @@ impl Engine {
     /// key with the same body returns the original answer; with a different body, a conflict.
     /// The body is hashed here, over the canonical encoding of the drafts: a caller cannot
     /// make two different batches look alike.
+    ///
+    /// A standby takes this one command itself, in its turn on the shared journal: an intake
+    /// needs no lease (the idempotency claim is a unique constraint), and the node that acts
+    /// routes what it admitted once it catches up.
     pub async fn submit(
+        &mut self,
+        merchant: MerchantId,
+        key: &str,
+        drafts: &[Draft],
+        now: Timestamp,
+    ) -> Result<Intake, IntakeError> {
+        self.admitting = self.standby.is_some() && self.in_turn;
+        let outcome = self.admit(merchant, key, drafts, now).await;
+        self.admitting = false;
+        outcome
+    }
+
+    async fn admit(
         &mut self,
         merchant: MerchantId,
         key: &str,

@@ -37,6 +37,7 @@ mod staging;
 mod standby;
 pub mod state;
 pub mod stats;
+mod turn;
 mod watching;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -269,6 +270,17 @@ pub struct Engine {
     /// On a node acting under a lease: whether the lease is still surely held. Checked before
     /// every round and every broadcast; `false` stops the engine.
     lease_guard: Option<LeaseGuard>,
+    /// Several nodes append to this engine's journal: it decides and appends only in its
+    /// turn, having applied what the others appended (see `turn`).
+    shared: bool,
+    in_turn: bool,
+    /// On a shared engine, the last record its state holds (the journal's tip may be ahead
+    /// between taking a turn and catching up).
+    applied_seq: u64,
+    /// Why the last turn could not be taken (the answer to what needed it).
+    turn_refused: Option<String>,
+    /// A standby journaling a merchant's batch (the one command it takes).
+    admitting: bool,
 }
 
 /// Whether the lease a node acts under is still surely its own.
@@ -408,6 +420,11 @@ impl Engine {
             last_reconciliation: None,
             standby: None,
             lease_guard: None,
+            shared: false,
+            in_turn: false,
+            applied_seq: recovered.seq,
+            turn_refused: None,
+            admitting: false,
         };
         Ok((engine, recovered.seq))
     }

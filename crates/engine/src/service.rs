@@ -495,15 +495,32 @@ pub async fn run_attached(
             () = &mut shutdown => break,
             command = inbox.commands.recv() => {
                 let Some(command) = command else { break };
+                // On a shared journal a command is decided in this node's turn (a standby
+                // takes only merchants' batches; it refuses the rest without one).
+                let turn = engine.is_shared() && (!engine.is_standby() || matches!(command, Command::Submit { .. }));
+                if turn {
+                    crate::turn::take(&mut engine).await;
+                }
                 engine.handle(command, (config.now)()).await;
+                if turn {
+                    crate::turn::give(&mut engine).await;
+                }
                 engine.publish(&inbox.read, (config.now)(), false);
             }
             () = tokio::time::sleep_until(next_round) => {
                 let now = (config.now)();
                 if engine.stopped().is_none() {
                     (config.before_tick)(now);
+                    // A standby's round only reads the journal: no turn.
+                    let turn = engine.is_shared() && !engine.is_standby();
+                    if turn {
+                        crate::turn::take(&mut engine).await;
+                    }
                     if let Err(error) = engine.tick(now).await {
                         tracing::error!(%error, "round failed");
+                    }
+                    if turn {
+                        crate::turn::give(&mut engine).await;
                     }
                 }
                 engine.publish(&inbox.read, now, true);

@@ -24,9 +24,9 @@ const CHUNK: usize = 4_096;
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Following {
     /// The last record applied.
-    seq: u64,
+    pub(crate) seq: u64,
     /// The store's tip at the last look.
-    stored: u64,
+    pub(crate) stored: u64,
 }
 
 impl Engine {
@@ -40,6 +40,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let (mut engine, seq) = Engine::build(journal, config, rails, now)?;
         engine.standby = Some(Following { seq, stored: seq });
+        engine.shared = true;
         Ok(engine)
     }
 
@@ -54,8 +55,14 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let (mut engine, _) = Engine::build(journal, config, rails, now)?;
         engine.lease_guard = Some(guard);
+        engine.shared = true;
         engine.check_lease()?;
-        engine.resume(now).await?;
+        // Recovery decides and appends like a round: in a turn, after what others appended.
+        engine.begin_turn().await?;
+        let resumed = engine.resume(now).await;
+        let ended = engine.end_turn().await;
+        resumed?;
+        ended?;
         Ok(engine)
     }
 
@@ -66,7 +73,11 @@ impl Engine {
     /// The last record the state holds: the journal's tip, or on a standby the last record
     /// it applied.
     pub fn applied(&self) -> u64 {
-        self.standby.map_or_else(|| self.journal.tip(), |f| f.seq)
+        match self.standby {
+            Some(following) => following.seq,
+            None if self.shared => self.applied_seq,
+            None => self.journal.tip(),
+        }
     }
 
     /// On a standby, records the journal held past what it applied at the last look.

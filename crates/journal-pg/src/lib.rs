@@ -27,6 +27,7 @@ mod lease;
 mod schema;
 mod store;
 mod tail;
+mod turn;
 
 use std::sync::Mutex;
 
@@ -161,7 +162,8 @@ impl PgJournal {
     /// for `idle_in_transaction`: a node frozen (SIGSTOP, a long pause) in the middle of an
     /// append holds the tip row's lock, and every other node's appends would wait for it; the
     /// server drops that transaction instead (the frozen node, woken, finds its connection
-    /// gone and its append not made).
+    /// gone and its append not made). The session itself ends when idle that long (a frozen
+    /// node holding the journal's turn, see `turn`), and waits for a lock are bounded so.
     pub fn connect_bounded(url: &str, idle_in_transaction: std::time::Duration) -> Result<PgJournal, PgError> {
         let ms = u64::try_from(idle_in_transaction.as_millis()).unwrap_or(u64::MAX).max(1);
         let journal = PgJournal { url: url.to_owned(), client: Mutex::new(None), idle_in_transaction_ms: Some(ms) };
@@ -176,7 +178,12 @@ impl PgJournal {
         if slot.as_ref().is_none_or(Client::is_closed) {
             let mut client = Client::connect(&self.url, NoTls).map_err(|e| PgError::Unavailable(e.to_string()))?;
             if let Some(ms) = self.idle_in_transaction_ms {
-                client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))?;
+                // A frozen writer holds nothing for longer: not the tip row in a transaction,
+                // not the journal's turn between two (see `turn`); and a wait for either is
+                // bounded the same.
+                client.batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {ms}; SET idle_session_timeout = {ms}; SET lock_timeout = {ms}"
+                ))?;
             }
             *slot = Some(client);
         }

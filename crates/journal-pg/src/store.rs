@@ -69,6 +69,13 @@ impl PgStore {
         PgStore::connect_writer(url, None, readers)
     }
 
+    /// `connect_pooled` for a node of several sharing the journal: its writer's connection
+    /// holds nothing (a transaction, the journal's turn) for longer than `bound` once its
+    /// node stops answering, and waits for a lock at most that long.
+    pub fn connect_node(url: &str, readers: usize, bound: std::time::Duration) -> Result<PgStore, PgError> {
+        PgStore::connect_writer(url, Some(bound), readers)
+    }
+
     fn connect_writer(url: &str, idle: Option<std::time::Duration>, readers: usize) -> Result<PgStore, PgError> {
         if !(1..=64).contains(&readers) {
             return Err(PgError::Invalid(format!("{readers} reader connections: 1 to 64")));
@@ -178,6 +185,25 @@ impl Store for PgStore {
             REFUSALS.fetch_add(1, Ordering::Relaxed);
         }
         outcome.map_err(storage)
+    }
+
+    /// On the journal's writer thread, on the writer's connection (the turn is its session's).
+    fn begin_turn(&self) -> Result<Tip, JournalError> {
+        self.writer().begin_turn().map_err(storage)
+    }
+
+    fn end_turn(&self) -> Result<(), JournalError> {
+        self.writer().end_turn().map_err(storage)
+    }
+
+    /// A third of the connection's bound: a holder waiting for its engine stays well clear
+    /// of being taken for a frozen one.
+    fn keep_turn_every(&self) -> Option<std::time::Duration> {
+        self.writer().bound().map(|bound| bound / 3)
+    }
+
+    fn keep_turn(&self) -> Result<(), JournalError> {
+        self.writer().keep_turn().map_err(storage)
     }
 
     fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {

@@ -261,6 +261,7 @@ impl Journal {
             durable_tip: Arc::clone(&tip),
             poisoned: Arc::clone(&poisoned),
             commits_until_failure: Arc::clone(&commits_until_failure),
+            in_turn: false,
         };
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -403,6 +404,23 @@ impl Journal {
         let (reply, receiver) = oneshot::channel();
         self.sender()?.send(Request::Snapshot { seq, state, reply }).map_err(|_| JournalError::Closed)?;
         receiver.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Takes this journal's turn on a store several processes append to (see
+    /// `Store::begin_turn`) and returns the stored tip, which `tip` reports from now on: the
+    /// caller applies the records up to it before deciding. A store one process writes has
+    /// no turns (its tip, at once). Nothing is written; a failure does not poison the journal.
+    pub async fn begin_turn(&self) -> Result<u64, JournalError> {
+        let (reply, receiver) = oneshot::channel();
+        self.sender()?.send(Request::BeginTurn { reply }).map_err(|_| JournalError::Closed)?;
+        receiver.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Gives the turn back, after the appends already asked for.
+    pub fn end_turn(&self) -> Result<(), JournalError> {
+        // Given back even from a poisoned journal: another writer may go on.
+        let sender = self.inner.sender.as_ref().ok_or(JournalError::Closed)?;
+        sender.send(Request::EndTurn).map_err(|_| JournalError::Closed)
     }
 
     /// The newest snapshot, verified against its checksum and against the record it follows.

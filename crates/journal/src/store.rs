@@ -36,6 +36,31 @@ pub trait Store: Send + Sync + 'static {
         frame_bytes_max: usize,
     ) -> Result<(Vec<Appended>, Tip), JournalError>;
 
+    /// Takes this writer's turn on a journal several processes append to (PostgreSQL): until
+    /// `end_turn` no other writer appends, so what the caller decides from the records up to
+    /// the tip returned (others' appends included) is appended right after them. Waiting for
+    /// a turn another writer holds is bounded: past the bound this is an error and nothing is
+    /// held. A store only one process writes (redb) has no turns: this is its tip.
+    fn begin_turn(&self) -> Result<Tip, JournalError> {
+        self.tip()
+    }
+
+    /// Gives the turn back (nothing is written).
+    fn end_turn(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    /// How often a writer holding a turn, and given nothing to do, says so (`keep_turn`): a
+    /// store may end the turn of a writer silent for longer, as it would a frozen one's.
+    /// `None`: never needed.
+    fn keep_turn_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    fn keep_turn(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
     /// Stores a snapshot of derived state after record `seq` (at most the tip), keeping the
     /// newest `kept`.
     fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError>;

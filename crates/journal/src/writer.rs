@@ -21,20 +21,26 @@ pub(crate) enum Request {
         state: Vec<u8>,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
+    /// Take the turn (see `Store::begin_turn`); the answer is the stored tip, from which the
+    /// appends that follow continue.
+    BeginTurn {
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
+    EndTurn,
 }
 
 impl Request {
     fn records(&self) -> usize {
         match self {
             Request::Append { payloads, .. } => payloads.len(),
-            Request::Snapshot { .. } => 0,
+            _ => 0,
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
             Request::Append { payloads, .. } => payloads.iter().map(Vec::len).sum(),
-            Request::Snapshot { .. } => 0,
+            _ => 0,
         }
     }
 }
@@ -60,6 +66,8 @@ pub(crate) struct Writer {
     pub(crate) poisoned: Arc<AtomicBool>,
     /// Commits left before an injected failure (`u64::MAX`: never); see `Journal::fail_after`.
     pub(crate) commits_until_failure: Arc<AtomicU64>,
+    /// Whether this writer holds the store's turn.
+    pub(crate) in_turn: bool,
 }
 
 impl Writer {
@@ -68,51 +76,113 @@ impl Writer {
         loop {
             let first = match carried.take() {
                 Some(request) => request,
-                None => match self.receiver.recv() {
-                    Ok(request) => request,
-                    Err(_) => return, // every handle is gone
+                None => match self.next_request() {
+                    Some(request) => request,
+                    None => return, // every handle is gone
                 },
             };
-            if let Request::Snapshot { seq, state, reply } = first {
-                // A snapshot past the tip is the caller's mistake, not a storage failure: it
-                // must not poison the journal.
-                let result = if seq == 0 || seq > self.seq {
-                    Err(JournalError::SnapshotBeyondTip { seq, tip: self.seq })
-                } else {
-                    self.guarded(|w| w.snapshot(seq, &state))
-                };
-                let _ = reply.send(result);
-                continue;
-            }
-            // Group: everything already queued, up to the record limit; a snapshot request ends
-            // the group and is served right after it, keeping order.
+            let first = match first {
+                Request::Snapshot { seq, state, reply } => {
+                    // A snapshot past the tip is the caller's mistake, not a storage failure:
+                    // it must not poison the journal.
+                    let result = if seq == 0 || seq > self.seq {
+                        Err(JournalError::SnapshotBeyondTip { seq, tip: self.seq })
+                    } else {
+                        self.guarded(|w| w.snapshot(seq, &state))
+                    };
+                    let _ = reply.send(result);
+                    continue;
+                }
+                Request::BeginTurn { reply } => {
+                    let _ = reply.send(self.begin_turn());
+                    continue;
+                }
+                Request::EndTurn => {
+                    self.end_turn();
+                    continue;
+                }
+                append @ Request::Append { .. } => append,
+            };
+            // Group: everything already queued, up to the record limit; any other request
+            // ends the group and is served right after it, keeping order.
             let mut records = first.records();
             let mut bytes = first.bytes();
             let mut group = vec![first];
             while records < self.group_records_max && bytes < self.group_bytes_max {
                 match self.receiver.try_recv() {
-                    Ok(request @ Request::Snapshot { .. }) => {
-                        carried = Some(request);
-                        break;
-                    }
-                    Ok(request) => {
+                    Ok(request @ Request::Append { .. }) => {
                         records += request.records();
                         bytes += request.bytes();
                         group.push(request);
+                    }
+                    Ok(request) => {
+                        carried = Some(request);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             let appends: Vec<AppendRequest> = group
                 .into_iter()
-                .map(|request| match request {
+                .filter_map(|request| match request {
                     Request::Append { payloads, claim, history, reply } => {
-                        AppendRequest { payloads, claim, history, reply }
+                        Some(AppendRequest { payloads, claim, history, reply })
                     }
-                    Request::Snapshot { .. } => unreachable!("snapshots are carried, not grouped"),
+                    _ => None, // only appends are grouped
                 })
                 .collect();
             self.commit_group(appends);
+        }
+    }
+
+    /// The next request; while a turn is held, the store is told the writer is alive whenever
+    /// it has waited that long for one. `None`: every handle is gone.
+    fn next_request(&mut self) -> Option<Request> {
+        loop {
+            let every = if self.in_turn { self.store.keep_turn_every() } else { None };
+            let Some(every) = every else { return self.receiver.recv().ok() };
+            match self.receiver.recv_timeout(every) {
+                Ok(request) => return Some(request),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.store.keep_turn() {
+                        // The turn is gone with the connection: the next append fails on it
+                        // (a store refuses appends out of turn through its tip check).
+                        tracing::warn!(%error, "the journal turn could not be kept");
+                        self.in_turn = false;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Takes the store's turn and continues the chain from the stored tip. Nothing is
+    /// written: a failure is the caller's error, not the journal's poison.
+    fn begin_turn(&mut self) -> Result<u64, JournalError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(JournalError::Poisoned);
+        }
+        let (seq, hash) = self.store.begin_turn()?;
+        self.in_turn = true;
+        if seq < self.seq {
+            self.end_turn();
+            return Err(JournalError::Storage(format!(
+                "the stored journal ends at record {seq}, before record {} this writer appended: not the journal it opened",
+                self.seq
+            )));
+        }
+        (self.seq, self.hash) = (seq, hash);
+        self.durable_tip.store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    fn end_turn(&mut self) {
+        if !std::mem::replace(&mut self.in_turn, false) {
+            return;
+        }
+        if let Err(error) = self.store.end_turn() {
+            // A turn that cannot be given back went with its connection.
+            tracing::warn!(%error, "the journal turn could not be given back");
         }
     }
 

@@ -79,7 +79,7 @@ impl Node {
         let waiting = Arc::clone(&keeper);
         blocking(move || waiting.first_round(ttl)).await?;
         let owned = url.to_owned();
-        let store = blocking(move || PgStore::connect_pooled(&owned, readers))
+        let store = blocking(move || PgStore::connect_node(&owned, readers, ttl))
             .await?
             .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL journal: {e}"))?;
         let reads = Journal::with_store(Arc::new(store), loaded.engine.journal.clone())?;

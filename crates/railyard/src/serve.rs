@@ -135,6 +135,16 @@ pub async fn admin_key(loaded: Loaded) -> anyhow::Result<()> {
 /// Journals the configured start-up funding of pools still empty, and creates a first admin
 /// key when there is none (its secret returned, to show once).
 pub(crate) async fn prepare(engine: &mut Engine, loaded: &Loaded) -> anyhow::Result<Option<String>> {
+    // On a shared journal, in this node's turn (a no-op alone).
+    engine.begin_turn().await?;
+    let prepared = prepare_in_turn(engine, loaded).await;
+    let ended = engine.end_turn().await;
+    let prepared = prepared?;
+    ended?;
+    Ok(prepared)
+}
+
+async fn prepare_in_turn(engine: &mut Engine, loaded: &Loaded) -> anyhow::Result<Option<String>> {
     for (rail, asset, amount) in &loaded.funding {
         if engine.state().pools.available(*rail, *asset).is_zero() {
             let transfer = u128::from_le_bytes(

@@ -90,13 +90,16 @@ async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_wor
     let (journal, guard) = leased(&a);
     let mut leader = Engine::open_leased(journal, config(), world.rails(), T0, guard).await.unwrap();
     let mut standby = Engine::open_standby(shared(&url), config(), world.rails(), T0).unwrap();
+    // A leader on the shared journal acts in its turn (see `turns`).
+    leader.begin_turn().await.unwrap();
     fund(&mut leader, T0).await;
     submit_all(&mut leader, 1_000, T0).await;
+    leader.end_turn().await.unwrap();
     let mut now = T0;
     for _ in 0..3 {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
-        leader.tick(now).await.unwrap();
+        tick_in_turn(&mut leader, now).await.unwrap();
     }
     // The standby follows: the same records, the same payments, and it acts on nothing.
     let before = standby.applied();
@@ -116,7 +119,7 @@ async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_wor
     let tip = leader.journal().tip();
     now = now.saturating_add_ms(BLOCK_MS);
     world.advance(now);
-    let stopped = leader.tick(now).await;
+    let stopped = tick_in_turn(&mut leader, now).await;
     assert!(matches!(stopped, Err(EngineError::Stopped(ref why)) if why.contains("lease")), "{stopped:?}");
     assert_eq!(leader.journal().tip(), tip, "nothing journaled after the lease ended");
     let unsettled = leader.count_by_state().get("settled").copied().unwrap_or(0);
@@ -133,14 +136,21 @@ async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_wor
     for _ in 0..200 {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);
-        next.tick(now).await.unwrap();
+        tick_in_turn(&mut next, now).await.unwrap();
         if next.state().book.payments.values().all(|p| p.state.is_terminal()) {
             break;
         }
     }
-    next.tick(now.saturating_add_ms(BLOCK_MS)).await.unwrap();
     check_paid_exactly_once(&next, &world, 1_000);
     standby.tick(now).await.unwrap();
     assert_eq!(standby.applied(), next.journal().tip());
     assert_eq!(standby.state().state_hash(), next.state().state_hash());
+}
+
+/// One round of a shared engine, in its turn.
+pub(crate) async fn tick_in_turn(engine: &mut Engine, now: model::Timestamp) -> Result<(), EngineError> {
+    engine.begin_turn().await?;
+    let ticked = engine.tick(now).await;
+    let ended = engine.end_turn().await;
+    ticked.and(ended)
 }

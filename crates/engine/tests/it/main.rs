@@ -9,6 +9,7 @@ mod liquidity;
 mod report;
 mod scenarios;
 mod service;
+mod turns;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! Three `railyard serve` processes sharing one PostgreSQL journal over two real anvil chains
-//! (issue 14): one node holds the engine lease and acts, the others stand by and forward what
-//! merchants send them. Faults, in order: the leader killed with SIGKILL; the next leader
+//! (issue 14): one node holds the engine lease and acts, the others stand by: they journal the
+//! merchants' batches sent to them themselves (in their turn on the journal: an intake needs
+//! no lease) and forward any other change to the leader. Faults, in order: the leader killed with SIGKILL; the next leader
 //! frozen with SIGSTOP past its lease, then woken; PostgreSQL itself restarted; the first node
 //! started again. At the end every recipient holds on chain exactly what was accepted for
 //! it, the ledger balances, the hash chain verifies, and no frame was appended under a lease
@@ -216,7 +217,7 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
         )
         .await;
     assert_eq!((status, body["code"].as_str()), (503, Some("no_leader")), "{body}");
-    // Bad input through a standby: the leader's answer, naming the row; nothing changed.
+    // Bad input through a standby: refused, naming the row; nothing changed.
     let records = a.journal_records().await;
     let bad = "reference,amount,asset,destination,networks,class\nx-1,-5,USDC,0x12,evm:31337,standard\n";
     let (status, body) = c.submit(&merchant, "bad-1", "text/csv", bad).await;
@@ -229,7 +230,7 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
     for round in 0..rounds {
         let r = round * 10;
         let (i, _) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(30)).await;
-        // Sent to a standby: forwarded to the leader.
+        // Sent to a standby: journaled there.
         submit(&nodes[(i + 1) % nodes.len()].0, &merchant, r, 20, &mut expected, &mut batches).await;
         tokio::time::sleep(Duration::from_millis(200 + random(1_800))).await;
         // 1. The leader dies (kill -9): another node takes over after the lease expires. After
@@ -282,6 +283,9 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
             highest = *token;
         }
     }
+    // Standbys journaled batches themselves: frames under no lease token.
+    let by_standbys = tokens.iter().filter(|(_, token)| token.is_none()).count();
+    assert!(by_standbys > 0, "no batch was journaled by the standby it was sent to");
     // A holder for the start, and one more for each kill and each freeze (after
     // the database restart the holder may keep its lease, if it renews it in time).
     assert!(highest > 2 * i64::try_from(rounds).unwrap(), "holders: {highest}");
@@ -299,7 +303,7 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
     follower.state().pools.ledger().verify().unwrap();
     assert_eq!(follower.state().book.payments.len(), 0, "nothing open: every payment finished");
     println!(
-        "cluster: {} payments over {} batches, {records} records, lease tokens up to {highest}; longest without a leaseholder {longest:?}",
+        "cluster: {} payments over {} batches, {records} records ({by_standbys} frames journaled by standbys), lease tokens up to {highest}; longest without a leaseholder {longest:?}",
         expected.len(),
         batches.len()
     );
