@@ -149,8 +149,9 @@ impl Engine {
     /// After an event applied: its queued payments go to routing, what it finished goes to the
     /// history store with the same commit, and it is staged.
     pub(crate) fn after_apply(&mut self, event: Event, queued: Vec<PaymentId>) {
-        // A standby routes nothing: what it admits is routed by the node that acts.
-        if self.standby.is_none() {
+        // Only the coordinator routes: what another node admits or puts back, it routes once
+        // it has caught up.
+        if self.standby.is_none() && self.coordinates() {
             self.staging.waiting(queued);
         }
         let retired = self.state.book.take_retired();

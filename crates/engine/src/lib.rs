@@ -24,6 +24,7 @@ pub mod guards;
 mod history;
 mod intake;
 mod operator;
+mod partition;
 pub mod policy;
 mod quotes;
 mod readmodel;
@@ -53,6 +54,7 @@ use router::{AnomalyPolicy, Breaker, BreakerConfig, Router, Rule, Weights};
 pub use follower::Follower;
 pub use intake::{Draft, Intake, IntakeError, RowError};
 pub use operator::OperatorError;
+pub use partition::Acting;
 pub use reconcile::{Difference, Reconciliation};
 pub use state::{EngineState, Replayed, StateConfig};
 
@@ -281,6 +283,8 @@ pub struct Engine {
     turn_refused: Option<String>,
     /// A standby journaling a merchant's batch (the one command it takes).
     admitting: bool,
+    /// What this engine acts on, when it shares the work with other nodes (see `partition`).
+    acting: Option<Acting>,
 }
 
 /// Whether the lease a node acts under is still surely its own.
@@ -425,6 +429,7 @@ impl Engine {
             applied_seq: recovered.seq,
             turn_refused: None,
             admitting: false,
+            acting: None,
         };
         Ok((engine, recovered.seq))
     }
@@ -486,13 +491,21 @@ impl Engine {
         self.running()?;
         self.check_lease()?;
         self.watch_all(now).await?;
-        self.hold_stale(now)?;
-        self.release_guards(now)?;
-        self.failover(now);
-        self.refresh_quotes(now).await;
-        self.route(now)?;
+        let coordinates = self.coordinates();
+        if coordinates {
+            self.hold_stale(now)?;
+            self.release_guards(now)?;
+            self.release_unsigned(now)?;
+            self.failover(now);
+            self.refresh_quotes(now).await;
+            self.route(now)?;
+        }
         for rail in self.rails.clone() {
-            self.plan(&rail, now).await?;
+            if coordinates {
+                self.plan(&rail, now).await?;
+            } else if self.drives(rail.capabilities().rail) {
+                self.sign_planned(&rail, now).await?;
+            }
         }
         self.commit_and_act(now).await?;
         // The ledger holds only open reservations, so checking it every round is cheap; a
@@ -501,7 +514,7 @@ impl Engine {
         if let Err(error) = self.state.pools.ledger().verify() {
             return Err(self.stop(format!("ledger invariant broken: {error}")));
         }
-        self.reconcile_on_timer(now)
+        if coordinates { self.reconcile_on_timer(now) } else { Ok(()) }
     }
 
     /// The report of the last reconciliation the timer ran.

@@ -16,6 +16,9 @@ impl Engine {
         // a rail learns them from its own chain. Open ones may not be on chain yet.
         for rail in self.rails.clone() {
             let caps = rail.capabilities();
+            if !self.drives(caps.rail) {
+                continue; // its node tells it
+            }
             let spends: Vec<Spend> = open
                 .iter()
                 .map(|id| &self.state.book.settlements[id])
@@ -52,8 +55,15 @@ impl Engine {
                     continue;
                 }
             }
+            if !self.drives(rail) {
+                continue; // the rail's node recovers it (or the coordinator releases it unsigned)
+            }
             match record.state {
-                SettlementState::Planned => released.push(Event::SettlementReleased { settlement: id, at: now }),
+                // Planned and never signed: released, so its payments queue again — by the
+                // coordinator; a node driving only the rail signs it in its next round.
+                SettlementState::Planned if self.coordinates() => {
+                    released.push(Event::SettlementReleased { settlement: id, at: now });
+                }
                 SettlementState::Signed => {
                     let tx = record.txs.last().expect("signed settlements have a transaction").clone();
                     self.watching.insert(id, Watching { last_action_at: now, ..Watching::default() });

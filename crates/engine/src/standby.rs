@@ -53,7 +53,22 @@ impl Engine {
         now: model::Timestamp,
         guard: LeaseGuard,
     ) -> Result<Engine, EngineError> {
+        Engine::open_acting(journal, config, rails, now, None, guard).await
+    }
+
+    /// `open_leased` for a node that shares the work (see `partition`): it acts on what
+    /// `acting` names (`None`: everything), under leases `guard` says are all surely held;
+    /// recovery covers only the rails it drives.
+    pub async fn open_acting(
+        journal: journal::Journal,
+        config: EngineConfig,
+        rails: Vec<std::sync::Arc<dyn rails::Rail>>,
+        now: model::Timestamp,
+        acting: Option<crate::Acting>,
+        guard: LeaseGuard,
+    ) -> Result<Engine, EngineError> {
         let (mut engine, _) = Engine::build(journal, config, rails, now)?;
+        engine.acting = acting;
         engine.lease_guard = Some(guard);
         engine.shared = true;
         engine.check_lease()?;

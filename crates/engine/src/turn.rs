@@ -107,7 +107,9 @@ impl Engine {
             if let Err(error) = self.state.apply(&event) {
                 return Err(self.stop(format!("catching up with the journal: record {} refused: {error}", record.seq)));
             }
-            self.staging.waiting(queued);
+            if self.coordinates() {
+                self.staging.waiting(queued);
+            }
             // What finished went to the history store in the other node's commit.
             let retired = self.state.book.take_retired();
             self.unwatch(&retired);

@@ -19,6 +19,9 @@ impl Engine {
             if self.rail(record.settlement.rail).is_none() {
                 continue; // held when the engine started without its rail (recovery)
             }
+            if !self.drives(record.settlement.rail) {
+                continue; // another node watches it
+            }
             match record.state {
                 SettlementState::Planned => {}
                 // Signed before a crash or a failed broadcast: the same bytes go out again,

@@ -20,6 +20,8 @@ pub(crate) struct Counting {
     pub(crate) inner: Arc<SandboxRail>,
     pub(crate) calls: Arc<AtomicU64>,
     pub(crate) hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Transactions this wrapper signed (builds, bumps, cancels).
+    pub(crate) signs: Arc<AtomicU64>,
 }
 
 impl Counting {
@@ -45,6 +47,7 @@ impl Rail for Counting {
     }
     async fn build(&self, batch: &Batch, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         self.count();
+        self.signs.fetch_add(1, Ordering::SeqCst);
         self.inner.build(batch, fee).await
     }
     async fn broadcast(&self, tx: &SignedTx) -> Result<(), RailError> {
@@ -59,10 +62,12 @@ impl Rail for Counting {
     }
     async fn bump(&self, batch: &Batch, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         self.count();
+        self.signs.fetch_add(1, Ordering::SeqCst);
         self.inner.bump(batch, previous, fee).await
     }
     async fn cancel(&self, previous: &SignedTx, fee: &FeeQuote) -> Result<SignedTx, RailError> {
         self.count();
+        self.signs.fetch_add(1, Ordering::SeqCst);
         self.inner.cancel(previous, fee).await
     }
     async fn health(&self) -> Health {
@@ -90,11 +95,29 @@ pub(crate) fn counting(world: &World) -> (Vec<Arc<dyn Rail>>, Arc<AtomicU64>, Ha
         .iter()
         .zip(&hangs)
         .map(|(s, hang)| {
-            Arc::new(Counting { inner: Arc::clone(s), calls: Arc::clone(&calls), hang: Arc::clone(hang) })
+            let signs = Arc::new(AtomicU64::new(0));
+            Arc::new(Counting { inner: Arc::clone(s), calls: Arc::clone(&calls), hang: Arc::clone(hang), signs })
                 as Arc<dyn Rail>
         })
         .collect();
     (rails, calls, hangs)
+}
+
+/// The world's rails wrapped for one node, with a count per rail of what it signed there.
+pub(crate) fn signing(world: &World) -> (Vec<Arc<dyn Rail>>, Vec<Arc<AtomicU64>>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let signs: Vec<Arc<AtomicU64>> = world.sandboxes.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let rails = world
+        .sandboxes
+        .iter()
+        .zip(&signs)
+        .map(|(s, signs)| {
+            let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (inner, calls, signs) = (Arc::clone(s), Arc::clone(&calls), Arc::clone(signs));
+            Arc::new(Counting { inner, calls, hang, signs }) as Arc<dyn Rail>
+        })
+        .collect();
+    (rails, signs)
 }
 
 /// The journal fails on a commit in the middle of the run. The engine stops there: every later

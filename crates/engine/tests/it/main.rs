@@ -6,6 +6,7 @@ mod follower;
 mod guards;
 mod history;
 mod liquidity;
+mod partition;
 mod report;
 mod scenarios;
 mod service;
