@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Fence, Lease, PgError, PgJournal};
+use crate::{Fence, Lease, PgError, PgJournal, seq_of};
 
 #[derive(Debug)]
 struct Held {
@@ -56,6 +56,28 @@ impl LeaseKeeper {
     /// Starts keeping the leases `names` on `url` for `holder`, each for `ttl`, renewed every
     /// quarter of it.
     pub fn start(url: &str, holder: &str, names: Vec<String>, ttl: Duration) -> Result<LeaseKeeper, PgError> {
+        LeaseKeeper::keeping(url, holder, names, false, ttl)
+    }
+
+    /// Keeps a share of the leases `work` for `holder`, spread over the live nodes: each node
+    /// keeps its own lease `node:<holder>` (the live nodes are those whose node lease is
+    /// unexpired) and takes a free work lease only while it holds fewer than its fair share
+    /// (the work leases over the live nodes, rounded up); a node over its share (another one
+    /// joined) gives the extra ones up, rails before `work`'s first. So leases follow the
+    /// nodes: a node's death frees its share after the lease time, and the others take it.
+    pub fn start_shared(url: &str, holder: &str, work: Vec<String>, ttl: Duration) -> Result<LeaseKeeper, PgError> {
+        let mut names = vec![format!("{NODE_PREFIX}{holder}")];
+        names.extend(work);
+        LeaseKeeper::keeping(url, holder, names, true, ttl)
+    }
+
+    fn keeping(
+        url: &str,
+        holder: &str,
+        names: Vec<String>,
+        spread: bool,
+        ttl: Duration,
+    ) -> Result<LeaseKeeper, PgError> {
         let shared = Arc::new(Shared::default());
         let keeper = Arc::clone(&shared);
         let (holder, url) = (holder.to_owned(), url.to_owned());
@@ -66,7 +88,7 @@ impl LeaseKeeper {
             .spawn(move || match PgJournal::connect(&url) {
                 Ok(journal) => {
                     let _ = ready.send(Ok(()));
-                    keep(&journal, &holder, &names, ttl, &keeper);
+                    keep(&journal, &holder, &names, spread, ttl, &keeper);
                 }
                 Err(error) => {
                     let _ = ready.send(Err(error));
@@ -142,16 +164,50 @@ impl LeaseKeeper {
     }
 }
 
+/// What a node's own lease is named after (`start_shared`).
+pub const NODE_PREFIX: &str = "node:";
+
+/// Learns who holds lease `name`, this node not holding it.
+fn note_other(journal: &PgJournal, name: &str, shared: &Shared) {
+    let holder = journal.lease_holder(name).ok().flatten().map(|(holder, _)| holder);
+    let mut others = shared.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match holder {
+        Some(holder) => others.insert(name.to_owned(), holder),
+        None => others.remove(name),
+    };
+}
+
+/// With `spread`, the first name is the node's own lease and the rest are work leases, kept
+/// up to the node's fair share (`start_shared`).
+fn share_of(journal: &PgJournal, names: &[String], spread: bool) -> Option<usize> {
+    if !spread {
+        return None;
+    }
+    let nodes = journal.live_leases(NODE_PREFIX).unwrap_or(1).max(1);
+    Some((names.len() - 1).div_ceil(usize::try_from(nodes).unwrap_or(usize::MAX)))
+}
+
 /// The keeper's loop: every quarter of `ttl`, renew what is held and try to take what is not.
-fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shared: &Shared) {
+fn keep(journal: &PgJournal, holder: &str, names: &[String], spread: bool, ttl: Duration, shared: &Shared) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     // The two clocks may run at slightly different rates: a tenth of the lease is kept back.
     let sure = ttl - ttl / 10;
     let mut next = Instant::now();
     let mut last: Vec<Lease> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
-        for name in names {
+        let mut share = None;
+        for (n, name) in names.iter().enumerate() {
             let current = shared.held().get(name).map(|h| h.lease.clone());
+            if spread && n == 1 {
+                // Counted once the node's own lease is renewed (or taken: it counts itself).
+                share = share_of(journal, names, spread);
+            }
+            let work = spread && n > 0;
+            let held_work = || shared.held().keys().filter(|k| !k.starts_with(NODE_PREFIX)).count();
+            if work && current.is_none() && share.is_some_and(|share| held_work() >= share) {
+                note_other(journal, name, shared);
+                continue;
+            }
             let sent = Instant::now();
             let outcome = match &current {
                 Some(lease) => journal.renew_lease(lease, ttl_ms).map(|renewed| renewed.then(|| lease.clone())),
@@ -166,16 +222,14 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
                 Ok(None) => {
                     held.remove(name);
                     drop(held);
-                    let holder = journal.lease_holder(name).ok().flatten().map(|(holder, _)| holder);
-                    let mut others = shared.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match holder {
-                        Some(holder) => others.insert(name.clone(), holder),
-                        None => others.remove(name),
-                    };
+                    note_other(journal, name, shared);
                 }
                 // Unknown: it stays until its local deadline, which `fence` enforces.
                 Err(_) => {}
             }
+        }
+        if let Some(share) = share {
+            give_up_extra(journal, names, share, shared);
         }
         last = shared.held().values().map(|h| h.lease.clone()).collect();
         {
@@ -202,4 +256,119 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], ttl: Duration, shar
     }
     *shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     shared.wake.notify_all();
+}
+
+/// A node over its fair share (another joined) gives up work leases, the last of `names`
+/// first, until it holds its share: `fence` stops answering for them at once.
+fn give_up_extra(journal: &PgJournal, names: &[String], share: usize, shared: &Shared) {
+    for name in names[1..].iter().rev() {
+        let lease = {
+            let mut held = shared.held();
+            if held.keys().filter(|k| !k.starts_with(NODE_PREFIX)).count() <= share {
+                return;
+            }
+            match held.remove(name) {
+                Some(held) => held.lease,
+                None => continue,
+            }
+        };
+        tracing::info!(lease = %lease.name, share, "over this node's share: lease given up for another node");
+        if let Err(error) = journal.release_lease(&lease) {
+            tracing::warn!(lease = %lease.name, %error, "lease not released; it expires on its own");
+        }
+        note_other(journal, name, shared);
+    }
+}
+
+/// The lease rows (`railyard_leases`).
+impl PgJournal {
+    /// Takes lease `name` for `holder` for `ttl_ms` (PostgreSQL's clock) if no one holds it
+    /// unexpired; the token is one more than the last holder's. `None`: someone holds it.
+    pub fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>, PgError> {
+        self.with_client(|c| {
+            let row = c.query_opt(
+                "INSERT INTO railyard_leases (name, holder, token, expires_at)
+                 VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE
+                     SET holder = EXCLUDED.holder, token = railyard_leases.token + 1, expires_at = EXCLUDED.expires_at
+                     WHERE railyard_leases.expires_at <= now()
+                 RETURNING token",
+                &[&name, &holder, &ttl_ms],
+            )?;
+            Ok(row.map(|row| Lease { name: name.to_owned(), holder: holder.to_owned(), token: row.get(0) }))
+        })
+    }
+
+    /// Extends a lease still held (same token, unexpired) by `ttl_ms` from now; `false`: it
+    /// was lost, and its holder must stop acting under it at once.
+    pub fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool, PgError> {
+        self.with_client(|c| {
+            let renewed = c.execute(
+                "UPDATE railyard_leases SET expires_at = now() + $4::bigint * interval '1 millisecond'
+                 WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > now()",
+                &[&lease.name, &lease.holder, &lease.token, &ttl_ms],
+            )?;
+            Ok(renewed == 1)
+        })
+    }
+
+    /// Each frame's first record and the lease token it was appended under, in order: a
+    /// fenced journal never shows a token below one that came before it.
+    /// Each frame's first sequence number and the leases it was appended under, with their
+    /// tokens (empty: under none).
+    pub fn frame_fences(&self) -> Result<Vec<(u64, Vec<(String, i64)>)>, PgError> {
+        self.with_client(|c| {
+            let rows = c.query("SELECT first_seq, fences FROM railyard_frames ORDER BY first_seq", &[])?;
+            let parse = |text: Option<String>| -> Vec<(String, i64)> {
+                text.unwrap_or_default()
+                    .split(',')
+                    .filter_map(|part| part.rsplit_once('='))
+                    .filter_map(|(name, token)| Some((name.to_owned(), token.parse().ok()?)))
+                    .collect()
+            };
+            Ok(rows.iter().map(|row| (seq_of(row.get(0)), parse(row.get(1)))).collect())
+        })
+    }
+
+    pub fn frame_tokens(&self) -> Result<Vec<(u64, Option<i64>)>, PgError> {
+        self.with_client(|c| {
+            let rows = c.query("SELECT first_seq, token FROM railyard_frames ORDER BY first_seq", &[])?;
+            Ok(rows.iter().map(|row| (seq_of(row.get(0)), row.get(1))).collect())
+        })
+    }
+
+    /// Who holds lease `name` now (unexpired), and under which token.
+    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, PgError> {
+        self.with_client(|c| {
+            let row = c.query_opt(
+                "SELECT holder, token FROM railyard_leases WHERE name = $1 AND expires_at > now()",
+                &[&name],
+            )?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
+        })
+    }
+
+    /// Gives a lease up at once (a node leaving), so another can take it without waiting.
+    pub fn release_lease(&self, lease: &Lease) -> Result<(), PgError> {
+        self.with_client(|c| {
+            c.execute(
+                "UPDATE railyard_leases SET expires_at = now() WHERE name = $1 AND holder = $2 AND token = $3",
+                &[&lease.name, &lease.holder, &lease.token],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// How many leases named with `prefix` someone holds unexpired (the live nodes, by their
+    /// `node:` leases).
+    pub fn live_leases(&self, prefix: &str) -> Result<u64, PgError> {
+        self.with_client(|c| {
+            let pattern = format!("{prefix}%");
+            let row = c.query_one(
+                "SELECT count(*) FROM railyard_leases WHERE name LIKE $1 AND expires_at > now()",
+                &[&pattern],
+            )?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
 }

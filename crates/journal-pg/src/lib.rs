@@ -98,10 +98,11 @@ pub struct PgAppend {
     pub expected_tip: Option<u64>,
 }
 
-/// What a commit is made under: a lease's fence, and the tip its writes were decided at.
+/// What a commit is made under: the fences of the leases its writes were decided under (all
+/// must hold), and the tip they were decided at.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Conditions<'a> {
-    pub(crate) fence: Option<&'a Fence>,
+    pub(crate) fences: &'a [Fence],
     pub(crate) expected_tip: Option<u64>,
 }
 
@@ -221,7 +222,7 @@ impl PgJournal {
             return Err(PgError::Invalid("an append needs at least one record".into()));
         }
         let write = Write { payloads: &append.payloads, claim: append.claim.as_ref(), history: &append.history };
-        let conditions = Conditions { fence: append.fence.as_ref(), expected_tip: append.expected_tip };
+        let conditions = Conditions { fences: append.fence.as_slice(), expected_tip: append.expected_tip };
         let (mut outcomes, _) = self.commit_group(&conditions, &[write], usize::MAX)?;
         Ok(outcomes.pop().expect("one outcome per write"))
     }
@@ -242,7 +243,7 @@ impl PgJournal {
             let row = tx.query_one("SELECT seq, hash FROM railyard_tip FOR UPDATE", &[])?;
             let tip = seq_of(row.get(0));
             let prev = hash_of(row.get(1), tip)?;
-            if let Some(fence) = conditions.fence {
+            for fence in conditions.fences {
                 let lease = tx.query_opt(
                     "SELECT token, expires_at > now() FROM railyard_leases WHERE name = $1 FOR SHARE",
                     &[&fence.lease],
@@ -285,19 +286,24 @@ impl PgJournal {
                 payloads.extend(write.payloads.iter().map(Vec::as_slice));
                 ops.extend(write.history.iter());
             }
+            let fences: Option<String> = (!conditions.fences.is_empty()).then(|| {
+                let named: Vec<String> = conditions.fences.iter().map(|f| format!("{}={}", f.lease, f.token)).collect();
+                named.join(",")
+            });
             let mut hash = prev;
             let mut first = tip + 1;
             for chunk in record::frames(&payloads, frame_bytes_max) {
                 let (frame, frame_hash) = record::encode_frame(first, &hash, chunk);
                 let last = first + chunk.len() as u64 - 1;
                 tx.execute(
-                    "INSERT INTO railyard_frames (first_seq, last_seq, hash, body, token) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO railyard_frames (first_seq, last_seq, hash, body, token, fences) VALUES ($1, $2, $3, $4, $5, $6)",
                     &[
                         &sql_seq(first)?,
                         &sql_seq(last)?,
                         &frame_hash.as_slice(),
                         &frame,
-                        &conditions.fence.map(|f| f.token),
+                        &conditions.fences.first().map(|f| f.token),
+                        &fences,
                     ],
                 )?;
                 (hash, first) = (frame_hash, last + 1);
@@ -419,67 +425,6 @@ impl PgJournal {
                 }
             }
             Ok(None)
-        })
-    }
-
-    /// Takes lease `name` for `holder` for `ttl_ms` (PostgreSQL's clock) if no one holds it
-    /// unexpired; the token is one more than the last holder's. `None`: someone holds it.
-    pub fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>, PgError> {
-        self.with_client(|c| {
-            let row = c.query_opt(
-                "INSERT INTO railyard_leases (name, holder, token, expires_at)
-                 VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond')
-                 ON CONFLICT (name) DO UPDATE
-                     SET holder = EXCLUDED.holder, token = railyard_leases.token + 1, expires_at = EXCLUDED.expires_at
-                     WHERE railyard_leases.expires_at <= now()
-                 RETURNING token",
-                &[&name, &holder, &ttl_ms],
-            )?;
-            Ok(row.map(|row| Lease { name: name.to_owned(), holder: holder.to_owned(), token: row.get(0) }))
-        })
-    }
-
-    /// Extends a lease still held (same token, unexpired) by `ttl_ms` from now; `false`: it
-    /// was lost, and its holder must stop acting under it at once.
-    pub fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool, PgError> {
-        self.with_client(|c| {
-            let renewed = c.execute(
-                "UPDATE railyard_leases SET expires_at = now() + $4::bigint * interval '1 millisecond'
-                 WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > now()",
-                &[&lease.name, &lease.holder, &lease.token, &ttl_ms],
-            )?;
-            Ok(renewed == 1)
-        })
-    }
-
-    /// Each frame's first record and the lease token it was appended under, in order: a
-    /// fenced journal never shows a token below one that came before it.
-    pub fn frame_tokens(&self) -> Result<Vec<(u64, Option<i64>)>, PgError> {
-        self.with_client(|c| {
-            let rows = c.query("SELECT first_seq, token FROM railyard_frames ORDER BY first_seq", &[])?;
-            Ok(rows.iter().map(|row| (seq_of(row.get(0)), row.get(1))).collect())
-        })
-    }
-
-    /// Who holds lease `name` now (unexpired), and under which token.
-    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, PgError> {
-        self.with_client(|c| {
-            let row = c.query_opt(
-                "SELECT holder, token FROM railyard_leases WHERE name = $1 AND expires_at > now()",
-                &[&name],
-            )?;
-            Ok(row.map(|row| (row.get(0), row.get(1))))
-        })
-    }
-
-    /// Gives a lease up at once (a node leaving), so another can take it without waiting.
-    pub fn release_lease(&self, lease: &Lease) -> Result<(), PgError> {
-        self.with_client(|c| {
-            c.execute(
-                "UPDATE railyard_leases SET expires_at = now() WHERE name = $1 AND holder = $2 AND token = $3",
-                &[&lease.name, &lease.holder, &lease.token],
-            )?;
-            Ok(())
         })
     }
 }

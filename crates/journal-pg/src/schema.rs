@@ -44,6 +44,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     // The lease token each frame was appended under (NULL: no lease), so an audit can show
     // that no frame was written under a token older than one already used.
     (2, "ALTER TABLE railyard_frames ADD COLUMN token BIGINT;"),
+    // Every lease a frame was appended under, as `name=token,…` (a node may act under
+    // several: the coordinator's and its rails'); `token` keeps the first one's.
+    (3, "ALTER TABLE railyard_frames ADD COLUMN fences TEXT;"),
 ];
 
 /// The schema version this build writes.

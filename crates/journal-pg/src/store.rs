@@ -21,8 +21,8 @@ pub struct PgStore {
     /// Taken only by `drop`.
     writer: Option<PgJournal>,
     jobs: mpsc::Sender<Job>,
-    /// The lease every commit is made under, when the node acts under one.
-    fenced: Option<(Arc<LeaseKeeper>, String)>,
+    /// The leases every commit is made under, when the node acts under some.
+    fenced: Option<(Arc<LeaseKeeper>, Vec<String>)>,
 }
 
 /// Commits refused because the lease they were made under was lost (locally, before the
@@ -125,8 +125,19 @@ impl PgStore {
     /// The writer's transactions left idle for the lease's time (its node frozen mid-append)
     /// are ended by the server, so they hold up no other node's appends for longer.
     pub fn connect_fenced(url: &str, keeper: Arc<LeaseKeeper>, lease: &str) -> Result<PgStore, PgError> {
-        let mut store = PgStore::connect_writer(url, Some(keeper.ttl()), 1)?;
-        store.fenced = Some((keeper, lease.to_owned()));
+        PgStore::connect_fenced_all(url, keeper, vec![lease.to_owned()], 1)
+    }
+
+    /// `connect_fenced` under every lease of `leases` at once (a node acting as coordinator
+    /// and for some rails), with `readers` reader connections.
+    pub fn connect_fenced_all(
+        url: &str,
+        keeper: Arc<LeaseKeeper>,
+        leases: Vec<String>,
+        readers: usize,
+    ) -> Result<PgStore, PgError> {
+        let mut store = PgStore::connect_writer(url, Some(keeper.ttl()), readers)?;
+        store.fenced = Some((keeper, leases));
         Ok(store)
     }
 
@@ -167,19 +178,20 @@ impl Store for PgStore {
         writes: &[Write<'_>],
         frame_bytes_max: usize,
     ) -> Result<(Vec<Appended>, Tip), JournalError> {
-        let fence = match &self.fenced {
-            Some((keeper, lease)) => match keeper.fence(lease) {
-                Some(fence) => Some(fence),
+        let mut fences = Vec::new();
+        for lease in self.fenced.iter().flat_map(|(_, leases)| leases) {
+            let keeper = &self.fenced.as_ref().expect("leases come with their keeper").0;
+            match keeper.fence(lease) {
+                Some(fence) => fences.push(fence),
                 None => {
                     REFUSALS.fetch_add(1, Ordering::Relaxed);
                     return Err(JournalError::Storage(format!(
                         "fenced: this node no longer surely holds lease {lease}; nothing was appended"
                     )));
                 }
-            },
-            None => None,
-        };
-        let conditions = Conditions { fence: fence.as_ref(), expected_tip: Some(tip.0) };
+            }
+        }
+        let conditions = Conditions { fences: &fences, expected_tip: Some(tip.0) };
         let outcome = self.writer().commit_group(&conditions, writes, frame_bytes_max);
         if let Err(PgError::Fenced { .. }) = &outcome {
             REFUSALS.fetch_add(1, Ordering::Relaxed);

@@ -14,8 +14,8 @@ use journal::record::HASH_LEN;
 
 use crate::{PgError, PgJournal};
 
-/// The advisory lock that is the turn ("railyard" in ASCII).
-const TURN: i64 = 0x7261_696c_7961_7264;
+/// The advisory lock that is the turn ("railturn" in ASCII; the migrations take "railyard").
+const TURN: i64 = 0x7261_696c_7475_726e;
 
 impl PgJournal {
     /// Takes the turn (waiting at most the connection's lock bound: past it, an error and

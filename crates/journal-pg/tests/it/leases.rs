@@ -72,3 +72,34 @@ fn a_node_whose_database_hangs_stops_acting_within_one_lease_time() {
     }
     eprintln!("lease keeper: stopped acting {stopped_after:?} after the database hung (lease {ttl:?})");
 }
+
+/// Work leases spread over the live nodes (`start_shared`): a node alone takes them all; as
+/// others join, each ends with its fair share (here one of three), and when one leaves, the
+/// others take its share; no lease is ever held by two nodes at once.
+#[test]
+fn work_leases_spread_over_the_live_nodes_and_follow_them() {
+    let cluster = Cluster::start();
+    let ttl = Duration::from_millis(600);
+    let work: Vec<String> = ["coordinator", "rail:base", "rail:optimism"].map(String::from).to_vec();
+    let start = |holder: &str| LeaseKeeper::start_shared(&cluster.url, holder, work.clone(), ttl).unwrap();
+    let counts = |keepers: &[&LeaseKeeper]| -> Vec<usize> {
+        keepers.iter().map(|k| k.held().iter().filter(|(name, _)| !name.starts_with("node:")).count()).collect()
+    };
+    let a = start("a");
+    assert!(a.first_round(ttl));
+    assert_eq!(counts(&[&a]), [3], "alone, a node takes every work lease");
+    let b = start("b");
+    let c = start("c");
+    let spread = eventually(Duration::from_secs(10), || (counts(&[&a, &b, &c]) == [1, 1, 1]).then_some(()));
+    assert!(spread.is_some(), "each of three nodes holds one: {:?}", counts(&[&a, &b, &c]));
+    for name in &work {
+        let holders = [&a, &b, &c].iter().filter(|k| k.fence(name).is_some()).count();
+        assert_eq!(holders, 1, "{name} has one holder");
+    }
+    drop(c);
+    let taken = eventually(Duration::from_secs(10), || {
+        let held = counts(&[&a, &b]);
+        (held.iter().sum::<usize>() == 3).then_some(held)
+    });
+    assert!(taken.is_some_and(|held| held.contains(&2)), "the leaver's share went to the others");
+}
