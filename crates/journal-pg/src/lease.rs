@@ -280,6 +280,9 @@ fn give_up_extra(journal: &PgJournal, names: &[String], share: usize, shared: &S
     }
 }
 
+/// The leases a frame was appended under, with their tokens.
+pub type FrameFences = Vec<(String, i64)>;
+
 /// The lease rows (`railyard_leases`).
 impl PgJournal {
     /// Takes lease `name` for `holder` for `ttl_ms` (PostgreSQL's clock) if no one holds it
@@ -316,7 +319,7 @@ impl PgJournal {
     /// fenced journal never shows a token below one that came before it.
     /// Each frame's first sequence number and the leases it was appended under, with their
     /// tokens (empty: under none).
-    pub fn frame_fences(&self) -> Result<Vec<(u64, Vec<(String, i64)>)>, PgError> {
+    pub fn frame_fences(&self) -> Result<Vec<(u64, FrameFences)>, PgError> {
         self.with_client(|c| {
             let rows = c.query("SELECT first_seq, fences FROM railyard_frames ORDER BY first_seq", &[])?;
             let parse = |text: Option<String>| -> Vec<(String, i64)> {
