@@ -47,6 +47,7 @@ pub struct Metrics {
     replication_lag: Gauge,
     fencing_refusals: Gauge,
     promotions: Gauge,
+    rails: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +83,7 @@ impl Default for Metrics {
             replication_lag: Gauge::default(),
             fencing_refusals: Gauge::default(),
             promotions: Gauge::default(),
+            rails: Gauge::default(),
         };
         registry.register(
             "intake_seconds",
@@ -131,11 +133,20 @@ impl Default for Metrics {
             "a pool's reserved balance, in the asset's units",
             metrics.pool_reserved.clone(),
         );
-        registry.register("node_leader", "1 while this node holds the engine lease and acts", metrics.leader.clone());
+        registry.register(
+            "node_leader",
+            "1 while this node holds the coordinator lease (routing, the queue, commands)",
+            metrics.leader.clone(),
+        );
         registry.register(
             "node_lease_token",
-            "the engine lease's fencing token while held",
+            "the coordinator lease's fencing token while held",
             metrics.lease_token.clone(),
+        );
+        registry.register(
+            "node_rails",
+            "rails whose lease this node holds (it signs, broadcasts and watches on them)",
+            metrics.rails.clone(),
         );
         registry.register(
             "node_replication_lag_records",
@@ -147,7 +158,11 @@ impl Default for Metrics {
             "commits refused because this node's lease was lost (since start)",
             metrics.fencing_refusals.clone(),
         );
-        registry.register("node_promotions", "times this node took the engine lease", metrics.promotions.clone());
+        registry.register(
+            "node_promotions",
+            "times this node opened an engine acting under leases",
+            metrics.promotions.clone(),
+        );
         registry.register("guard_held", "payouts held by mis-transfer guards", metrics.guard_held.clone());
         Metrics { registry, ..metrics }
     }
@@ -213,6 +228,7 @@ impl Metrics {
         if let Some(node) = api.node() {
             self.leader.set(i64::from(node.leader));
             self.lease_token.set(node.token.unwrap_or(0));
+            self.rails.set(to_gauge(node.rails.len()));
             self.fencing_refusals.set(to_gauge(node.fencing_refusals));
             self.promotions.set(to_gauge(node.promotions));
         }

@@ -23,12 +23,14 @@ use crate::problem::Problem;
 pub struct NodeView {
     /// This node's holder name (the URL it advertises).
     pub node: String,
-    /// Whether this node holds the engine lease and acts.
+    /// Whether this node holds the coordinator lease (routing, the queue, commands).
     pub leader: bool,
-    /// The holder of the lease as last seen (this node when it leads).
+    /// The coordinator lease's holder as last seen (this node when it leads).
     pub leader_url: Option<String>,
-    /// The lease's fencing token while this node holds it.
+    /// The coordinator lease's fencing token while this node holds it.
     pub token: Option<i64>,
+    /// The rails whose lease this node holds (it signs, broadcasts and watches on them).
+    pub rails: Vec<String>,
     /// Commits refused because a lease was lost, since the process started.
     pub fencing_refusals: u64,
     /// Times this node took the lease.

@@ -13,7 +13,7 @@ use crate::{Engine, EngineError, derived, history};
 impl Engine {
     /// Every entry point starts here: a stopped engine does nothing more.
     pub(crate) fn running(&self) -> Result<(), EngineError> {
-        if self.standby.is_some() && !self.admitting {
+        if (self.standby.is_some() && !self.admitting) || (self.commanding && !self.coordinates()) {
             return Err(EngineError::Standby);
         }
         if let Some(reason) = &self.stopped {

@@ -285,6 +285,8 @@ pub struct Engine {
     admitting: bool,
     /// What this engine acts on, when it shares the work with other nodes (see `partition`).
     acting: Option<Acting>,
+    /// A command is being handled (a node that does not coordinate refuses it).
+    commanding: bool,
 }
 
 /// Whether the lease a node acts under is still surely its own.
@@ -430,6 +432,7 @@ impl Engine {
             turn_refused: None,
             admitting: false,
             acting: None,
+            commanding: false,
         };
         Ok((engine, recovered.seq))
     }

@@ -41,6 +41,15 @@ impl Engine {
         self.acting.as_ref().is_none_or(|a| a.rails.contains(&rail))
     }
 
+    /// Handles a command from the service loop. Only the coordinator takes commands; any
+    /// node takes a merchant's batch.
+    pub(crate) async fn handle(&mut self, command: crate::service::Command, now: Timestamp) {
+        use crate::service::Command;
+        self.commanding = !matches!(command, Command::Submit { .. } | Command::Outbox { .. });
+        self.dispatch(command, now).await;
+        self.commanding = false;
+    }
+
     /// What this engine acts on (`None`: everything).
     pub fn acting(&self) -> Option<&Acting> {
         self.acting.as_ref()

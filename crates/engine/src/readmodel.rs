@@ -68,7 +68,8 @@ pub struct ReadModel {
     /// On a standby: records the shared journal holds past `tip`, at the last look (0: caught
     /// up).
     pub lag: u64,
-    /// Whether this node is a standby (it follows; the leader acts).
+    /// Whether this node takes no commands but merchants' batches: a standby (it follows),
+    /// or a node acting only on rails (commands go to the coordinator).
     pub standby: bool,
     /// Why the engine stopped, if it did.
     pub stopped: Option<String>,
@@ -175,7 +176,8 @@ impl Engine {
         model.as_of = now;
         model.tip = self.applied();
         model.lag = self.lag();
-        model.standby = self.standby.is_some();
+        // Commands go to the coordinator: a node acting only on rails stands by for them.
+        model.standby = self.standby.is_some() || !self.coordinates();
         model.stopped = self.stopped.clone();
         model.counts = self.state.book.counts().clone();
         model.outbox = self.state.outbox.len();

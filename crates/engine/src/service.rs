@@ -535,7 +535,7 @@ pub async fn run_attached(
 }
 
 impl Engine {
-    async fn handle(&mut self, command: Command, now: Timestamp) {
+    pub(crate) async fn dispatch(&mut self, command: Command, now: Timestamp) {
         // A receiver that went away no longer wants the answer: dropping it is right.
         match command {
             Command::Submit { merchant, key, drafts, reply } => {

@@ -1,34 +1,42 @@
 //! `railyard serve` on a shared PostgreSQL journal, as one node of several.
 //!
-//! Each node keeps the engine lease's row in PostgreSQL with a `LeaseKeeper` (renewed every
-//! quarter of its time; a node that cannot prove it still holds it stops acting at once). The
-//! holder runs the engine: opened exactly as a restart opens it (recovery re-broadcasts the
-//! same signed bytes, tells each rail its journaled spends), every commit fenced by the
-//! lease's token, every round and broadcast checked against the lease. The others run a
-//! standby engine that follows the journal and answers queries; their API forwards changes
-//! to the holder. When the holder's lease ends — it died, paused, lost its database — another
-//! node takes it after expiry and opens the engine; the old holder, if it comes back, finds
-//! its lease gone and stands by.
+//! The work is partitioned by leases, rows in PostgreSQL kept by each node's `LeaseKeeper`
+//! (renewed every quarter of their time; a node that cannot prove it still holds one stops
+//! acting at once): `coordinator` (routing, the queue, holds, operators' commands) and one
+//! `rail:<id>` per rail (signing what was planned on it, broadcasting, watching). They spread
+//! over the live nodes, a fair share each. A node holding some opens an engine acting on them
+//! (`Engine::open_acting`) exactly as a restart opens it — recovery re-broadcasts the same
+//! signed bytes and tells its rails their journaled spends — every commit fenced by all its
+//! leases' tokens, every round and broadcast checked against them. A node holding none runs a
+//! standby engine. Any node journals the merchants' batches it is sent (in its turn); the
+//! API forwards other changes to the coordinator. When a node's leases end — it died, paused,
+//! lost its database, or another node joined and took its share — other nodes take them after
+//! expiry and reopen on the journal; the old holder, if it comes back, finds them gone.
 //!
-//! The node's engine is replaced, never converted: standby → leader and leader → standby are
-//! both a fresh open on the journal behind the same handle, so the API never sees a gap
-//! longer than one open.
+//! The node's engine is replaced, never converted: whenever the set of leases it holds
+//! changes, a fresh engine opens on the journal behind the same handle, so the API never sees
+//! a gap longer than one open.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use config::Loaded;
-use engine::Engine;
 use engine::service::{self, Inbox, ServiceConfig};
+use engine::{Acting, Engine};
 use journal::Journal;
 use journal_pg::{LeaseKeeper, PgStore};
 use tokio::sync::watch;
 
 use crate::serve::{now, prepare};
 
-/// The lease the engine acts under: one holder drives every rail.
-pub const ENGINE_LEASE: &str = "engine";
+/// The coordinator's lease: routing, the queue, holds and commands.
+pub const COORDINATOR: &str = "coordinator";
+
+/// The lease on driving rail `rail`.
+fn rail_lease(rail: model::RailId) -> String {
+    format!("rail:{rail}")
+}
 
 /// How often a node looks at its lease and its engine while serving.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
@@ -72,9 +80,11 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let NodeSettings { url, ttl, holder, readers } = *settings;
         let (owned, name) = (url.to_owned(), holder.to_owned());
-        let keeper = blocking(move || LeaseKeeper::start(&owned, &name, vec![ENGINE_LEASE.into()], ttl))
+        let mut work = vec![COORDINATOR.to_owned()];
+        work.extend(rails.iter().map(|r| rail_lease(r.capabilities().rail)));
+        let keeper = blocking(move || LeaseKeeper::start_shared(&owned, &name, work, ttl))
             .await?
-            .map_err(|e| anyhow::anyhow!("cannot keep the engine lease in PostgreSQL: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot keep the node's leases in PostgreSQL: {e}"))?;
         let keeper = Arc::new(keeper);
         let waiting = Arc::clone(&keeper);
         blocking(move || waiting.first_round(ttl)).await?;
@@ -98,38 +108,54 @@ impl Node {
         &self.reads
     }
 
-    fn leads(&self) -> bool {
-        self.keeper.fence(ENGINE_LEASE).is_some()
+    /// What the leases this node surely holds now let it act on (`None`: nothing).
+    fn acting(&self) -> Option<Acting> {
+        let held = self.keeper.held();
+        let holds = |name: &str| held.iter().any(|(lease, _)| lease == name);
+        let acting = Acting {
+            coordinator: holds(COORDINATOR),
+            rails: self.rails.iter().map(|r| r.capabilities().rail).filter(|rail| holds(&rail_lease(*rail))).collect(),
+        };
+        (acting.coordinator || !acting.rails.is_empty()).then_some(acting)
     }
 
-    /// The engine this node should run now: under the lease when it holds it, else a standby.
+    /// The engine this node should run now: acting on what its leases name, or a standby.
     pub async fn open(&mut self) -> anyhow::Result<Engine> {
         let config = self.loaded.engine.clone();
-        if !self.leads() {
+        let Some(acting) = self.acting() else {
             let reads = self.reads.clone();
             let rails = self.rails.clone();
             return blocking(move || Engine::open_standby(reads, config, rails, now())).await?.map_err(Into::into);
+        };
+        let mut leases: Vec<String> = acting.rails.iter().map(|rail| rail_lease(*rail)).collect();
+        if acting.coordinator {
+            leases.insert(0, COORDINATOR.to_owned());
         }
-        let (url, keeper) = (self.url.clone(), Arc::clone(&self.keeper));
-        let store = blocking(move || PgStore::connect_fenced(&url, keeper, ENGINE_LEASE))
+        let (url, keeper, fenced) = (self.url.clone(), Arc::clone(&self.keeper), leases.clone());
+        let store = blocking(move || PgStore::connect_fenced_all(&url, keeper, fenced, 1))
             .await?
             .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL journal: {e}"))?;
         let journal = Journal::with_store(Arc::new(store), config.journal.clone())?;
         let keeper = Arc::clone(&self.keeper);
-        let guard = Box::new(move || keeper.fence(ENGINE_LEASE).is_some());
-        let engine = Engine::open_leased(journal, config, self.rails.clone(), now(), guard).await?;
+        let guard = Box::new(move || leases.iter().all(|lease| keeper.fence(lease).is_some()));
+        let engine =
+            Engine::open_acting(journal, config, self.rails.clone(), now(), Some(acting.clone()), guard).await?;
         self.promotions += 1;
-        tracing::info!(node = %self.holder, promotions = self.promotions, "this node holds the engine lease: acting");
+        tracing::info!(node = %self.holder, promotions = self.promotions, ?acting, "this node acts");
         Ok(engine)
     }
 
-    fn view(&self, leader: bool) -> api::node::NodeView {
-        let token = self.keeper.held().into_iter().find(|(name, _)| name == ENGINE_LEASE).map(|(_, token)| token);
+    /// What the API shows of this node; `acting` is what its engine acts on.
+    fn view(&self, acting: Option<&Acting>) -> api::node::NodeView {
+        let leader = acting.is_some_and(|a| a.coordinator);
+        let held = self.keeper.held();
+        let token = held.iter().find(|(name, _)| name == COORDINATOR).map(|(_, token)| *token);
         api::node::NodeView {
             node: self.holder.clone(),
             leader,
-            leader_url: self.keeper.holder(ENGINE_LEASE),
+            leader_url: self.keeper.holder(COORDINATOR),
             token: token.filter(|_| leader),
+            rails: acting.map(|a| a.rails.iter().map(ToString::to_string).collect()).unwrap_or_default(),
             fencing_refusals: journal_pg::fencing_refusals(),
             promotions: self.promotions,
         }
@@ -149,20 +175,21 @@ impl Node {
         // opened): each reopen waits longer, up to `BACKOFF_MAX`.
         let mut stops = 0u32;
         loop {
-            let leader = !engine.is_standby();
+            let acting = engine.acting().cloned();
             let opened_at = std::time::Instant::now();
             service::attach(&mut engine, &inbox, now());
-            api.set_node(self.view(leader));
+            api.set_node(self.view(acting.as_ref()));
             let changed = {
-                let (stop, api, keeper, this) = (stop.clone(), api.clone(), Arc::clone(&self.keeper), &self);
+                let (stop, api, this, acting) = (stop.clone(), api.clone(), &self, acting.clone());
                 async move {
                     loop {
                         tokio::time::sleep(LOOK_EVERY).await;
-                        let holds = keeper.fence(ENGINE_LEASE).is_some();
-                        if *stop.borrow() || holds != leader || api.handle.read(|m| m.stopped.is_some()) {
+                        // Leases taken or lost: the engine reopens acting on what is held now.
+                        let moved = this.acting() != acting;
+                        if *stop.borrow() || moved || api.handle.read(|m| m.stopped.is_some()) {
                             return;
                         }
-                        api.set_node(this.view(leader));
+                        api.set_node(this.view(acting.as_ref()));
                     }
                 }
             };
@@ -187,7 +214,7 @@ impl Node {
                 }
                 match self.open().await {
                     Ok(mut opened) => {
-                        if !opened.is_standby() {
+                        if opened.coordinates() && !opened.is_standby() {
                             match prepare(&mut opened, &self.loaded).await {
                                 Ok(Some(secret)) => println!("admin API key (shown once, store it now): {secret}"),
                                 Ok(None) => {}
@@ -199,7 +226,7 @@ impl Node {
                     Err(error) => {
                         tracing::warn!(%error, "cannot open the engine; trying again in a second");
                         inbox.refuse_waiting(&format!("reopening the engine: {error}"));
-                        api.set_node(self.view(false));
+                        api.set_node(self.view(None));
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

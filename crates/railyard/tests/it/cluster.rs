@@ -1,12 +1,15 @@
 //! Three `railyard serve` processes sharing one PostgreSQL journal over two real anvil chains
-//! (issue 14): one node holds the engine lease and acts, the others stand by: they journal the
-//! merchants' batches sent to them themselves (in their turn on the journal: an intake needs
-//! no lease) and forward any other change to the leader. Faults, in order: the leader killed with SIGKILL; the next leader
+//! (issue 14). The work leases — the coordinator's and one per rail — spread one a node: one
+//! node routes and takes commands, each of the others signs, broadcasts and watches on one
+//! chain. Every node journals the merchants' batches sent to it itself (in its turn on the
+//! journal: an intake needs no lease) and forwards any other change to the coordinator.
+//! Faults, in order: the leader killed with SIGKILL; the next leader
 //! frozen with SIGSTOP past its lease, then woken; PostgreSQL itself restarted; the first node
 //! started again. At the end every recipient holds on chain exactly what was accepted for
-//! it, the ledger balances, the hash chain verifies, and no frame was appended under a lease
-//! token older than one already used (a woken node appended nothing). The run prints the
-//! longest time no node held the lease. `RAILYARD_CLUSTER_ROUNDS` repeats the fault rounds
+//! it, the ledger balances, the hash chain verifies, no frame was appended under a lease token
+//! older than one already used for that lease (a woken node appended nothing), and nodes
+//! holding only a rail's lease appended (the rails were driven apart from the coordinator).
+//! The run prints the longest time no node held the coordinator lease. `RAILYARD_CLUSTER_ROUNDS` repeats the fault rounds
 //! (after the first, the node killed is chosen at random: leader or standby), and the kills
 //! land at random moments from a printed seed (`RAILYARD_CLUSTER_SEED` repeats a run).
 
@@ -132,6 +135,39 @@ async fn leader(nodes: &[&Server], within: Duration) -> (usize, Duration) {
     }
 }
 
+/// Waits until each of `nodes` acts under one work lease: the coordinator's or a rail's.
+async fn spread(nodes: &[&Server], within: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut each = Vec::new();
+        for node in nodes {
+            let leader = node.metric("railyard_node_leader").await.unwrap_or(0);
+            each.push(leader + node.metric("railyard_node_rails").await.unwrap_or(0));
+        }
+        if each.iter().all(|n| *n == 1) {
+            return;
+        }
+        assert!(started.elapsed() < within, "the leases did not spread one a node: {each:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the nodes hold every rail's lease between them (two chains); returns how long
+/// since `since` (a fault) that took.
+async fn rails_held(nodes: &[&Server], since: Instant, within: Duration) -> Duration {
+    loop {
+        let mut held = 0;
+        for node in nodes {
+            held += node.metric("railyard_node_rails").await.unwrap_or(0);
+        }
+        if held == 2 {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < within, "the rails' leases were not all taken within {within:?} ({held} of 2)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A batch of `rows` USDC payouts to addresses no other batch uses, allowed on both chains.
 fn batch(round: u64, rows: u64) -> (String, Vec<(String, U256)>) {
     let mut csv = String::from("reference,amount,asset,destination,networks,class\n");
@@ -198,6 +234,8 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
     assert_eq!(a.metric("railyard_node_leader").await, Some(1));
     let b = node(&chains, &pg, &dir("b"));
     let c = node(&chains, &pg, &dir("c"));
+    // The coordinator gives up its rails' leases to the nodes that joined.
+    spread(&[&a, &b, &c], Duration::from_secs(30)).await;
     assert_eq!(b.metric("railyard_node_leader").await, Some(0));
     let merchant = {
         // Made through a standby: forwarded to the leader.
@@ -226,6 +264,8 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
     assert_eq!(a.journal_records().await, records, "a refused batch journals nothing");
     let (mut expected, mut batches) = (Vec::new(), Vec::new());
     let mut longest = Duration::ZERO;
+    let mut handovers = 0u64;
+    let mut longest_rail = Duration::ZERO;
     let mut nodes = vec![(a, "a"), (b, "b"), (c, "c")];
     for round in 0..rounds {
         let r = round * 10;
@@ -236,19 +276,26 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
         // 1. The leader dies (kill -9): another node takes over after the lease expires. After
         // the first round the victim is any node, the leader or a standby.
         let victim = if round == 0 { i } else { usize::try_from(random(3)).unwrap() };
+        // The coordinator's lease changes hands once for its own death and once per freeze.
+        handovers += u64::from(victim == i) + 1;
         let (dead, dead_dir) = nodes.remove(victim);
+        let fault = Instant::now();
         dead.kill();
         let (j, gap) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(20)).await;
         longest = longest.max(gap);
+        let gap = rails_held(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), fault, Duration::from_secs(20)).await;
+        longest_rail = longest_rail.max(gap);
         submit(&nodes[1 - j].0, &merchant, r + 1, 20, &mut expected, &mut batches).await;
         tokio::time::sleep(Duration::from_millis(200 + random(1_800))).await;
         // 2. The new leader freezes past its lease; the third node takes over; the frozen one,
         // woken, must stand by (the frames' tokens show it appended nothing).
         let (j, _) = leader(&nodes.iter().map(|(n, _)| n).collect::<Vec<_>>(), Duration::from_secs(5)).await;
         let (frozen, frozen_dir) = nodes.remove(j);
+        let fault = Instant::now();
         signal(&frozen, "-STOP");
         let (_, gap) = leader(&[&nodes[0].0], Duration::from_secs(20)).await;
         longest = longest.max(gap);
+        longest_rail = longest_rail.max(rails_held(&[&nodes[0].0], fault, Duration::from_secs(20)).await);
         submit(&nodes[0].0, &merchant, r + 2, 20, &mut expected, &mut batches).await;
         tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
         signal(&frozen, "-CONT");
@@ -270,25 +317,42 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
         assert_eq!(chains.usdc(destination).await, *amount, "{destination} holds exactly what was accepted for it");
     }
     let url = pg.url.clone();
-    let (records, tokens) = tokio::task::spawn_blocking(move || {
+    let (records, frames, accepted_at) = tokio::task::spawn_blocking(move || {
         let journal = PgJournal::connect(&url).unwrap();
-        (journal.verify().unwrap(), journal.frame_tokens().unwrap())
+        let accepted_at: Vec<u64> = journal
+            .read_range(1, 1 << 20)
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(model::Event::decode(&r.payload), Ok(model::Event::BatchAccepted { .. })))
+            .map(|r| r.seq)
+            .collect();
+        (journal.verify().unwrap(), journal.frame_fences().unwrap(), accepted_at)
     })
     .await
     .unwrap();
-    let mut highest = 0;
-    for (first, token) in &tokens {
-        if let Some(token) = token {
-            assert!(*token >= highest, "frame at {first} was appended under token {token} after token {highest}");
-            highest = *token;
+    let mut highest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (first, fences) in &frames {
+        for (lease, token) in fences {
+            let last = highest.entry(lease).or_default();
+            assert!(*token >= *last, "frame at {first} was appended under {lease} token {token} after token {last}");
+            *last = *token;
         }
     }
-    // Standbys journaled batches themselves: frames under no lease token.
-    let by_standbys = tokens.iter().filter(|(_, token)| token.is_none()).count();
-    assert!(by_standbys > 0, "no batch was journaled by the standby it was sent to");
-    // A holder for the start, and one more for each kill and each freeze (after
+    let highest = highest.get("coordinator").copied().unwrap_or(0);
+    // Nodes without the coordinator's lease journaled the batches sent to them, and drove
+    // rails (frames under a rail's lease alone).
+    let coordinated = |seq: u64| {
+        let frame = frames.iter().rev().find(|(first, _)| *first <= seq).expect("every record is in a frame");
+        frame.1.iter().any(|(lease, _)| lease == "coordinator")
+    };
+    let by_others = accepted_at.iter().filter(|seq| !coordinated(**seq)).count();
+    assert!(by_others > 0, "no batch was journaled by a node without the coordinator's lease");
+    let by_rails =
+        frames.iter().filter(|(_, f)| !f.is_empty() && f.iter().all(|(l, _)| l.starts_with("rail:"))).count();
+    assert!(by_rails > 0, "no frame was appended by a node driving a rail alone");
+    // A coordinator for the start, and one more for each of its deaths and each freeze (after
     // the database restart the holder may keep its lease, if it renews it in time).
-    assert!(highest > 2 * i64::try_from(rounds).unwrap(), "holders: {highest}");
+    assert!(highest > i64::try_from(handovers).unwrap(), "holders: {highest} after {handovers} handovers");
     // The ledger balances in the state the journal gives (a node opened on it).
     let text = std::fs::read_to_string(&chains.config).unwrap();
     let file = config::parse(&text, &[]).unwrap();
@@ -303,8 +367,9 @@ async fn three_nodes_survive_kill_pause_and_a_database_restart_paying_each_recip
     follower.state().pools.ledger().verify().unwrap();
     assert_eq!(follower.state().book.payments.len(), 0, "nothing open: every payment finished");
     println!(
-        "cluster: {} payments over {} batches, {records} records ({by_standbys} frames journaled by standbys), lease tokens up to {highest}; longest without a leaseholder {longest:?}",
+        "cluster: {} payments over {} batches, {records} records ({by_others} of the {} batches journaled by nodes that do not coordinate, {by_rails} frames by nodes driving a rail alone), coordinator tokens up to {highest}; longest without a coordinator {longest:?}, with a rail's lease not held {longest_rail:?}",
         expected.len(),
-        batches.len()
+        batches.len(),
+        accepted_at.len()
     );
 }
