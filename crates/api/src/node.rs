@@ -63,7 +63,7 @@ pub(crate) async fn forward_changes(State(api): State<Api>, request: Request, ne
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
-            "this node stands by and no node holds the engine lease yet; retry shortly",
+            "this node does not coordinate and no node holds the coordinator lease yet; retry shortly",
         )
         .retry_after(2)
         .into_response();

@@ -67,10 +67,10 @@ pub enum JournalFile {
     Redb,
     /// A PostgreSQL database, its `postgres://` URL read from the environment variable
     /// `url_env` (a URL may hold a password). The schema is created and migrated at start.
-    /// Several nodes may share it: each acts only while it holds the engine lease, renewed
-    /// every quarter of `lease_ttl_ms`; the others stand by, following the journal, and
-    /// forward commands to the holder at the `advertise_url` it registered (default
-    /// `http://<api.listen>`).
+    /// Several nodes may share it: the work leases (the coordinator's and one per chain)
+    /// spread over them, each renewed every quarter of `lease_ttl_ms`; every node follows the
+    /// journal, and forwards commands to the coordinator at the `advertise_url` it registered
+    /// (default `http://<api.listen>`).
     Postgres {
         url_env: String,
         #[serde(default = "lease_ttl_default")]

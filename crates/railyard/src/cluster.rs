@@ -33,9 +33,21 @@ use crate::serve::{now, prepare};
 /// The coordinator's lease: routing, the queue, holds and commands.
 pub const COORDINATOR: &str = "coordinator";
 
-/// The lease on driving rail `rail`.
-fn rail_lease(rail: model::RailId) -> String {
-    format!("rail:{rail}")
+/// The lease on driving the rails of `network`: rails on one chain are driven by one node,
+/// since they may share a hot wallet, whose nonces (or coins) one node must track.
+fn rail_lease(network: model::Network) -> String {
+    format!("rail:{network}")
+}
+
+/// The leases on driving `rails`, each once.
+fn rail_leases<'a>(rails: impl Iterator<Item = &'a model::Capabilities>) -> Vec<String> {
+    let mut leases: Vec<String> = Vec::new();
+    for lease in rails.map(|caps| rail_lease(caps.network)) {
+        if !leases.contains(&lease) {
+            leases.push(lease);
+        }
+    }
+    leases
 }
 
 /// How often a node looks at its lease and its engine while serving.
@@ -81,7 +93,7 @@ impl Node {
         let NodeSettings { url, ttl, holder, readers } = *settings;
         let (owned, name) = (url.to_owned(), holder.to_owned());
         let mut work = vec![COORDINATOR.to_owned()];
-        work.extend(rails.iter().map(|r| rail_lease(r.capabilities().rail)));
+        work.extend(rail_leases(rails.iter().map(|r| r.capabilities())));
         let keeper = blocking(move || LeaseKeeper::start_shared(&owned, &name, work, ttl))
             .await?
             .map_err(|e| anyhow::anyhow!("cannot keep the node's leases in PostgreSQL: {e}"))?;
@@ -114,7 +126,13 @@ impl Node {
         let holds = |name: &str| held.iter().any(|(lease, _)| lease == name);
         let acting = Acting {
             coordinator: holds(COORDINATOR),
-            rails: self.rails.iter().map(|r| r.capabilities().rail).filter(|rail| holds(&rail_lease(*rail))).collect(),
+            rails: self
+                .rails
+                .iter()
+                .map(|r| r.capabilities())
+                .filter(|caps| holds(&rail_lease(caps.network)))
+                .map(|caps| caps.rail)
+                .collect(),
         };
         (acting.coordinator || !acting.rails.is_empty()).then_some(acting)
     }
@@ -127,7 +145,8 @@ impl Node {
             let rails = self.rails.clone();
             return blocking(move || Engine::open_standby(reads, config, rails, now())).await?.map_err(Into::into);
         };
-        let mut leases: Vec<String> = acting.rails.iter().map(|rail| rail_lease(*rail)).collect();
+        let driven = self.rails.iter().map(|r| r.capabilities()).filter(|c| acting.rails.contains(&c.rail));
+        let mut leases = rail_leases(driven);
         if acting.coordinator {
             leases.insert(0, COORDINATOR.to_owned());
         }

@@ -290,7 +290,7 @@ struct Driving {
 async fn drive(handle: &EngineHandle, networks: &[Network], driving: &Driving) -> anyhow::Result<()> {
     let Driving { demo_payments, exit_when_settled, supervised, ref journal, tick } = *driving;
     if demo_payments > 0 && handle.read(|m| m.standby) {
-        println!("this node stands by: the demo batch is for the node holding the engine lease");
+        println!("this node does not coordinate: the demo batch is for the node holding the coordinator lease");
     } else if demo_payments > 0 {
         let key = format!("demo-{demo_payments}");
         match handle.submit(MerchantId(1), key, demo(demo_payments, networks)).await?? {

@@ -66,7 +66,7 @@ async fn a_follower_tailing_the_shared_journal_has_the_writers_state_hash_for_ha
     assert_eq!(late.state().state_hash(), writer.state().state_hash());
 }
 
-/// The engine lease (issue 14's failover between nodes, in one process): a leader acts while
+/// A lease (issue 14's failover between nodes, in one process): a leader acts while
 /// its lease is surely held; a standby follows its journal, answers from the same state and
 /// refuses every command; when the leader's lease is gone it stops before its next round (no
 /// commit, no broadcast), and the next holder opens the engine on the journal as a restart
