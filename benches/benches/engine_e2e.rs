@@ -22,8 +22,9 @@
 //! its default; `RAILYARD_BENCH_PG=1` to run the engine, and the journal-alone baseline, on the
 //! PostgreSQL journal of a throwaway cluster instead of redb, and a payments table with a SKIP
 //! LOCKED worker as the baseline — `RAILYARD_BENCH_SKIP_LOCKED=1` runs that baseline beside a
-//! redb run too; with `RAILYARD_BENCH_NODES=3`, two standby engines in this
-//! process follow the leader's journal every round).
+//! redb run too; with `RAILYARD_BENCH_NODES=3`, three engines in this process share the work
+//! as `railyard serve` nodes do: one coordinates, each drives one rail, batches go to each in
+//! turn, and every call is made in the node's turn on the journal).
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
@@ -194,15 +195,15 @@ struct Run {
     spent: [Duration; 3],
     /// Wall time the merchants took to build their drafts (taken out of the engine's time).
     merchants: Duration,
-    /// Standby nodes following the leader's PostgreSQL journal (`RAILYARD_BENCH_NODES`),
-    /// in this process: their time counts as the run's.
-    standbys: Vec<Engine>,
+    /// The other nodes sharing the PostgreSQL journal (`RAILYARD_BENCH_NODES`), in this
+    /// process, each driving its rails (`engine` coordinates): their time counts as the run's.
+    others: Vec<Engine>,
 }
 
 impl Run {
-    fn new(engine: Engine, sandboxes: Vec<Arc<SandboxRail>>, standbys: Vec<Engine>) -> Run {
+    fn new(engine: Engine, sandboxes: Vec<Arc<SandboxRail>>, others: Vec<Engine>) -> Run {
         let spent = [Duration::ZERO; 3];
-        Run { engine, sandboxes, now: T0, submitted: 0, spent, merchants: Duration::ZERO, standbys }
+        Run { engine, sandboxes, now: T0, submitted: 0, spent, merchants: Duration::ZERO, others }
     }
 
     async fn tick(&mut self) {
@@ -211,15 +212,19 @@ impl Run {
             s.advance_to(self.now);
         }
         let started = Instant::now();
-        self.engine.tick(self.now).await.unwrap();
-        for standby in &mut self.standbys {
-            standby.tick(self.now).await.unwrap();
+        // Every node's round in its turn (a node alone on its journal has no turns).
+        for engine in std::iter::once(&mut self.engine).chain(self.others.iter_mut()) {
+            engine.begin_turn().await.unwrap();
+            engine.tick(self.now).await.unwrap();
+            engine.end_turn().await.unwrap();
         }
         self.spent[1] += started.elapsed();
         let started = Instant::now();
         let delivered: Vec<u128> = self.engine.state().outbox.keys().copied().collect();
         if !delivered.is_empty() {
+            self.engine.begin_turn().await.unwrap();
             self.engine.acknowledge(&delivered, self.now).await.unwrap();
+            self.engine.end_turn().await.unwrap();
         }
         self.spent[2] += started.elapsed();
     }
@@ -233,7 +238,12 @@ impl Run {
             let drafts = drafts(b);
             self.merchants += made.elapsed();
             let started = Instant::now();
-            self.engine.submit(merchant, &format!("batch-{b}"), &drafts, self.now).await.unwrap();
+            // Sent to the nodes in turn: any node takes a batch.
+            let node = usize::try_from(b).unwrap() % (1 + self.others.len());
+            let engine = if node == 0 { &mut self.engine } else { &mut self.others[node - 1] };
+            engine.begin_turn().await.unwrap();
+            engine.submit(merchant, &format!("batch-{b}"), &drafts, self.now).await.unwrap();
+            engine.end_turn().await.unwrap();
             self.spent[0] += started.elapsed();
             self.submitted += BATCH;
         }
@@ -278,6 +288,23 @@ async fn open(path: &std::path::Path, sandboxes: &[Arc<SandboxRail>], now: Times
     let config = config();
     let journal = journal_at(path, config.journal.clone());
     Engine::open_on(journal, config, rails_of(sandboxes), now).await.unwrap()
+}
+
+/// `nodes` engines sharing the work on one journal, as `railyard serve` nodes do: the first
+/// coordinates, and rail `i` is driven by node `i` mod `nodes` (leases are not taken: these
+/// engines are trusted to keep to their parts, and decide in turns).
+async fn open_nodes(path: &std::path::Path, sandboxes: &[Arc<SandboxRail>], nodes: usize) -> (Engine, Vec<Engine>) {
+    let mut engines = Vec::new();
+    for node in 0..nodes {
+        let rails = CHAINS.iter().enumerate().filter(|(i, _)| i % nodes == node).map(|(_, (r, _))| name(r)).collect();
+        let acting = engine::Acting { coordinator: node == 0, rails };
+        let journal = journal_at(path, config().journal);
+        let guard: engine::LeaseGuard = Box::new(|| true);
+        let opened = Engine::open_acting(journal, config(), rails_of(sandboxes), T0, Some(acting), guard);
+        engines.push(opened.await.unwrap());
+    }
+    let coordinator = engines.remove(0);
+    (coordinator, engines)
 }
 
 async fn fund(engine: &mut Engine) {
@@ -326,19 +353,15 @@ struct Measured {
 async fn steady_run(dir: &std::path::Path, total: u64) -> (Run, Measured) {
     let sandboxes: Vec<Arc<SandboxRail>> =
         CHAINS.iter().enumerate().map(|(i, (r, c))| sandbox(r, *c, i as u64 + 1)).collect();
-    let mut engine = open(&dir.join("journal.redb"), &sandboxes, T0).await;
-    fund(&mut engine).await;
     let nodes: usize = std::env::var("RAILYARD_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let standbys = match cluster_url() {
-        Some(_) => (1..nodes)
-            .map(|_| {
-                let journal = journal_at(&dir.join("journal.redb"), config().journal);
-                Engine::open_standby(journal, config(), rails_of(&sandboxes), T0).unwrap()
-            })
-            .collect(),
-        None => Vec::new(),
+    let (mut engine, others) = match cluster_url() {
+        Some(_) if nodes > 1 => open_nodes(&dir.join("journal.redb"), &sandboxes, nodes).await,
+        _ => (open(&dir.join("journal.redb"), &sandboxes, T0).await, Vec::new()),
     };
-    let mut run = Run::new(engine, sandboxes, standbys);
+    engine.begin_turn().await.unwrap();
+    fund(&mut engine).await;
+    engine.end_turn().await.unwrap();
+    let mut run = Run::new(engine, sandboxes, others);
     let points: Vec<u64> = [total / 100, total / 10, total / 2, total - total / 10, total].into_iter().collect();
     let mut marks = Vec::new();
     let commits_before = run.engine.commits();

@@ -106,6 +106,29 @@ impl Engine {
         Ok(())
     }
 
+    /// The coordinator learns how rails other nodes drive fare from what those nodes append:
+    /// a settlement released unsigned (the rail's node could not sign it, or nobody did) is a
+    /// failure on its breaker, a signature a success — so repeated trouble on another node's
+    /// rail opens the breaker here, and failover moves its queued payments, as it would for a
+    /// rail this node drove itself. Called before the event applies.
+    pub(crate) fn learn_rail_health(&mut self, event: &Event, at: Timestamp) {
+        if !self.coordinates() {
+            return;
+        }
+        let (settlement, outcome) = match event {
+            Event::SettlementReleased { settlement, .. } => (settlement, Outcome::Failure),
+            Event::SettlementSigned { settlement, .. } => (settlement, Outcome::Success),
+            _ => return,
+        };
+        let Some(rail) = self.state.book.settlements.get(settlement).map(|r| r.settlement.rail) else { return };
+        if self.drives(rail) {
+            return; // its own calls feed it
+        }
+        if let Some(breaker) = self.breakers.get_mut(&rail) {
+            breaker.record(outcome, at);
+        }
+    }
+
     /// The coordinator's look at what it planned on rails other nodes drive: a settlement
     /// still unsigned `stuck_after_ms` after the coordinator first saw it planned is released.
     pub(crate) fn release_unsigned(&mut self, now: Timestamp) -> Result<(), EngineError> {
@@ -123,6 +146,9 @@ impl Engine {
                 tracing::warn!(settlement = %id, rail = %record.settlement.rail, "planned but never signed by the rail's node; released");
                 released.push(Event::SettlementReleased { settlement: id, at: now });
             }
+        }
+        for event in &released {
+            self.learn_rail_health(event, now);
         }
         if released.is_empty() { Ok(()) } else { self.stage(released) }
     }

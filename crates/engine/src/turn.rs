@@ -104,6 +104,7 @@ impl Engine {
                 .map_err(|e| self.stop(format!("catching up with the journal: record {}: {e}", record.seq)))?;
             let queued = self.queued_by(&event);
             self.note_touched(&event);
+            self.learn_rail_health(&event, event.at());
             if let Err(error) = self.state.apply(&event) {
                 return Err(self.stop(format!("catching up with the journal: record {} refused: {error}", record.seq)));
             }
