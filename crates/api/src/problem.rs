@@ -106,7 +106,7 @@ impl From<engine::EngineError> for Problem {
             engine::EngineError::Standby => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "standby",
-                "this node stands by; retry shortly (a change is forwarded to the leader once one is known)",
+                "this node does not coordinate; retry shortly (a change is forwarded to the coordinator once one is known)",
             )
             .retry_after(1),
             // The database behind a shared journal went away (or the journal is closing): a

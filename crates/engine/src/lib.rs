@@ -151,9 +151,10 @@ pub enum EngineError {
     Refused(String),
     #[error("the engine stopped and does nothing more until it is reopened from the journal: {0}")]
     Stopped(String),
-    /// This node follows the journal another node writes and acts on nothing.
+    /// This node takes no commands: it stands by (follows the journal others write) or
+    /// drives rails only; the coordinator takes them.
     #[error(
-        "this node is a standby: it follows the journal the leader writes and acts on nothing; send commands to the leader"
+        "this node does not coordinate (it stands by or drives rails only): send commands to the node holding the coordinator lease"
     )]
     Standby,
     /// A money invariant does not hold in the state the journal gives: a bug, or a journal from

@@ -44,21 +44,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Opens `journal` to act under a lease: recovery exactly as a restart, acting only
-    /// while `guard` says the lease is surely held (recovery's own broadcasts included).
-    pub async fn open_leased(
-        journal: journal::Journal,
-        config: EngineConfig,
-        rails: Vec<std::sync::Arc<dyn rails::Rail>>,
-        now: model::Timestamp,
-        guard: LeaseGuard,
-    ) -> Result<Engine, EngineError> {
-        Engine::open_acting(journal, config, rails, now, None, guard).await
-    }
-
-    /// `open_leased` for a node that shares the work (see `partition`): it acts on what
-    /// `acting` names (`None`: everything), under leases `guard` says are all surely held;
-    /// recovery covers only the rails it drives.
+    /// Opens `journal` to act under leases: recovery exactly as a restart (for the rails it
+    /// drives), acting only while `guard` says its leases are all surely held (recovery's own
+    /// broadcasts included), on what `acting` names (`None`: everything; see `partition`).
     pub async fn open_acting(
         journal: journal::Journal,
         config: EngineConfig,

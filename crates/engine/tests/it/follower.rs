@@ -88,7 +88,7 @@ async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_wor
     let a = Arc::new(LeaseKeeper::start(&url, "node-a", vec!["engine".into()], ttl).unwrap());
     assert!(a.first_round(ttl));
     let (journal, guard) = leased(&a);
-    let mut leader = Engine::open_leased(journal, config(), world.rails(), T0, guard).await.unwrap();
+    let mut leader = Engine::open_acting(journal, config(), world.rails(), T0, None, guard).await.unwrap();
     let mut standby = Engine::open_standby(shared(&url), config(), world.rails(), T0).unwrap();
     // A leader on the shared journal acts in its turn (see `turns`).
     leader.begin_turn().await.unwrap();
@@ -132,7 +132,7 @@ async fn a_leader_acts_only_under_its_lease_and_the_next_holder_finishes_the_wor
     let token_b = b.held()[0].1;
     assert!(token_b >= 2, "a new holder, a newer token ({token_b})");
     let (journal, guard) = leased(&b);
-    let mut next = Engine::open_leased(journal, config(), world.rails(), now, guard).await.unwrap();
+    let mut next = Engine::open_acting(journal, config(), world.rails(), now, None, guard).await.unwrap();
     for _ in 0..200 {
         now = now.saturating_add_ms(BLOCK_MS);
         world.advance(now);

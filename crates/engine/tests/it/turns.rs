@@ -28,7 +28,7 @@ async fn a_standby_admits_batches_in_its_turn_and_the_leader_settles_each_paymen
     let journal = Journal::with_store(Arc::new(store), config().journal).unwrap();
     let fence = Arc::clone(&keeper);
     let guard = Box::new(move || fence.fence("engine").is_some()) as LeaseGuard;
-    let mut leader = Engine::open_leased(journal, config(), world.rails(), T0, guard).await.unwrap();
+    let mut leader = Engine::open_acting(journal, config(), world.rails(), T0, None, guard).await.unwrap();
     let node = PgStore::connect_node(&url, 1, ttl).unwrap();
     let journal = Journal::with_store(Arc::new(node), config().journal).unwrap();
     let mut standby = Engine::open_standby(journal, config(), world.rails(), T0).unwrap();
