@@ -106,9 +106,11 @@ impl Engine {
     }
 
     /// Up to `limit` undelivered notices after `after` (by id), for the webhook sender.
-    /// None on a standby: the leader's node delivers (and acknowledges) them.
+    /// None on a node that does not coordinate: the coordinator's node delivers (and
+    /// acknowledges) them, once.
     pub fn outbox_page(&self, after: Option<u128>, limit: usize) -> Vec<(u128, Notice)> {
-        if self.is_standby() {
+        // The coordinator delivers the notices (and journals their acknowledgement).
+        if self.is_standby() || !self.coordinates() {
             return Vec::new();
         }
         let range = match after {

@@ -143,4 +143,7 @@ async fn three_nodes_share_the_rails_and_each_payment_is_paid_once() {
     let (sa, sc) = (signed(&a), signed(&c));
     println!("signed per rail: coordinator {sa:?}, the node that took optimism {sc:?}; {released} released");
     assert_eq!((sa[1], sa[2]), (0, 0), "the coordinator never signed on a rail it does not drive");
+    // The merchants' notices are the coordinator's to deliver, once: no other node offers them.
+    assert!(!a.engine.outbox_page(None, 10).is_empty());
+    assert!(c.engine.outbox_page(None, 10).is_empty(), "a node driving rails delivers no notices");
 }
