@@ -192,7 +192,9 @@ pub async fn serve(loaded: Loaded, demo_payments: u64, exit_when_settled: bool) 
         }
     };
     let first_admin = match &mut running {
-        Running::Alone(engine) | Running::Node(_, engine) if !engine.is_standby() => prepare(engine, &loaded).await?,
+        Running::Alone(engine) | Running::Node(_, engine) if engine.coordinates() && !engine.is_standby() => {
+            prepare(engine, &loaded).await?
+        }
         _ => None,
     };
     let webhook_key = webhook_key(&loaded.data_dir)?;
