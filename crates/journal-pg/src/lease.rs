@@ -249,10 +249,10 @@ fn keep(journal: &PgJournal, holder: &str, names: &[String], spread: bool, ttl: 
     }
     // What was held when asked to stop (`drop` cleared the map for `fence`; the loop's own
     // copy is the last renewed).
-    for lease in last {
-        if let Err(error) = journal.release_lease(&lease) {
-            tracing::warn!(lease = %lease.name, %error, "lease not released; it expires on its own");
-        }
+    // All in one statement: a process exiting waits for this only a moment (`stop`), and a
+    // node holding several leases must not run out of that moment with some still held.
+    if let Err(error) = journal.release_leases(&last) {
+        tracing::warn!(leases = last.len(), %error, "leases not released; they expire on their own");
     }
     *shared.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     shared.wake.notify_all();
@@ -357,6 +357,25 @@ impl PgJournal {
             c.execute(
                 "UPDATE railyard_leases SET expires_at = now() WHERE name = $1 AND holder = $2 AND token = $3",
                 &[&lease.name, &lease.holder, &lease.token],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Gives several leases up at once, in one statement.
+    pub fn release_leases(&self, leases: &[Lease]) -> Result<(), PgError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = leases.iter().map(|l| l.name.as_str()).collect();
+        let holders: Vec<&str> = leases.iter().map(|l| l.holder.as_str()).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        self.with_client(|c| {
+            c.execute(
+                "UPDATE railyard_leases l SET expires_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS r(name, holder, token)
+                 WHERE l.name = r.name AND l.holder = r.holder AND l.token = r.token",
+                &[&names, &holders, &tokens],
             )?;
             Ok(())
         })
