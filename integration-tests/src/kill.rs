@@ -104,7 +104,7 @@ pub fn engine_config(chains: &Chains) -> EngineConfig {
             immediate: vec![name("urgent")],
         },
         rail_timeout: std::time::Duration::from_secs(10),
-        snapshot_every_records: 100_000,
+        snapshot_every_bytes: 8 << 20,
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
         reconcile_balances: false,

@@ -394,7 +394,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
             immediate: urgent_names.clone(),
         },
         rail_timeout: Duration::from_secs(10),
-        snapshot_every_records: 100_000,
+        snapshot_every_bytes: 16 << 20,
         settlements_per_tick_max: 4,
         reconcile_settlements_max: 1_000,
         reconcile_balances: file.reconcile_balances,

@@ -4,8 +4,19 @@
 //! staged as one journal append; `commit_and_act` then runs the effects. A refusal of an event
 //! the engine built, or a failed commit, stops the engine for good (`stop`); a refusal of a
 //! caller's input (`stage_input`) is the caller's error and changes nothing.
+//!
+//! Inside one call the engine may hand an append to the journal's writer and go on deciding
+//! while the writer makes it durable (`send_staged`, then `until_durable`): a round's finished
+//! payments are written while it routes, a batch is written while the next one of the same
+//! group is checked. Nothing leaves the process in between (no effect, no answer, no read
+//! model), every `commit` waits for all of them, and every public method waits for them before
+//! it returns. Decisions never read what the timing of the writer decides: ids come from
+//! `decided_tip` (the journal's tip plus the records in flight), and the guards' reads of
+//! the history store add the index keys in flight.
 
-use journal::{Append, Appended, Claim};
+use std::collections::BTreeSet;
+
+use journal::{Append, Appended, Claim, HistoryOp, Ticket};
 use model::*;
 
 use crate::{Engine, EngineError, derived, history};
@@ -35,6 +46,7 @@ impl Engine {
         self.staged.clear();
         self.effects.clear();
         self.history.clear();
+        self.in_flight = InFlight::default();
         self.stopped = Some(reason.clone());
         EngineError::Stopped(reason)
     }
@@ -71,8 +83,8 @@ impl Engine {
     /// settlement leaves the book).
     pub(crate) fn queued_by(&self, event: &Event) -> Vec<PaymentId> {
         match event {
-            Event::PaymentQueued { payment, .. }
-            | Event::PaymentResolved { payment, resolution: Resolution::Retry, .. } => vec![*payment],
+            Event::PaymentsQueued { payments, .. } => payments.clone(),
+            Event::PaymentResolved { payment, resolution: Resolution::Retry, .. } => vec![*payment],
             Event::SettlementReleased { settlement, .. } => self
                 .state
                 .book
@@ -98,8 +110,8 @@ impl Engine {
                 payments.extend(new.iter().map(|p| p.id));
                 self.touched_batches.insert(*batch);
             }
-            Event::PaymentQueued { payment, .. }
-            | Event::PaymentHeld { payment, .. }
+            Event::PaymentsQueued { payments: queued, .. } => payments.extend(queued),
+            Event::PaymentHeld { payment, .. }
             | Event::PaymentFailed { payment, .. }
             | Event::PaymentReissued { payment, .. }
             | Event::PaymentResolved { payment, .. } => payments.push(*payment),
@@ -177,55 +189,137 @@ impl Engine {
         }
     }
 
-    /// Appends everything staged in one durable commit. A failure stops the engine: the state
-    /// holds events the journal may not, so nothing may act on it.
+    /// Appends everything staged, and waits until it and every append in flight are durable.
+    /// A failure stops the engine: the state holds events the journal may not, so nothing may
+    /// act on it.
     pub(crate) async fn commit(&mut self) -> Result<(), EngineError> {
         self.commit_claimed(None).await.map(|_| ())
     }
 
+    /// `commit` with an idempotency claim; the answer is the journal's to this append (`None`
+    /// when nothing was staged).
     pub(crate) async fn commit_claimed(&mut self, claim: Option<Claim>) -> Result<Option<Appended>, EngineError> {
+        let sent = self.send_staged(claim)?;
+        let mut outcomes = self.until_durable().await?;
+        Ok(if sent { outcomes.pop() } else { None })
+    }
+
+    /// Hands everything staged to the journal's writer as one append, without waiting for it
+    /// (see the module's note). Returns whether there was anything to send.
+    pub(crate) fn send_staged(&mut self, claim: Option<Claim>) -> Result<bool, EngineError> {
         self.running()?;
         if self.staged.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
         let history = std::mem::take(&mut self.history);
-        let started = std::time::Instant::now();
-        let outcome = match self.journal.submit_append(Append { payloads, claim, history }) {
-            Ok(ticket) => ticket.await,
-            Err(error) => Err(error),
-        };
-        self.commit_wait += started.elapsed();
-        match outcome {
-            Ok(appended) => {
+        if self.in_flight.tickets.is_empty() {
+            self.in_flight.base = self.journal.tip();
+        }
+        for op in &history {
+            if let HistoryOp::Put { key, .. } = op {
+                match key.first() {
+                    Some(&crate::guards::GUARD_INDEX) => {
+                        self.in_flight.index.insert(key.clone());
+                    }
+                    // A reference key ends with the payment's id; its prefix is what intake asks.
+                    Some(&crate::history::REFERENCE) => {
+                        self.in_flight.references.insert(key[..key.len().saturating_sub(16)].to_vec());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(claim) = &claim {
+            let entry = (BatchId(claim.batch), claim.body_hash);
+            self.in_flight.claims.insert((claim.merchant.clone(), claim.key.clone()), entry);
+        }
+        let (records, bytes) = (payloads.len() as u64, payloads.iter().map(|p| p.len() as u64).sum::<u64>());
+        match self.journal.submit_append(Append { payloads, claim, history }) {
+            Ok(ticket) => {
                 self.staged.clear();
-                self.commits += 1;
-                self.committed_own();
-                self.maybe_snapshot().await?;
-                Ok(Some(appended))
+                self.in_flight.tickets.push(ticket);
+                self.in_flight.records += records;
+                self.in_flight.bytes += bytes;
+                Ok(true)
             }
             Err(error) => Err(self.stop(format!("journal commit failed: {error}"))),
         }
+    }
+
+    /// Waits until every append in flight is durable; their answers, in order. A failed one
+    /// stops the engine.
+    pub(crate) async fn until_durable(&mut self) -> Result<Vec<Appended>, EngineError> {
+        if self.in_flight.tickets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let started = std::time::Instant::now();
+        let mut outcomes = Vec::with_capacity(in_flight.tickets.len());
+        let mut failed = None;
+        for ticket in in_flight.tickets {
+            match ticket.await {
+                Ok(appended) => outcomes.push(appended),
+                Err(error) => {
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        self.commit_wait += started.elapsed();
+        if let Some(error) = failed {
+            return Err(self.stop(format!("journal commit failed: {error}")));
+        }
+        self.commits += outcomes.len() as u64;
+        self.bytes_since_snapshot += in_flight.bytes;
+        self.committed_own();
+        self.maybe_snapshot().await?;
+        Ok(outcomes)
+    }
+
+    /// The journal's tip once every append in flight is durable: what ids derived from the
+    /// tip are taken from, whatever the writer has finished.
+    pub(crate) fn decided_tip(&self) -> u64 {
+        if self.in_flight.tickets.is_empty() {
+            self.journal.tip()
+        } else {
+            self.in_flight.base + self.in_flight.records
+        }
+    }
+
+    /// The batch and body hash of an idempotency claim in flight.
+    pub(crate) fn claim_in_flight(&self, merchant: MerchantId, key: &str) -> Option<(BatchId, [u8; 32])> {
+        self.in_flight.claims.get(&(merchant.0.to_string(), key.to_owned())).copied()
+    }
+
+    /// Whether an append in flight takes this reference prefix (see `history::reference_ops`).
+    pub(crate) fn reference_in_flight(&self, prefix: &[u8]) -> bool {
+        self.in_flight.references.contains(prefix)
+    }
+
+    /// The guard index keys in flight that start with `prefix` (added to what the history
+    /// store answers, so a guard's verdict does not depend on the writer's timing).
+    pub(crate) fn index_in_flight<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+        self.in_flight.index.range(prefix.to_vec()..).take_while(move |key| key.starts_with(prefix))
     }
 
     /// Right after a commit the state is exactly the journal's: a snapshot taken now lets a
     /// restart skip everything before it. A snapshot that cannot be written is not fatal (the
     /// journal is whole); it is logged and tried again after the next commit.
     pub(crate) async fn maybe_snapshot(&mut self) -> Result<(), EngineError> {
-        let every = self.config.snapshot_every_records;
+        let every = self.config.snapshot_every_bytes;
         let tip = self.journal.tip();
         if self.standby.is_some() {
             // The acting node writes the snapshots of a shared journal.
             return Ok(());
         }
-        if every == 0 || tip < self.last_snapshot_seq.saturating_add(every) {
+        if every == 0 || self.bytes_since_snapshot < every {
             return Ok(());
         }
         let state = crate::state::encode_snapshot(&self.state);
         match self.journal.write_snapshot_async(tip, state).await {
             Ok(()) => {
                 tracing::info!(seq = tip, "snapshot written");
-                self.last_snapshot_seq = tip;
+                self.bytes_since_snapshot = 0;
             }
             Err(error) => tracing::warn!(%error, "snapshot not written; tried again after the next commit"),
         }
@@ -238,59 +332,98 @@ impl Engine {
         self.run_effects(now).await
     }
 
-    /// Adds a notification for every payment these events make terminal, to be journaled in
-    /// the same commit.
+    /// How many items of at most `item_bytes` encoded bytes one record carries (events that
+    /// list payments or notices are split to fit the journal's record limit).
+    pub(crate) fn per_record(&self, item_bytes: usize) -> usize {
+        (crate::intake::chunk_bytes_max(self.config.journal.record_bytes_max) / item_bytes).max(1)
+    }
+
+    /// Adds, right after each event, the notices it causes: a notice for every payment it makes
+    /// terminal, and one for each hold or lost finality. Journaled in the same commit.
     pub(crate) fn with_notifications(&self, events: Vec<Event>) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len());
         for event in events {
-            if let Event::PaymentHeld { payment, at, .. } = &event {
-                // A hold is news for the merchant too; it can happen more than once, so its
-                // notice is told apart by when.
-                let held = self.state.book.payments.get(payment).map(|r| r.state.is_in_flight());
-                let state = PaymentState::Held { in_flight: held.unwrap_or(false) };
-                let id = derived(&[b"notice-held", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
-                let (payment, at) = (*payment, *at);
-                out.push(event);
-                out.push(Event::Notification { id, payment, state, at });
-                continue;
-            }
-            let terminal: Vec<(PaymentId, PaymentState)> = match &event {
-                Event::SettlementFinal { settlement, .. } => self.state.book.settlements[settlement]
-                    .settlement
-                    .legs
-                    .iter()
-                    .map(|l| (l.payment, PaymentState::Settled))
-                    .collect(),
-                Event::PaymentFailed { payment, .. }
-                | Event::PaymentResolved { payment, resolution: Resolution::Fail, .. } => {
-                    vec![(*payment, PaymentState::Failed)]
-                }
-                // A settled payment whose settlement a deep reorg undid, and its return: news
-                // each time, told apart by when.
-                Event::FinalityLost { payments, at, .. } => {
-                    let state = PaymentState::Held { in_flight: true };
-                    for payment in payments {
-                        let id = derived(&[b"notice-finality-lost", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
-                        out.push(Event::Notification { id, payment: *payment, state, at: *at });
-                    }
-                    Vec::new()
-                }
-                Event::FinalityRestored { settlement, at } => {
-                    for payment in self.state.lost.get(settlement).map_or(&[][..], |l| &l.payments) {
-                        let id = derived(&[b"notice-finality-restored", &payment.0.to_le_bytes(), &at.0.to_le_bytes()]);
-                        out.push(Event::Notification { id, payment: *payment, state: PaymentState::Settled, at: *at });
-                    }
-                    Vec::new()
-                }
-                _ => Vec::new(),
-            };
+            let notices = self.notices_of(&event);
             let at = event.at();
             out.push(event);
-            for (payment, state) in terminal {
-                let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.to_string().as_bytes()]);
-                out.push(Event::Notification { id, payment, state, at });
+            if !notices.is_empty() {
+                let per = self.per_record(NOTICE_BYTES_MAX);
+                out.extend(notices.chunks(per).map(|c| Event::Notifications { notices: c.to_vec(), at }));
             }
         }
         out
     }
+
+    fn notices_of(&self, event: &Event) -> Vec<Notification> {
+        let notice = |parts: &[&[u8]], payment: PaymentId, state: PaymentState| Notification {
+            id: derived(parts),
+            payment,
+            state,
+        };
+        match event {
+            Event::PaymentHeld { payment, at, .. } => {
+                // A hold is news for the merchant too; it can happen more than once, so its
+                // notice is told apart by when.
+                let held = self.state.book.payments.get(payment).map(|r| r.state.is_in_flight());
+                let state = PaymentState::Held { in_flight: held.unwrap_or(false) };
+                vec![notice(&[b"notice-held", &payment.0.to_le_bytes(), &at.0.to_le_bytes()], *payment, state)]
+            }
+            Event::SettlementFinal { settlement, .. } => self.state.book.settlements[settlement]
+                .settlement
+                .legs
+                .iter()
+                .map(|l| terminal_notice(l.payment, PaymentState::Settled))
+                .collect(),
+            Event::PaymentFailed { payment, .. }
+            | Event::PaymentResolved { payment, resolution: Resolution::Fail, .. } => {
+                vec![terminal_notice(*payment, PaymentState::Failed)]
+            }
+            // A settled payment whose settlement a deep reorg undid, and its return: news each
+            // time, told apart by when.
+            Event::FinalityLost { payments, at, .. } => {
+                let state = PaymentState::Held { in_flight: true };
+                payments
+                    .iter()
+                    .map(|p| notice(&[b"notice-finality-lost", &p.0.to_le_bytes(), &at.0.to_le_bytes()], *p, state))
+                    .collect()
+            }
+            Event::FinalityRestored { settlement, at } => self
+                .state
+                .lost
+                .get(settlement)
+                .map_or(&[][..], |l| &l.payments)
+                .iter()
+                .map(|p| {
+                    let parts: [&[u8]; 3] = [b"notice-finality-restored", &p.0.to_le_bytes(), &at.0.to_le_bytes()];
+                    notice(&parts, *p, PaymentState::Settled)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Appends handed to the writer and not yet known durable.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    tickets: Vec<Ticket>,
+    /// The journal's tip before the first of them.
+    base: u64,
+    records: u64,
+    bytes: u64,
+    /// The guard index keys they write.
+    index: BTreeSet<Vec<u8>>,
+    /// The merchant reference prefixes they take.
+    references: std::collections::HashSet<Vec<u8>>,
+    /// Their idempotency claims: (merchant, key) → (batch, body hash).
+    claims: std::collections::HashMap<(String, String), (BatchId, [u8; 32])>,
+}
+
+/// The most one notice takes encoded (two u128 varints and a state), rounded up.
+const NOTICE_BYTES_MAX: usize = 48;
+
+/// The notice of a payment's terminal state: one per payment and state, ever.
+fn terminal_notice(payment: PaymentId, state: PaymentState) -> Notification {
+    let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.to_string().as_bytes()]);
+    Notification { id, payment, state }
 }

@@ -17,7 +17,7 @@ use model::*;
 
 use crate::{Engine, EngineError};
 
-const GUARD_INDEX: u8 = b'g';
+pub(crate) const GUARD_INDEX: u8 = b'g';
 
 fn index_prefix(merchant: MerchantId, destination: &Address) -> Vec<u8> {
     let mut key = vec![GUARD_INDEX];
@@ -84,7 +84,12 @@ impl Engine {
         let prefixes: Vec<Vec<u8>> =
             guarded.iter().map(|i| index_prefix(payments[*i].merchant, &payments[*i].destination)).collect();
         let found = self.journal.history_keys_many(&prefixes, 16)?;
-        for ((i, prefix), keys) in guarded.iter().zip(&prefixes).zip(found) {
+        for ((i, prefix), mut keys) in guarded.iter().zip(&prefixes).zip(found) {
+            // What the writer has not made durable yet counts too (see `gate`).
+            keys.extend(self.index_in_flight(prefix).cloned());
+            keys.sort_unstable();
+            keys.dedup();
+            keys.truncate(16);
             let payment = payments[*i];
             let own = guard::address_key(&payment.destination);
             for key in keys {

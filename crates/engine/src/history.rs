@@ -96,15 +96,15 @@ pub(crate) fn reference_ops(payments: &[Payment]) -> Vec<HistoryOp> {
         .collect()
 }
 
-/// For each reference, whether the merchant used it before (in any accepted batch): one read
-/// of the history store for the whole batch.
-pub(crate) fn references_taken(
-    journal: &journal::Journal,
-    merchant: MerchantId,
-    references: &[&str],
-) -> Result<Vec<bool>, EngineError> {
-    let prefixes: Vec<Vec<u8>> = references.iter().map(|r| reference_prefix(merchant, r)).collect();
-    Ok(journal.history_prefixes_used(&prefixes)?)
+impl Engine {
+    /// For each reference, whether the merchant used it before (in any accepted batch, one
+    /// still in flight to the journal included): one read of the history store for the whole
+    /// batch.
+    pub(crate) fn references_taken(&self, merchant: MerchantId, references: &[&str]) -> Result<Vec<bool>, EngineError> {
+        let prefixes: Vec<Vec<u8>> = references.iter().map(|r| reference_prefix(merchant, r)).collect();
+        let stored = self.journal.history_prefixes_used(&prefixes)?;
+        Ok(stored.into_iter().zip(&prefixes).map(|(used, prefix)| used || self.reference_in_flight(prefix)).collect())
+    }
 }
 
 /// A merchant's payments with this reference (at most 10,000), open or finished, by id.

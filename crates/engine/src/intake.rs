@@ -21,6 +21,20 @@ pub struct Draft {
     pub deadline: Option<Timestamp>,
 }
 
+/// One merchant's batch of a group (`Engine::submit_many`).
+#[derive(Clone, Copy, Debug)]
+pub struct Submission<'a> {
+    pub merchant: MerchantId,
+    pub key: &'a str,
+    pub drafts: &'a [Draft],
+}
+
+/// A batch judged: answered at once (a duplicate), or handed to the journal.
+enum Admitted {
+    Answered(Intake),
+    Sent { batch: BatchId, payments: Vec<PaymentId> },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intake {
     Accepted {
@@ -56,9 +70,12 @@ pub enum IntakeError {
     Engine(#[from] EngineError),
 }
 
+/// The most a payment id takes encoded (a u128 varint).
+const ID_BYTES_MAX: usize = 19;
+
 /// Journal records hold at most this many bytes of payments (the rest of the record limit is
 /// left for the batch header).
-fn chunk_bytes_max(record_bytes_max: usize) -> usize {
+pub(crate) fn chunk_bytes_max(record_bytes_max: usize) -> usize {
     record_bytes_max.saturating_sub(1024)
 }
 
@@ -78,40 +95,88 @@ impl Engine {
         drafts: &[Draft],
         now: Timestamp,
     ) -> Result<Intake, IntakeError> {
-        self.admitting = self.standby.is_some() && self.in_turn;
-        let outcome = self.admit(merchant, key, drafts, now).await;
-        self.admitting = false;
-        outcome
+        let mut answers = self.submit_many(&[Submission { merchant, key, drafts }], now).await;
+        answers.pop().expect("one answer per batch")
     }
 
-    async fn admit(
+    /// Several merchants' batches in one group: each is judged exactly as `submit` would
+    /// judge it after the ones before it, but the group waits for the journal once. Batch
+    /// `k` is written while batch `k + 1` is checked (see `gate`), so a service under load
+    /// pays one durable commit per group, not per batch. One answer per batch, in order.
+    pub async fn submit_many(
+        &mut self,
+        batches: &[Submission<'_>],
+        now: Timestamp,
+    ) -> Vec<Result<Intake, IntakeError>> {
+        self.admitting = self.standby.is_some() && self.in_turn;
+        let mut answers: Vec<Result<Admitted, IntakeError>> = Vec::with_capacity(batches.len());
+        // Whatever an earlier round left staged goes first, on its own: a batch and its claim
+        // must be one append. A refusal here is the engine's state (stopped, or a standby out
+        // of its turn), which each batch's own check reports to its merchant.
+        let leftovers = self.send_staged(None).unwrap_or(false);
+        for batch in batches {
+            answers.push(self.admit(batch.merchant, batch.key, batch.drafts, now));
+        }
+        let durable = self.until_durable().await;
+        self.admitting = false;
+        let mut appended = match durable {
+            Ok(outcomes) => outcomes.into_iter(),
+            Err(error) => {
+                let reason = self.stopped.clone().unwrap_or_else(|| error.to_string());
+                return answers
+                    .into_iter()
+                    .map(|answer| match answer {
+                        Ok(Admitted::Answered(intake)) => Ok(intake),
+                        Ok(Admitted::Sent { .. }) => Err(EngineError::Stopped(reason.clone()).into()),
+                        Err(refused) => Err(refused),
+                    })
+                    .collect();
+            }
+        };
+        if leftovers {
+            appended.next();
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(match answer {
+                Ok(Admitted::Answered(intake)) => Ok(intake),
+                Ok(Admitted::Sent { batch, payments }) => match appended.next() {
+                    Some(Appended::Committed { .. }) => Ok(Intake::Accepted { batch, payments }),
+                    _ => Err(self.stop("idempotency claim taken by another writer".to_owned()).into()),
+                },
+                Err(refused) => Err(refused),
+            });
+        }
+        out
+    }
+
+    /// Judges one batch and, when it is accepted, hands it to the journal with its claim
+    /// (without waiting: `submit_many` waits for the group).
+    fn admit(
         &mut self,
         merchant: MerchantId,
         key: &str,
         drafts: &[Draft],
         now: Timestamp,
-    ) -> Result<Intake, IntakeError> {
+    ) -> Result<Admitted, IntakeError> {
         self.running()?;
         let body_hash = *blake3::hash(&postcard::to_stdvec(drafts).expect("drafts serialize")).as_bytes();
         let batch = BatchId(derived(&[b"batch", &merchant.0.to_le_bytes(), key.as_bytes()]));
-        if let Some(entry) = self.journal.idempotency(&merchant.0.to_string(), key).map_err(EngineError::from)? {
-            return if entry.body_hash == body_hash {
-                let payments = self.batch(BatchId(entry.batch))?.map(|b| b.payments).unwrap_or_default();
-                Ok(Intake::Duplicate { batch: BatchId(entry.batch), payments })
+        if let Some((original, hash)) = self.claimed(merchant, key)? {
+            return if hash == body_hash {
+                let payments = self.batch(original)?.map(|b| b.payments).unwrap_or_default();
+                Ok(Admitted::Answered(Intake::Duplicate { batch: original, payments }))
             } else {
-                Err(IntakeError::Conflict { batch: BatchId(entry.batch) })
+                Err(IntakeError::Conflict { batch: original })
             };
         }
         if drafts.is_empty() || drafts.len() > self.config.batch_payments_max {
             return Err(IntakeError::BatchSize { count: drafts.len(), max: self.config.batch_payments_max });
         }
-        // Whatever an earlier round left staged goes first, on its own: the batch and its
-        // claim must be one append.
-        self.commit().await?;
         // Payment ids follow intake order: the sequence number the batch's first record will
         // get, then the row. Unique (no two batches start at one record), and the history
         // store, keyed by id, is then written nearly in order.
-        let first_record = u128::from(self.journal.tip() + 1);
+        let first_record = u128::from(self.decided_tip() + 1);
         let ids: Vec<PaymentId> = (0..drafts.len() as u128).map(|row| PaymentId(first_record << 32 | row)).collect();
         let mut payments = self.validate(batch, merchant, &ids, drafts)?;
         // The guards: an `Only` allowlist refuses rows; other guards hold payouts (and split a
@@ -126,23 +191,32 @@ impl Engine {
         }
         // A reference names the merchant's payout, not the test split off it.
         let references = crate::history::reference_ops(&payments[..drafts.len()]);
-        let mut events = self.batch_events(batch, merchant, key, body_hash, payments, now);
         let held: std::collections::BTreeSet<PaymentId> = holds.iter().map(|(id, _)| *id).collect();
-        events.retain(|e| !matches!(e, Event::PaymentQueued { payment, .. } if held.contains(payment)));
+        let mut events = self.batch_events(batch, merchant, key, body_hash, payments, &held, now);
         for (payment, hold) in holds {
             events.extend(crate::guards::hold_events(payment, hold, "intake", now));
         }
         self.stage(events)?;
         self.history.extend(references);
         let claim = Claim { merchant: merchant.0.to_string(), key: key.to_owned(), batch: batch.0, body_hash };
-        match self.commit_claimed(Some(claim)).await? {
-            Some(Appended::Committed { .. }) => Ok(Intake::Accepted { batch, payments: ids }),
-            _ => Err(self.stop("idempotency claim taken by another writer".to_owned()).into()),
+        self.send_staged(Some(claim))?;
+        Ok(Admitted::Sent { batch, payments: ids })
+    }
+
+    /// The batch a merchant's key was claimed for and its body's hash: from the journal's
+    /// index, or from an append still in flight.
+    fn claimed(&self, merchant: MerchantId, key: &str) -> Result<Option<(BatchId, [u8; 32])>, EngineError> {
+        if let Some(found) = self.claim_in_flight(merchant, key) {
+            return Ok(Some(found));
         }
+        let entry = self.journal.idempotency(&merchant.0.to_string(), key)?;
+        Ok(entry.map(|e| (BatchId(e.batch), e.body_hash)))
     }
 
     /// The batch as journal records: a header with the first payments, continuations of at
-    /// most a record's worth each, then a queued event per payment.
+    /// most a record's worth each, then its payments queued (all but those the guards hold),
+    /// a record's worth of ids at a time.
+    #[allow(clippy::too_many_arguments)]
     fn batch_events(
         &self,
         batch: BatchId,
@@ -150,10 +224,13 @@ impl Engine {
         key: &str,
         body_hash: [u8; 32],
         payments: Vec<Payment>,
+        held: &std::collections::BTreeSet<PaymentId>,
         now: Timestamp,
     ) -> Vec<Event> {
         let count = u32::try_from(payments.len()).expect("batch_payments_max fits u32");
-        let queued: Vec<Event> = payments.iter().map(|p| Event::PaymentQueued { payment: p.id, at: now }).collect();
+        let ids: Vec<PaymentId> = payments.iter().map(|p| p.id).filter(|id| !held.contains(id)).collect();
+        let queued =
+            ids.chunks(self.per_record(ID_BYTES_MAX)).map(|c| Event::PaymentsQueued { payments: c.to_vec(), at: now });
         let bytes_max = chunk_bytes_max(self.config.journal.record_bytes_max);
         let mut chunks: Vec<Vec<Payment>> = vec![Vec::new()];
         let mut bytes = 0;
@@ -193,7 +270,7 @@ impl Engine {
         let mut errors = Vec::new();
         let mut payments = Vec::with_capacity(drafts.len());
         let references: Vec<&str> = drafts.iter().map(|d| d.reference.as_str()).collect();
-        let taken = crate::history::references_taken(&self.journal, merchant, &references)?;
+        let taken = self.references_taken(merchant, &references)?;
         let mut first_row: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (row, ((draft, id), taken)) in drafts.iter().zip(ids).zip(taken).enumerate() {
             let outcome = self.validate_row(batch, merchant, *id, draft).and_then(|payment| {

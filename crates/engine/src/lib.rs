@@ -18,6 +18,7 @@
 
 mod access;
 pub mod audit;
+mod dispatch;
 mod follower;
 mod gate;
 pub mod guards;
@@ -31,6 +32,7 @@ mod readmodel;
 mod reconcile;
 mod recovery;
 pub mod report;
+mod round;
 mod routing;
 pub mod service;
 mod settling;
@@ -52,7 +54,7 @@ use rails::Rail;
 use router::{AnomalyPolicy, Breaker, BreakerConfig, Router, Rule, Weights};
 
 pub use follower::Follower;
-pub use intake::{Draft, Intake, IntakeError, RowError};
+pub use intake::{Draft, Intake, IntakeError, RowError, Submission};
 pub use operator::OperatorError;
 pub use partition::Acting;
 pub use reconcile::{Difference, Reconciliation};
@@ -75,9 +77,10 @@ pub struct EngineConfig {
     pub batching: router::BatchPolicy,
     /// The longest the engine waits for one rail call (on top of the adapter's own timeout).
     pub rail_timeout: Duration,
-    /// A snapshot of the state is written after this many journal records (0: never), so a
-    /// restart replays at most that many.
-    pub snapshot_every_records: u64,
+    /// A snapshot of the state is written once this many bytes of records were journaled
+    /// after the last one (0: never), so a restart replays at most about that much. Bytes,
+    /// not records: one record may carry one payment's step or a thousand.
+    pub snapshot_every_bytes: u64,
     /// Most settlements a rail plans in one tick (each of up to its `batch_size_max` payments).
     pub settlements_per_tick_max: usize,
     /// Most settlements one reconciliation run checks: the ones finished since the last run
@@ -222,12 +225,16 @@ pub struct Engine {
     effects: Vec<Effect>,
     /// History writes for what the staged events finished, committed with them.
     history: Vec<HistoryOp>,
+    /// Appends handed to the journal's writer and not yet known durable (see `gate`). Empty
+    /// whenever a public method returns.
+    in_flight: gate::InFlight,
     /// Settlements finished since the last reconciliation (bounded: the oldest are left to the
     /// rolling window).
     reconcile_due: VecDeque<SettlementId>,
     /// Where the rolling reconciliation window over the history store continues.
     reconcile_cursor: Option<Vec<u8>>,
-    last_snapshot_seq: u64,
+    /// Record bytes journaled since the last snapshot (the replayed tail's, after a restart).
+    bytes_since_snapshot: u64,
     /// Whether a read model is attached (`service::channel`): then the payments and batches
     /// each event touches are noted for the next publication.
     track_changes: bool,
@@ -401,7 +408,7 @@ impl Engine {
             history: Vec::new(),
             reconcile_due: VecDeque::new(),
             reconcile_cursor: None,
-            last_snapshot_seq: recovered.snapshot_seq.unwrap_or(0),
+            bytes_since_snapshot: recovered.replayed_bytes,
             reconciling: None,
             differences_found: 0,
             flagged: BTreeMap::new(),
@@ -421,6 +428,7 @@ impl Engine {
             moved_by_failover: 0,
             commits: 0,
             commit_wait: Duration::ZERO,
+            in_flight: gate::InFlight::default(),
             recovered_hash,
             quotes: BTreeMap::new(),
             next_reconcile: now,
@@ -484,41 +492,6 @@ impl Engine {
     /// When the engine next has something due without a command: the batcher's next window.
     pub fn next_wake(&self) -> Option<Timestamp> {
         self.staging.next_due()
-    }
-
-    /// One round of work at `now`: watch and react, fail over, route and plan; one commit;
-    /// then the round's broadcasts.
-    pub async fn tick(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        if self.standby.is_some() {
-            return self.follow().map(|_| ());
-        }
-        self.running()?;
-        self.check_lease()?;
-        self.watch_all(now).await?;
-        let coordinates = self.coordinates();
-        if coordinates {
-            self.hold_stale(now)?;
-            self.release_guards(now)?;
-            self.release_unsigned(now)?;
-            self.failover(now);
-            self.refresh_quotes(now).await;
-            self.route(now)?;
-        }
-        for rail in self.rails.clone() {
-            if coordinates {
-                self.plan(&rail, now).await?;
-            } else if self.drives(rail.capabilities().rail) {
-                self.sign_planned(&rail, now).await?;
-            }
-        }
-        self.commit_and_act(now).await?;
-        // The ledger holds only open reservations, so checking it every round is cheap; a
-        // failure is a bug, and the engine stops before it acts on a ledger that does not
-        // balance.
-        if let Err(error) = self.state.pools.ledger().verify() {
-            return Err(self.stop(format!("ledger invariant broken: {error}")));
-        }
-        if coordinates { self.reconcile_on_timer(now) } else { Ok(()) }
     }
 
     /// The report of the last reconciliation the timer ran.

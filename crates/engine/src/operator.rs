@@ -188,10 +188,11 @@ impl Engine {
     /// harmless.
     pub async fn acknowledge(&mut self, ids: &[u128], now: Timestamp) -> Result<(), EngineError> {
         self.running()?;
-        for id in ids {
-            if self.state.outbox.contains_key(id) {
-                self.stage_input(Event::NotificationDelivered { id: *id, at: now })?;
-            }
+        let mut delivered: Vec<u128> = ids.iter().copied().filter(|id| self.state.outbox.contains_key(id)).collect();
+        delivered.sort_unstable();
+        delivered.dedup();
+        if !delivered.is_empty() {
+            self.stage_input(Event::NotificationsDelivered { ids: delivered, at: now })?;
         }
         self.commit_and_act(now).await
     }

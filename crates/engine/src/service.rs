@@ -495,17 +495,27 @@ pub async fn run_attached(
             () = &mut shutdown => break,
             command = inbox.commands.recv() => {
                 let Some(command) = command else { break };
-                // On a shared journal a command is decided in this node's turn (a standby
-                // takes only merchants' batches; it refuses the rest without one).
-                let turn = engine.is_shared() && (!engine.is_standby() || matches!(command, Command::Submit { .. }));
-                if turn {
-                    crate::turn::take(&mut engine).await;
+                let (group, next) = crate::dispatch::gather(command, &mut inbox.commands);
+                for work in [Some(group), next.map(|c| vec![c])].into_iter().flatten() {
+                    // On a shared journal a command is decided in this node's turn (a standby
+                    // takes only merchants' batches; it refuses the rest without one).
+                    let submits = matches!(work[0], Command::Submit { .. });
+                    let turn = engine.is_shared() && (!engine.is_standby() || submits);
+                    if turn {
+                        crate::turn::take(&mut engine).await;
+                    }
+                    if submits {
+                        engine.admit_group(work, (config.now)()).await;
+                    } else {
+                        for command in work {
+                            engine.handle(command, (config.now)()).await;
+                        }
+                    }
+                    if turn {
+                        crate::turn::give(&mut engine).await;
+                    }
+                    engine.publish(&inbox.read, (config.now)(), false);
                 }
-                engine.handle(command, (config.now)()).await;
-                if turn {
-                    crate::turn::give(&mut engine).await;
-                }
-                engine.publish(&inbox.read, (config.now)(), false);
             }
             () = tokio::time::sleep_until(next_round) => {
                 let now = (config.now)();
@@ -532,69 +542,4 @@ pub async fn run_attached(
         }
     }
     engine
-}
-
-impl Engine {
-    pub(crate) async fn dispatch(&mut self, command: Command, now: Timestamp) {
-        // A receiver that went away no longer wants the answer: dropping it is right.
-        match command {
-            Command::Submit { merchant, key, drafts, reply } => {
-                let _ = reply.send(self.submit(merchant, &key, &drafts, now).await);
-            }
-            Command::FundPool { rail, asset, amount, transfer, reply } => {
-                let _ = reply.send(self.fund_pool(rail, asset, amount, transfer, now).await);
-            }
-            Command::Pause { rail, operator, reason, reply } => {
-                let _ = reply.send(self.pause(rail, &operator, &reason, now).await);
-            }
-            Command::Resume { rail, operator, reason, reply } => {
-                let _ = reply.send(self.resume_rail(rail, &operator, &reason, now).await);
-            }
-            Command::Drain { rail, dry_run, operator, reason, reply } => {
-                let _ = reply.send(self.drain(rail, dry_run, &operator, &reason, now).await);
-            }
-            Command::Resolve { payment, resolution, operator, reason, reply } => {
-                let _ = reply.send(self.resolve(payment, resolution, &operator, &reason, now).await);
-            }
-            Command::Reconcile { reply } => {
-                let _ = reply.send(self.reconcile(now).await);
-            }
-            Command::Acknowledge { ids, reply } => {
-                let _ = reply.send(self.acknowledge(&ids, now).await);
-            }
-            Command::CreateKey { key, role, merchant, label, by, reply } => {
-                let _ = reply.send(self.create_key(key, role, merchant, &label, &by, now).await);
-            }
-            Command::RevokeKey { key, by, reason, reply } => {
-                let _ = reply.send(self.revoke_key(key, &by, &reason, now).await);
-            }
-            Command::SetWebhook { merchant, url, by, reply } => {
-                let _ = reply.send(self.set_webhook(merchant, url, &by, now).await);
-            }
-            Command::Cancel { merchant, payment, by, reply } => {
-                let _ = reply.send(self.cancel(merchant, payment, &by, now).await);
-            }
-            Command::SetPoolThresholds { config, by, reason, reply } => {
-                let _ = reply.send(self.set_pool_thresholds(config, &by, &reason, now).await);
-            }
-            Command::SetClass { class, setting, by, reason, reply } => {
-                let _ = reply.send(self.set_class(class, setting, &by, &reason, now).await);
-            }
-            Command::SetRules { rules, by, reason, reply } => {
-                let _ = reply.send(self.set_rules(rules, &by, &reason, now).await);
-            }
-            Command::Outbox { after, limit, reply } => {
-                let _ = reply.send(self.outbox_page(after, limit));
-            }
-            Command::Guard { action, by, role, reason, reply } => {
-                let outcome = match action {
-                    GuardAction::Set { merchant, policy } => self.set_guards(merchant, policy, &by, &reason, now).await,
-                    GuardAction::Approve { payment } => self.approve(payment, &by, role, now).await,
-                    GuardAction::Release { payment } => self.release_guard(payment, &by, role, &reason, now).await,
-                    GuardAction::Reject { payment } => self.reject_guard(payment, &by, role, &reason, now).await,
-                };
-                let _ = reply.send(outcome);
-            }
-        }
-    }
 }

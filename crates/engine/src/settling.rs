@@ -66,7 +66,7 @@ impl Engine {
             self.settlements_made += 1;
             // Unique and increasing: the journal's tip (a settlement planned before a restart
             // was committed, so the tip has moved past it since) and a counter of this process.
-            let id = SettlementId(u128::from(self.journal.tip()) << 64 | u128::from(self.settlements_made));
+            let id = SettlementId(u128::from(self.decided_tip()) << 64 | u128::from(self.settlements_made));
             let legs = batch
                 .payouts
                 .iter()

@@ -207,7 +207,7 @@ mod tests {
                 payments: vec![payment],
                 at: T,
             },
-            Event::PaymentQueued { payment: PaymentId(1), at: T },
+            Event::PaymentsQueued { payments: vec![PaymentId(1)], at: T },
         ];
         for event in &events {
             book.apply(event).unwrap();

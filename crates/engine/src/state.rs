@@ -129,13 +129,15 @@ impl EngineState {
                 self.pools.void(*settlement).expect("a released settlement has an open reservation");
                 Ok(())
             }
-            Event::Notification { id, payment, state, .. } => {
-                // The payment has just finished, so it has left the book for the history store.
-                self.outbox.insert(*id, Notice { payment: *payment, state: *state });
-                if state.is_terminal() {
-                    self.guards.cleared.remove(payment);
-                    if let Some(test) = self.guards.tests.get_mut(payment) {
-                        *test = Some(*state == model::PaymentState::Settled);
+            Event::Notifications { notices, .. } => {
+                // Terminal notices: the payments have just finished and left the book.
+                for notice in notices {
+                    self.outbox.insert(notice.id, Notice { payment: notice.payment, state: notice.state });
+                    if notice.state.is_terminal() {
+                        self.guards.cleared.remove(&notice.payment);
+                        if let Some(test) = self.guards.tests.get_mut(&notice.payment) {
+                            *test = Some(notice.state == model::PaymentState::Settled);
+                        }
                     }
                 }
                 Ok(())
@@ -184,8 +186,10 @@ impl EngineState {
                 }
                 Ok(())
             }
-            Event::NotificationDelivered { id, .. } => {
-                self.outbox.remove(id);
+            Event::NotificationsDelivered { ids, .. } => {
+                for id in ids {
+                    self.outbox.remove(id);
+                }
                 Ok(())
             }
             Event::FinalityLost { settlement, rail, tx, payments, at } => {

@@ -100,6 +100,8 @@ impl Engine {
             ))));
         }
         for record in records {
+            // Others' records count towards this node's next snapshot too: a restart replays them.
+            self.bytes_since_snapshot += record.payload.len() as u64;
             let event = Event::decode(&record.payload)
                 .map_err(|e| self.stop(format!("catching up with the journal: record {}: {e}", record.seq)))?;
             let queued = self.queued_by(&event);

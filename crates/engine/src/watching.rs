@@ -196,6 +196,7 @@ impl Engine {
                 // Provably dead: every payment of the attempt is reissued, unless it has had
                 // its attempts: then it is held for the operator, with why.
                 let attempts_max = self.config.anomaly.attempts_max;
+                let mut queued = Vec::new();
                 for leg in &record.settlement.legs {
                     let attempt = self.state.book.payments.get(&leg.payment).map_or(0, |r| r.attempt);
                     if attempt >= attempts_max {
@@ -205,8 +206,11 @@ impl Engine {
                         events.push(Event::PaymentHeld { payment: leg.payment, reason, at: now });
                     } else {
                         events.push(Event::PaymentReissued { payment: leg.payment, previous: id, at: now });
-                        events.push(Event::PaymentQueued { payment: leg.payment, at: now });
+                        queued.push(leg.payment);
                     }
+                }
+                if !queued.is_empty() {
+                    events.push(Event::PaymentsQueued { payments: queued, at: now });
                 }
                 self.stage(events)?;
                 self.watching.remove(&id);

@@ -201,6 +201,8 @@ pub struct Recovered<R> {
     pub seq: u64,
     pub snapshot_seq: Option<u64>,
     pub replayed: u64,
+    /// The payload bytes of the records replayed after the snapshot.
+    pub replayed_bytes: u64,
 }
 
 struct Inner {
@@ -444,7 +446,7 @@ impl Journal {
             None => (R::empty(context), None),
         };
         let mut seq = snapshot_seq.unwrap_or(0);
-        let mut replayed = 0;
+        let (mut replayed, mut replayed_bytes) = (0, 0);
         loop {
             let records = self.read_range(seq + 1, self.inner.config.read_chunk)?;
             if records.is_empty() {
@@ -456,9 +458,10 @@ impl Journal {
                     .map_err(|error| RecoverError::Apply { seq: record.seq, reason: error.to_string() })?;
                 seq = record.seq;
                 replayed += 1;
+                replayed_bytes += record.payload.len() as u64;
             }
         }
-        Ok(Recovered { state, seq, snapshot_seq, replayed })
+        Ok(Recovered { state, seq, snapshot_seq, replayed, replayed_bytes })
     }
 }
 

@@ -157,7 +157,7 @@ impl Book {
                 self.accept(*batch, *merchant, *count, payments)
             }
             Event::PaymentsAccepted { batch, payments, .. } => self.accept_more(*batch, payments),
-            Event::PaymentQueued { payment, .. } => self.move_payments(&[*payment], PaymentState::Queued),
+            Event::PaymentsQueued { payments, .. } => self.move_payments(payments, PaymentState::Queued),
             Event::SettlementPlanned { settlement, .. } => self.plan(settlement),
             Event::SettlementReleased { settlement, .. } => {
                 self.move_settlement(*settlement, "released", PaymentState::Queued, |s| {
@@ -211,8 +211,8 @@ impl Book {
             Event::PaymentFailed { payment, .. } => self.move_payments(&[*payment], PaymentState::Failed),
             // Liquidity is the pools' business, notifications the outbox's.
             Event::PoolFunded { .. }
-            | Event::Notification { .. }
-            | Event::NotificationDelivered { .. }
+            | Event::Notifications { .. }
+            | Event::NotificationsDelivered { .. }
             | Event::RailPaused { .. }
             | Event::RailResumed { .. }
             | Event::RailDrained { .. }
@@ -373,8 +373,16 @@ impl Book {
         record.open += u32::try_from(payments.len()).expect("within the batch's count");
     }
 
-    /// Checks every payment can take the arrow, then moves them all.
+    /// Checks every payment can take the arrow (once: a payment named twice is refused), then
+    /// moves them all.
     fn move_payments(&mut self, ids: &[PaymentId], to: PaymentState) -> Result<(), BookError> {
+        if ids.len() > 1 {
+            let mut sorted = ids.to_vec();
+            sorted.sort_unstable();
+            if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(BookError::DuplicatePayment(twice[0]));
+            }
+        }
         for id in ids {
             let from = self.payment(*id)?.state;
             from.transition(to).map_err(|source| BookError::Transition { payment: *id, source })?;

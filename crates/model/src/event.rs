@@ -10,6 +10,15 @@ use crate::ids::{BatchId, MerchantId, PaymentId, RailId, SettlementId, Timestamp
 use crate::payment::Payment;
 use crate::settlement::{DeathProof, Settlement, SignedTx};
 
+/// One notice of `Event::Notifications`: its id (derived from the payment and what happened,
+/// so the same news is never told twice under two ids), the payment, and the state to tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: u128,
+    pub payment: PaymentId,
+    pub state: crate::payment::PaymentState,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A merchant's batch, accepted whole: its header and first payments. A batch too large
@@ -24,8 +33,10 @@ pub enum Event {
         payments: Vec<Payment>,
         at: Timestamp,
     },
-    PaymentQueued {
-        payment: PaymentId,
+    /// Payments that wait for a route: a batch's, in one record (or several of one commit
+    /// for a large batch), or those put back after their settlement died.
+    PaymentsQueued {
+        payments: Vec<PaymentId>,
         at: Timestamp,
     },
     SettlementPlanned {
@@ -129,17 +140,16 @@ pub enum Event {
         reason: String,
         at: Timestamp,
     },
-    /// A payment reached a terminal state: the merchant is to be told. Journaled in the same
-    /// commit as the event that made it terminal, so no notice is lost or invented.
-    Notification {
-        id: u128,
-        payment: PaymentId,
-        state: crate::payment::PaymentState,
+    /// Payments reached a state their merchants are to be told of (a final settlement's
+    /// payouts, a failure, a hold). Journaled right after the event that caused them, in the
+    /// same commit, so no notice is lost or invented.
+    Notifications {
+        notices: Vec<Notification>,
         at: Timestamp,
     },
-    /// The merchant acknowledged the notification.
-    NotificationDelivered {
-        id: u128,
+    /// The merchants' endpoints acknowledged these notifications.
+    NotificationsDelivered {
+        ids: Vec<u128>,
         at: Timestamp,
     },
     /// Treasury moved liquidity into a rail's pool (a deposit to its hot wallet).
@@ -277,7 +287,7 @@ impl Event {
     pub fn at(&self) -> Timestamp {
         match self {
             Event::BatchAccepted { at, .. }
-            | Event::PaymentQueued { at, .. }
+            | Event::PaymentsQueued { at, .. }
             | Event::SettlementPlanned { at, .. }
             | Event::SettlementReleased { at, .. }
             | Event::SettlementSigned { at, .. }
@@ -296,8 +306,8 @@ impl Event {
             | Event::RailResumed { at, .. }
             | Event::RailDrained { at, .. }
             | Event::PaymentResolved { at, .. }
-            | Event::Notification { at, .. }
-            | Event::NotificationDelivered { at, .. }
+            | Event::Notifications { at, .. }
+            | Event::NotificationsDelivered { at, .. }
             | Event::PaymentReissued { at, .. }
             | Event::FinalityLost { at, .. }
             | Event::FinalityRestored { at, .. }
@@ -324,7 +334,10 @@ impl Event {
 /// webhook endpoints and pool thresholds (history records and snapshots change with them).
 /// Version 5: the state keeps guards (snapshots change with them).
 /// Version 6: a settlement record keeps its children (child pays for parent).
-pub const ENCODING_VERSION: u8 = 6;
+/// Version 7: queued payments, notifications and deliveries are one record for many
+/// (`PaymentsQueued`, `Notifications`, `NotificationsDelivered`): three records per payment
+/// became a few per batch and settlement.
+pub const ENCODING_VERSION: u8 = 7;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

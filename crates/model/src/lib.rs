@@ -20,7 +20,7 @@ pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetError};
 pub use book::{BatchRecord, Book, BookError, PaymentRecord, Retired, SettlementRecord, SettlementState, Step};
-pub use event::{Event, Resolution};
+pub use event::{Event, Notification, Resolution};
 pub use guard::{GuardHold, GuardKind, GuardPolicy, Guards};
 pub use ids::{BatchId, ClassName, MerchantId, Name, NameError, PaymentId, RailId, SettlementId, Timestamp};
 pub use network::{BitcoinNetwork, ChainId, Network, NetworkError};

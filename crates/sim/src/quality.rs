@@ -218,7 +218,7 @@ fn config(rails: &[RailId]) -> EngineConfig {
             immediate: vec![name("urgent")],
         },
         rail_timeout: Duration::from_secs(5),
-        snapshot_every_records: 100_000,
+        snapshot_every_bytes: 8 << 20,
         settlements_per_tick_max: 4,
         reconcile_settlements_max: 100,
         reconcile_balances: false,

@@ -129,7 +129,7 @@ impl World {
                 immediate: vec![name("urgent")],
             },
             rail_timeout: Duration::from_secs(5),
-            snapshot_every_records: rng.u64(50..=400),
+            snapshot_every_bytes: rng.u64(1_000..=40_000),
             settlements_per_tick_max: rng.usize(1..=4),
             reconcile_settlements_max: 100,
             reconcile_balances: false,

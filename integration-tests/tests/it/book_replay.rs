@@ -79,7 +79,7 @@ fn events(n: u128) -> Vec<Event> {
                 payments: vec![payment],
                 at: T,
             },
-            Event::PaymentQueued { payment: PaymentId(i), at: T },
+            Event::PaymentsQueued { payments: vec![PaymentId(i)], at: T },
             Event::SettlementPlanned { settlement, at: T },
             Event::SettlementSigned { settlement: SettlementId(i), tx, at: T },
             Event::SettlementBroadcast { settlement: SettlementId(i), txid, at: T },
@@ -93,7 +93,7 @@ fn events(n: u128) -> Vec<Event> {
                     at: T,
                 },
                 Event::PaymentReissued { payment: PaymentId(i), previous: SettlementId(i), at: T },
-                Event::PaymentQueued { payment: PaymentId(i), at: T },
+                Event::PaymentsQueued { payments: vec![PaymentId(i)], at: T },
             ]);
         } else {
             out.extend([

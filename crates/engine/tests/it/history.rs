@@ -15,7 +15,7 @@ async fn finished_payments_leave_memory_and_stay_queryable() {
     let path = dir.path().join("journal.redb");
     let world = World::new();
     let mut cfg = config();
-    cfg.snapshot_every_records = 500;
+    cfg.snapshot_every_bytes = 16 << 10;
     let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     fund(&mut engine, T0).await;
     let intakes = submit_all(&mut engine, 2_000, T0).await;
@@ -59,11 +59,17 @@ async fn finished_payments_leave_memory_and_stay_queryable() {
     let engine = super::open_engine(&path, cfg, world.rails(), now).await.unwrap();
     assert_eq!(engine.state().state_hash(), hash, "snapshot plus tail gives the same state");
     let snapshot = engine.journal().latest_snapshot().unwrap().expect("snapshots were written");
+    // A restart replays at most one interval and the commit that crossed it (a batch of
+    // 500 payments is the largest here, about 60 KiB).
+    let bytes = |from: u64| -> usize {
+        engine.journal().read_range(from, 1_000_000).unwrap().iter().map(|r| r.payload.len()).sum()
+    };
+    let (tail, all) = (bytes(snapshot.seq + 1), bytes(1));
     assert!(
-        tip - snapshot.seq < 500 + 200,
-        "a restart replays at most about one interval: {} of {tip}",
-        tip - snapshot.seq
+        tail < (16 << 10) + (96 << 10),
+        "a restart replays at most about one interval: {tail} of {all} bytes ({tip} records)"
     );
+    assert!(all > 3 * ((16 << 10) + (96 << 10)), "the journal is much longer than the bound: {all} bytes");
     check(&engine);
     // The same batches again are recognised from the history store.
     let mut engine = engine;

@@ -3,6 +3,7 @@
 
 mod faults;
 mod follower;
+mod groups;
 mod guards;
 mod history;
 mod liquidity;
@@ -127,7 +128,7 @@ pub(crate) fn config() -> EngineConfig {
             immediate: vec![name("urgent")],
         },
         rail_timeout: std::time::Duration::from_secs(5),
-        snapshot_every_records: 100_000,
+        snapshot_every_bytes: 8 << 20,
         settlements_per_tick_max: 1,
         reconcile_settlements_max: 1_000,
         reconcile_balances: true,
@@ -380,17 +381,18 @@ async fn every_settled_payment_gets_one_notice_in_the_same_commit() {
     let outbox = engine.state().outbox.clone();
     assert_eq!(outbox.len(), 500);
     assert!(outbox.values().all(|n| n.state == PaymentState::Settled));
-    // In the journal, each notice directly follows the final settlement that caused it.
+    // In the journal, the notices directly follow the final settlement that caused them, one
+    // per leg.
     let records = engine.journal().read_range(1, 1_000_000).unwrap();
     let events: Vec<Event> = records.iter().map(|r| Event::decode(&r.payload).unwrap()).collect();
     for (i, event) in events.iter().enumerate() {
         if let Event::SettlementFinal { settlement, .. } = event {
             let legs = engine.settlement(*settlement).unwrap().expect("in the history store").settlement.legs.len();
-            let following = &events[i + 1..=i + legs];
-            assert!(
-                following.iter().all(|e| matches!(e, Event::Notification { .. })),
-                "notices follow the final event"
-            );
+            let Event::Notifications { notices, .. } = &events[i + 1] else {
+                panic!("notices follow the final event, found {:?}", events[i + 1])
+            };
+            assert_eq!(notices.len(), legs, "a notice per leg");
+            assert!(notices.iter().all(|n| n.state == PaymentState::Settled));
         }
     }
     drop(engine);

@@ -124,18 +124,18 @@ async fn scenario_11_zero_confirmations_to_final_is_refused() {
 /// in flight settles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_6_a_minimum_raised_between_restarts() {
-    // From a snapshot (one after every record), and by replaying the whole journal.
+    // From a snapshot (one after every commit), and by replaying the whole journal.
     for snapshots in [1, 0] {
         minimum_raised_between_restarts(snapshots).await;
     }
 }
 
-async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
+async fn minimum_raised_between_restarts(snapshot_every_bytes: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.redb");
     let world = World::new();
     let mut cfg = config();
-    cfg.snapshot_every_records = snapshot_every_records;
+    cfg.snapshot_every_bytes = snapshot_every_bytes;
     let mut engine = super::open_engine(&path, cfg.clone(), world.rails(), T0).await.unwrap();
     let base = super::name("base");
     engine.fund_pool(base, Asset::USDC, Amount::new(10_000), 1, T0).await.unwrap();
@@ -157,7 +157,7 @@ async fn minimum_raised_between_restarts(snapshot_every_records: u64) {
     let pool = cfg.state.pools.iter_mut().find(|p| p.rail == base && p.asset == Asset::USDC).unwrap();
     pool.min = Amount::new(5_000);
     let mut engine = super::open_engine(&path, cfg, world.rails(), now).await.expect("starts under the new minimum");
-    assert_eq!(engine.journal().latest_snapshot().unwrap().is_some(), snapshot_every_records > 0);
+    assert_eq!(engine.journal().latest_snapshot().unwrap().is_some(), snapshot_every_bytes > 0);
     assert_eq!(engine.state().pools.spendable(base, Asset::USDC, false), Amount::ZERO, "today's minimum applies");
     run_until_done(&mut engine, &world, now, 50).await;
     assert_eq!(states(&engine, &payments), vec![PaymentState::Settled; 3]);

@@ -64,7 +64,7 @@ fn tx(txid: u8, nonce: u64) -> SignedTx {
 }
 
 fn queued(id: u128) -> Event {
-    Event::PaymentQueued { payment: PaymentId(id), at: T }
+    Event::PaymentsQueued { payments: vec![PaymentId(id)], at: T }
 }
 
 fn run(events: &[Event]) -> Book {

@@ -1,0 +1,113 @@
+//! The command loop's dispatch: each `Command` to the engine method that does it, and a run
+//! of merchants' batches waiting together admitted as one group.
+
+use tokio::sync::mpsc;
+
+use crate::Engine;
+use crate::intake::Submission;
+use crate::service::{Command, GuardAction};
+use model::Timestamp;
+
+/// Most merchants' batches admitted as one group.
+pub(crate) const GROUP_MAX: usize = 64;
+
+/// The commands to handle now: `first`, and when it is a merchant's batch, the batches
+/// already waiting behind it (up to `GROUP_MAX`), admitted as one group with one durable
+/// commit. Any other command ends the run; it is handled right after, in order.
+pub(crate) fn gather(first: Command, commands: &mut mpsc::Receiver<Command>) -> (Vec<Command>, Option<Command>) {
+    let mut group = vec![first];
+    if !matches!(group[0], Command::Submit { .. }) {
+        return (group, None);
+    }
+    while group.len() < GROUP_MAX {
+        match commands.try_recv() {
+            Ok(command @ Command::Submit { .. }) => group.push(command),
+            Ok(other) => return (group, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (group, None)
+}
+
+impl Engine {
+    /// Admits a group of merchants' batches (`Command::Submit` only) and answers each.
+    pub(crate) async fn admit_group(&mut self, group: Vec<Command>, now: Timestamp) {
+        let mut owned = Vec::with_capacity(group.len());
+        for command in group {
+            if let Command::Submit { merchant, key, drafts, reply } = command {
+                owned.push((merchant, key, drafts, reply));
+            }
+        }
+        let batches: Vec<Submission<'_>> =
+            owned.iter().map(|(merchant, key, drafts, _)| Submission { merchant: *merchant, key, drafts }).collect();
+        let answers = self.submit_many(&batches, now).await;
+        drop(batches);
+        for ((_, _, _, reply), answer) in owned.into_iter().zip(answers) {
+            // A receiver that went away no longer wants the answer: dropping it is right.
+            let _ = reply.send(answer);
+        }
+    }
+
+    pub(crate) async fn dispatch(&mut self, command: Command, now: Timestamp) {
+        // A receiver that went away no longer wants the answer: dropping it is right.
+        match command {
+            Command::Submit { merchant, key, drafts, reply } => {
+                let _ = reply.send(self.submit(merchant, &key, &drafts, now).await);
+            }
+            Command::FundPool { rail, asset, amount, transfer, reply } => {
+                let _ = reply.send(self.fund_pool(rail, asset, amount, transfer, now).await);
+            }
+            Command::Pause { rail, operator, reason, reply } => {
+                let _ = reply.send(self.pause(rail, &operator, &reason, now).await);
+            }
+            Command::Resume { rail, operator, reason, reply } => {
+                let _ = reply.send(self.resume_rail(rail, &operator, &reason, now).await);
+            }
+            Command::Drain { rail, dry_run, operator, reason, reply } => {
+                let _ = reply.send(self.drain(rail, dry_run, &operator, &reason, now).await);
+            }
+            Command::Resolve { payment, resolution, operator, reason, reply } => {
+                let _ = reply.send(self.resolve(payment, resolution, &operator, &reason, now).await);
+            }
+            Command::Reconcile { reply } => {
+                let _ = reply.send(self.reconcile(now).await);
+            }
+            Command::Acknowledge { ids, reply } => {
+                let _ = reply.send(self.acknowledge(&ids, now).await);
+            }
+            Command::CreateKey { key, role, merchant, label, by, reply } => {
+                let _ = reply.send(self.create_key(key, role, merchant, &label, &by, now).await);
+            }
+            Command::RevokeKey { key, by, reason, reply } => {
+                let _ = reply.send(self.revoke_key(key, &by, &reason, now).await);
+            }
+            Command::SetWebhook { merchant, url, by, reply } => {
+                let _ = reply.send(self.set_webhook(merchant, url, &by, now).await);
+            }
+            Command::Cancel { merchant, payment, by, reply } => {
+                let _ = reply.send(self.cancel(merchant, payment, &by, now).await);
+            }
+            Command::SetPoolThresholds { config, by, reason, reply } => {
+                let _ = reply.send(self.set_pool_thresholds(config, &by, &reason, now).await);
+            }
+            Command::SetClass { class, setting, by, reason, reply } => {
+                let _ = reply.send(self.set_class(class, setting, &by, &reason, now).await);
+            }
+            Command::SetRules { rules, by, reason, reply } => {
+                let _ = reply.send(self.set_rules(rules, &by, &reason, now).await);
+            }
+            Command::Outbox { after, limit, reply } => {
+                let _ = reply.send(self.outbox_page(after, limit));
+            }
+            Command::Guard { action, by, role, reason, reply } => {
+                let outcome = match action {
+                    GuardAction::Set { merchant, policy } => self.set_guards(merchant, policy, &by, &reason, now).await,
+                    GuardAction::Approve { payment } => self.approve(payment, &by, role, now).await,
+                    GuardAction::Release { payment } => self.release_guard(payment, &by, role, &reason, now).await,
+                    GuardAction::Reject { payment } => self.reject_guard(payment, &by, role, &reason, now).await,
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}

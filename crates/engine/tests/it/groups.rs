@@ -1,0 +1,116 @@
+//! Merchants' batches admitted as one group (`Engine::submit_many`, what the command loop does
+//! with the batches waiting together): each batch gets the answer it would get submitted alone
+//! after the ones before it (the group's own claims and references count while they are still
+//! in flight to the journal), the state is the same as one by one, and a failed commit
+//! accepts none of them.
+
+use engine::*;
+use model::*;
+
+use super::{T0, World, config, drafts, fund, run_until_done};
+
+/// The group: accepted, accepted, the first again (same body, other body), a reference the
+/// first batch took, an empty batch, accepted.
+fn group() -> Vec<(MerchantId, String, Vec<Draft>)> {
+    let mut reused = drafts(2_000, 10);
+    reused[3].reference = "inv-7".into(); // merchant 1's first batch has it
+    vec![
+        (MerchantId(1), "k1".into(), drafts(0, 500)),
+        (MerchantId(2), "k2".into(), drafts(500, 500)),
+        (MerchantId(1), "k1".into(), drafts(0, 500)),
+        (MerchantId(1), "k1".into(), drafts(0, 499)),
+        (MerchantId(1), "k5".into(), reused),
+        (MerchantId(2), "k6".into(), Vec::new()),
+        (MerchantId(3), "k7".into(), drafts(1_000, 500)),
+    ]
+}
+
+fn submissions(group: &[(MerchantId, String, Vec<Draft>)]) -> Vec<Submission<'_>> {
+    group.iter().map(|(merchant, key, drafts)| Submission { merchant: *merchant, key, drafts }).collect()
+}
+
+/// The answers in a comparable form.
+fn shape(answers: &[Result<Intake, IntakeError>]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(intake) => format!("{intake:?}"),
+            Err(IntakeError::Invalid(rows)) => {
+                rows.iter().map(|r| format!("row {} {} {}", r.row, r.field, r.code)).collect::<Vec<_>>().join(";")
+            }
+            Err(other) => other.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_judged_as_one_by_one_and_settles_exactly_once() {
+    let (world, world_alone) = (World::new(), World::new());
+    let group = group();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone =
+        super::open_engine(&dir.path().join("alone.redb"), config(), world_alone.rails(), T0).await.unwrap();
+    fund(&mut alone, T0).await;
+    let mut one_by_one = Vec::new();
+    for (merchant, key, drafts) in &group {
+        one_by_one.push(alone.submit(*merchant, key, drafts, T0).await);
+    }
+
+    let mut engine = super::open_engine(&dir.path().join("group.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let tip = engine.journal().tip();
+    let answers = engine.submit_many(&submissions(&group), T0).await;
+
+    assert_eq!(shape(&answers), shape(&one_by_one), "each batch is answered as if submitted alone, in order");
+    assert!(matches!(answers[0], Ok(Intake::Accepted { .. })));
+    assert!(matches!(answers[1], Ok(Intake::Accepted { .. })));
+    let (Ok(Intake::Accepted { batch, payments }), Ok(Intake::Duplicate { batch: again, payments: same })) =
+        (&answers[0], &answers[2])
+    else {
+        panic!("the same key and body in one group is a duplicate: {:?}", shape(&answers))
+    };
+    assert_eq!((batch, payments), (again, same));
+    assert!(matches!(answers[3], Err(IntakeError::Conflict { batch: b }) if b == *batch));
+    assert!(
+        matches!(&answers[4], Err(IntakeError::Invalid(rows)) if rows.len() == 1 && rows[0].row == 3 && rows[0].field == "reference"),
+        "a reference taken by a batch still in flight is taken: {:?}",
+        shape(&answers)
+    );
+    assert!(matches!(answers[5], Err(IntakeError::BatchSize { count: 0, .. })));
+    assert!(matches!(answers[6], Ok(Intake::Accepted { .. })));
+    assert_eq!(engine.state().state_hash(), alone.state().state_hash(), "the same state as one by one");
+    assert_eq!(engine.journal().tip(), alone.journal().tip(), "the same records");
+    assert!(engine.journal().tip() > tip);
+
+    run_until_done(&mut engine, &world, T0, 1_000).await;
+    super::check_paid_exactly_once(&engine, &world, 1_500);
+    run_until_done(&mut alone, &world_alone, T0, 1_000).await;
+    assert_eq!(engine.state().state_hash(), alone.state().state_hash(), "and the same state when all is settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_accepts_no_batch_of_the_group() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let tip = engine.journal().tip();
+    let group = group();
+    engine.journal().fail_after(0);
+    let answers = engine.submit_many(&submissions(&group), T0).await;
+    for (i, answer) in answers.iter().enumerate() {
+        // Refused ones keep their own answer; none is accepted, and the ones that were on
+        // their way to the journal are told the engine stopped.
+        assert!(!matches!(answer, Ok(Intake::Accepted { .. })), "batch {i}: {:?}", shape(&answers));
+    }
+    assert!(matches!(answers[0], Err(IntakeError::Engine(EngineError::Stopped(_)))), "{:?}", shape(&answers));
+    assert!(engine.stopped().is_some());
+    drop(engine);
+
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    assert_eq!(engine.journal().tip(), tip, "nothing of the group was journaled");
+    let answers = engine.submit_many(&submissions(&group), T0).await;
+    assert!(matches!(answers[0], Ok(Intake::Accepted { .. })), "sent again, accepted: {:?}", shape(&answers));
+}
