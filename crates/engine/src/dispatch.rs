@@ -111,3 +111,50 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{MerchantId, Name};
+    use tokio::sync::oneshot;
+
+    fn submit(key: &str) -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Submit { merchant: MerchantId(1), key: key.into(), drafts: Vec::new(), reply }
+    }
+
+    fn pause() -> Command {
+        let (reply, _) = oneshot::channel();
+        Command::Pause { rail: Name::new("base").unwrap(), operator: "op".into(), reason: "x".into(), reply }
+    }
+
+    fn key(command: &Command) -> &str {
+        match command {
+            Command::Submit { key, .. } => key,
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn batches_waiting_together_are_one_group_and_another_command_ends_it() {
+        let (sender, mut commands) = mpsc::channel(GROUP_MAX * 2);
+        for command in [submit("b"), submit("c"), pause(), submit("d")] {
+            sender.try_send(command).unwrap();
+        }
+        let (group, next) = gather(submit("a"), &mut commands);
+        assert_eq!(group.iter().map(key).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(next.as_ref().map(key), Some("other"), "the command that ended the run comes right after it");
+        let (group, next) = gather(commands.try_recv().unwrap(), &mut commands);
+        assert_eq!((group.iter().map(key).collect::<Vec<_>>(), next.is_none()), (vec!["d"], true));
+        // Anything but a batch is handled alone.
+        sender.try_send(submit("e")).unwrap();
+        let (group, next) = gather(pause(), &mut commands);
+        assert_eq!((group.len(), next.is_none()), (1, true));
+        // A group is bounded.
+        for i in 0..GROUP_MAX + 5 {
+            sender.try_send(submit(&i.to_string())).unwrap();
+        }
+        let (group, _) = gather(commands.try_recv().unwrap(), &mut commands);
+        assert_eq!(group.len(), GROUP_MAX);
+    }
+}

@@ -6,13 +6,14 @@
 //! caller's input (`stage_input`) is the caller's error and changes nothing.
 //!
 //! Inside one call the engine may hand an append to the journal's writer and go on deciding
-//! while the writer makes it durable (`send_staged`, then `until_durable`): a round's finished
-//! payments are written while it routes, a batch is written while the next one of the same
-//! group is checked. Nothing leaves the process in between (no effect, no answer, no read
-//! model), every `commit` waits for all of them, and every public method waits for them before
-//! it returns. Decisions never read what the timing of the writer decides: ids come from
-//! `decided_tip` (the journal's tip plus the records in flight), and the guards' reads of
-//! the history store add the index keys in flight.
+//! while the writer makes it durable (`send_staged`, then `until_durable`): a group of
+//! merchants' batches is written batch by batch while the next one is checked, and waits
+//! once. Nothing leaves the process in between (no effect, no answer, no read model), every
+//! `commit` waits for all of them, and every public method waits for them before it returns;
+//! the first failure among them stops the engine. Decisions never read what the writer's
+//! timing decides: ids come from `decided_tip` (the journal's tip plus the records in
+//! flight), and reads of claims, references and the guards' index add what is in flight. A
+//! round still makes one commit, before its effects.
 
 use std::collections::BTreeSet;
 
@@ -243,6 +244,13 @@ impl Engine {
                 self.in_flight.bytes += bytes;
                 Ok(true)
             }
+            // With appends in flight, the first failure is theirs (a failed commit refuses
+            // every later append): it is reported when they are waited for.
+            Err(error) if !self.in_flight.tickets.is_empty() => {
+                self.staged.clear();
+                self.in_flight.refused.get_or_insert(error);
+                Ok(false)
+            }
             Err(error) => Err(self.stop(format!("journal commit failed: {error}"))),
         }
     }
@@ -266,7 +274,7 @@ impl Engine {
             }
         }
         self.commit_wait += started.elapsed();
-        if let Some(error) = failed {
+        if let Some(error) = failed.or(in_flight.refused) {
             return Err(self.stop(format!("journal commit failed: {error}")));
         }
         self.commits += outcomes.len() as u64;
@@ -312,7 +320,9 @@ impl Engine {
             // The acting node writes the snapshots of a shared journal.
             return Ok(());
         }
-        if every == 0 || self.bytes_since_snapshot < every {
+        // Events still staged (a round that failed before its commit) are not in the journal:
+        // a snapshot now would hold them.
+        if every == 0 || self.bytes_since_snapshot < every || !self.staged.is_empty() {
             return Ok(());
         }
         let state = crate::state::encode_snapshot(&self.state);
@@ -415,6 +425,8 @@ pub(crate) struct InFlight {
     index: BTreeSet<Vec<u8>>,
     /// The merchant reference prefixes they take.
     references: std::collections::HashSet<Vec<u8>>,
+    /// Why an append after them was refused (reported after their own failure, if any).
+    refused: Option<journal::JournalError>,
     /// Their idempotency claims: (merchant, key) → (batch, body hash).
     claims: std::collections::HashMap<(String, String), (BatchId, [u8; 32])>,
 }

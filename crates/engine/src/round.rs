@@ -21,10 +21,6 @@ impl Engine {
 
     async fn round(&mut self, now: Timestamp) -> Result<(), EngineError> {
         self.watch_all(now).await?;
-        // What the watch finished (settled payments, and their history records) goes to the
-        // writer now and is made durable while this round routes and plans; the commit
-        // before the round's effects waits for it.
-        self.send_staged(None)?;
         let coordinates = self.coordinates();
         if coordinates {
             self.hold_stale(now)?;

@@ -114,3 +114,44 @@ async fn a_failed_commit_accepts_no_batch_of_the_group() {
     let answers = engine.submit_many(&submissions(&group), T0).await;
     assert!(matches!(answers[0], Ok(Intake::Accepted { .. })), "sent again, accepted: {:?}", shape(&answers));
 }
+
+/// The commit fails after the first, however the writer grouped the batches: a batch is
+/// answered accepted only if it is durable, and after a restart each batch sent again is either
+/// recognised (it was journaled before the failure) or accepted now: none is lost, none is
+/// there twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_part_of_the_group_was_journaled_loses_no_batch() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let group: Vec<(MerchantId, String, Vec<Draft>)> =
+        (0..6u64).map(|b| (MerchantId(b % 3 + 1), format!("k{b}"), drafts(b * 100, 100))).collect();
+    engine.journal().fail_after(1);
+    let answers = engine.submit_many(&submissions(&group), T0).await;
+    for answer in &answers {
+        // All in the writer's first commit, or some in a commit that failed: then none is
+        // answered accepted.
+        assert!(
+            matches!(answer, Ok(Intake::Accepted { .. }) | Err(IntakeError::Engine(EngineError::Stopped(_)))),
+            "{:?}",
+            shape(&answers)
+        );
+    }
+    let stopped = engine.stopped().is_some();
+    assert_eq!(stopped, answers.iter().any(Result::is_err), "{:?}", shape(&answers));
+    drop(engine);
+
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    let again = engine.submit_many(&submissions(&group), T0).await;
+    for (before, after) in answers.iter().zip(&again) {
+        match (before, after) {
+            (Ok(Intake::Accepted { .. }), Ok(Intake::Duplicate { .. })) | (Err(_), Ok(_)) => {}
+            other => panic!("an accepted batch is recognised, another is recognised or accepted now: {other:?}"),
+        }
+    }
+    assert!(again.iter().any(|a| matches!(a, Ok(Intake::Duplicate { .. }))), "the first commit went through");
+    run_until_done(&mut engine, &world, T0, 1_000).await;
+    super::check_paid_exactly_once(&engine, &world, 600);
+}

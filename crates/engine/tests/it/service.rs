@@ -147,3 +147,42 @@ async fn queries_do_not_wait_for_a_round() {
     assert!(handle.read(|m| m.rails.iter().any(|r| r.rail == name("base") && r.paused)));
     task.abort();
 }
+
+/// Merchants' batches sent at once are admitted as they wait, in groups: each gets the answer
+/// it would get alone (the same key and body twice is one batch; another body under a used key
+/// is a conflict), no payment id is given twice, and every payment settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sent_at_once_get_their_own_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 64);
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
+    // Batch 0 twice (same key, same body) among twelve.
+    let sends = (0..13u64).map(|i| {
+        let handle = handle.clone();
+        let b = if i == 12 { 0 } else { i };
+        async move { handle.submit(MerchantId(b % 3 + 1), format!("k{b}"), drafts(b * 100, 100)).await }
+    });
+    let answers: Vec<Intake> =
+        futures::future::join_all(sends).await.into_iter().map(|a| a.unwrap().unwrap()).collect();
+    let ids = |intake: &Intake| match intake {
+        Intake::Accepted { batch, payments } | Intake::Duplicate { batch, payments } => (*batch, payments.clone()),
+    };
+    let accepted = answers.iter().filter(|a| matches!(a, Intake::Accepted { .. })).count();
+    assert_eq!(accepted, 12, "twelve batches, one of them sent twice: {answers:?}");
+    assert_eq!(ids(&answers[0]), ids(&answers[12]), "both sends of batch 0 name one batch");
+    let mut all: Vec<PaymentId> = answers[..12].iter().flat_map(|a| ids(a).1).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 1_200, "no payment id is given twice");
+    let conflict = handle.submit(MerchantId(1), "k0".into(), drafts(0, 99)).await.unwrap();
+    assert!(matches!(conflict, Err(IntakeError::Conflict { batch }) if batch == ids(&answers[0]).0));
+
+    while !handle.read(|m| m.is_quiet()) {
+        tokio::time::sleep(Duration::from_millis(BLOCK_MS / SPEED)).await;
+    }
+    assert_eq!(handle.read(|m| m.counts.get(&PaymentState::Settled).copied()), Some(1_200));
+    task.abort();
+}
