@@ -436,6 +436,6 @@ const NOTICE_BYTES_MAX: usize = 48;
 
 /// The notice of a payment's terminal state: one per payment and state, ever.
 fn terminal_notice(payment: PaymentId, state: PaymentState) -> Notification {
-    let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.to_string().as_bytes()]);
+    let id = derived(&[b"notice", &payment.0.to_le_bytes(), state.as_str().as_bytes()]);
     Notification { id, payment, state }
 }

@@ -13,8 +13,8 @@ const SYMBOL_LEN_MAX: usize = 10;
 ///
 /// `Copy` and fixed-size on purpose: it is carried by every payment, queue entry and ledger
 /// account, so it must not allocate.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "AssetRepr", into = "AssetRepr")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "AssetRepr")]
 pub struct Asset {
     symbol: [u8; SYMBOL_LEN_MAX],
     symbol_len: u8,
@@ -104,9 +104,18 @@ impl TryFrom<AssetRepr> for Asset {
     }
 }
 
-impl From<Asset> for AssetRepr {
-    fn from(asset: Asset) -> AssetRepr {
-        AssetRepr { symbol: asset.symbol().to_owned(), decimals: asset.decimals }
+/// `AssetRepr` as it is written, borrowing the symbol: every payment carries an asset, and
+/// writing one must not allocate.
+#[derive(Serialize)]
+#[serde(rename = "AssetRepr")]
+struct AssetReprRef<'a> {
+    symbol: &'a str,
+    decimals: u8,
+}
+
+impl Serialize for Asset {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AssetReprRef { symbol: self.symbol(), decimals: self.decimals }.serialize(serializer)
     }
 }
 
@@ -122,6 +131,17 @@ mod tests {
             assert!(Asset::new(bad, 6).is_err(), "{bad:?}");
         }
         assert!(Asset::new("X", 39).is_err());
+    }
+
+    /// Written exactly as the owned form it is read back from.
+    #[test]
+    fn encoded_as_its_repr() {
+        for asset in [Asset::USDC, Asset::BTC, Asset::new("XYZ1", 12).unwrap()] {
+            let bytes = postcard::to_stdvec(&asset).unwrap();
+            let repr = AssetRepr { symbol: asset.symbol().to_owned(), decimals: asset.decimals() };
+            assert_eq!(bytes, postcard::to_stdvec(&repr).unwrap());
+            assert_eq!(postcard::from_bytes::<Asset>(&bytes).unwrap(), asset);
+        }
     }
 
     #[test]

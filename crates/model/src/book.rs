@@ -287,15 +287,15 @@ impl Book {
             .all(|(state, n)| *n == 0 || state.is_terminal() || matches!(state, PaymentState::Held { .. }))
     }
 
-    fn count_move(&mut self, from: Option<PaymentState>, to: PaymentState) {
+    fn count_moves(&mut self, from: Option<PaymentState>, to: PaymentState, moved: u64) {
         if let Some(from) = from {
             let n = self.counts.get_mut(&from).expect("a payment's state is counted");
-            *n -= 1;
+            *n -= moved;
             if *n == 0 {
                 self.counts.remove(&from);
             }
         }
-        *self.counts.entry(to).or_insert(0) += 1;
+        *self.counts.entry(to).or_insert(0) += moved;
     }
 
     pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
@@ -357,17 +357,21 @@ impl Book {
 
     fn insert_payments(&mut self, batch: BatchId, payments: &[Payment]) {
         for payment in payments {
+            // Room for the steps a payment takes at once (accepted, queued, planned, signed):
+            // grown one by one, the first three would each reallocate.
+            let mut steps = Vec::with_capacity(4);
+            steps.push(Step { state: PaymentState::Accepted, at: self.applying.0 });
             let record = PaymentRecord {
                 payment: payment.clone(),
                 state: PaymentState::Accepted,
                 attempt: 1,
                 settlement: None,
-                steps: vec![Step { state: PaymentState::Accepted, at: self.applying.0 }],
+                steps,
                 reason: None,
             };
             self.payments.insert(payment.id, record);
-            self.count_move(None, PaymentState::Accepted);
         }
+        self.count_moves(None, PaymentState::Accepted, payments.len() as u64);
         let record = self.batches.get_mut(&batch).expect("checked by the caller");
         record.payments.extend(payments.iter().map(|p| p.id));
         record.open += u32::try_from(payments.len()).expect("within the batch's count");
@@ -387,6 +391,8 @@ impl Book {
             let from = self.payment(*id)?.state;
             from.transition(to).map_err(|source| BookError::Transition { payment: *id, source })?;
         }
+        // The counts per state move once per event, not once per payment.
+        let mut from_states: Vec<(PaymentState, u64)> = Vec::new();
         for id in ids {
             let record = self.payments.get_mut(id).expect("checked above");
             let from = std::mem::replace(&mut record.state, to);
@@ -397,10 +403,16 @@ impl Book {
             if let Some(reason) = &self.applying.1 {
                 record.reason = Some(reason.clone());
             }
-            self.count_move(Some(from), to);
+            match from_states.iter_mut().find(|(state, _)| *state == from) {
+                Some((_, n)) => *n += 1,
+                None => from_states.push((from, 1)),
+            }
             if to.is_terminal() {
                 self.retire_payment(*id);
             }
+        }
+        for (from, n) in from_states {
+            self.count_moves(Some(from), to, n);
         }
         Ok(())
     }

@@ -32,8 +32,8 @@ pub struct ChainId(pub u64);
 /// A destination network. The serialized and displayed form is the same string `FromStr`
 /// reads: `bitcoin`, `bitcoin-testnet`, `bitcoin-signet`, `bitcoin-regtest`, a known EVM name
 /// (`ethereum`, `base`, `optimism`, `arbitrum`, `sepolia`) or `evm:<chain id>` for any other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Network {
     Bitcoin(BitcoinNetwork),
     Evm(ChainId),
@@ -69,17 +69,22 @@ impl Network {
     }
 }
 
+impl Network {
+    /// The network's name, when it has one (`evm:<chain id>` otherwise).
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Network::Bitcoin(net) => BITCOIN_NAMES.iter().find(|(_, n)| *n == net).map(|(name, _)| *name),
+            Network::Evm(ChainId(id)) => EVM_NAMES.iter().find(|(_, known)| *known == id).map(|(name, _)| *name),
+        }
+    }
+}
+
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Network::Bitcoin(net) => {
-                let (name, _) = BITCOIN_NAMES.iter().find(|(_, n)| *n == net).expect("every bitcoin network is named");
-                f.write_str(name)
-            }
-            Network::Evm(ChainId(id)) => match EVM_NAMES.iter().find(|(_, known)| *known == id) {
-                Some((name, _)) => f.write_str(name),
-                None => write!(f, "evm:{id}"),
-            },
+        match (self.name(), self) {
+            (Some(name), _) => f.write_str(name),
+            (None, Network::Evm(ChainId(id))) => write!(f, "evm:{id}"),
+            (None, Network::Bitcoin(_)) => unreachable!("every bitcoin network is named"),
         }
     }
 }
@@ -116,6 +121,17 @@ impl From<Network> for String {
     }
 }
 
+/// Written as its string form; a named network without building a string (every payment
+/// lists its networks).
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.name() {
+            Some(name) => serializer.serialize_str(name),
+            None => serializer.collect_str(self),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +152,16 @@ mod tests {
         assert_eq!("evm:1".parse::<Network>().unwrap(), Network::ETHEREUM);
         for bad in ["", "eth", "evm:", "evm:01", "evm:-1", "evm:x", "Bitcoin", "evm:99999999999999999999"] {
             assert!(bad.parse::<Network>().is_err(), "{bad:?}");
+        }
+    }
+
+    /// Written exactly as its string was (journals and history records keep that form).
+    #[test]
+    fn encoded_as_its_string() {
+        for network in [Network::Bitcoin(BitcoinNetwork::Regtest), Network::BASE, Network::Evm(ChainId(31337))] {
+            let bytes = postcard::to_stdvec(&network).unwrap();
+            assert_eq!(bytes, postcard::to_stdvec(&network.to_string()).unwrap());
+            assert_eq!(postcard::from_bytes::<Network>(&bytes).unwrap(), network);
         }
     }
 }

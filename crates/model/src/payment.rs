@@ -181,7 +181,14 @@ impl PaymentState {
 
 impl fmt::Display for PaymentState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PaymentState {
+    /// The state's name, as `Display` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             PaymentState::Accepted => "accepted",
             PaymentState::Queued => "queued",
             PaymentState::Planned => "planned",
@@ -194,8 +201,7 @@ impl fmt::Display for PaymentState {
             PaymentState::Failed => "failed",
             PaymentState::RolledBack => "rolled_back",
             PaymentState::Reissued => "reissued",
-        };
-        f.write_str(name)
+        }
     }
 }
 

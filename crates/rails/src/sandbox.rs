@@ -58,8 +58,8 @@ struct SandboxTx {
     nonce: u64,
     fee: Amount,
     asset: Asset,
-    /// (destination as text, amount); empty for a cancel.
-    payouts: Vec<(String, Amount)>,
+    /// (destination, amount); empty for a cancel.
+    payouts: Vec<(model::Address, Amount)>,
 }
 
 /// Where a transaction was mined, whether it reverted, and the fee the block charged it.
@@ -205,7 +205,7 @@ impl SandboxRail {
                     if !reverted && chain.keep_blocks.is_none() {
                         for (destination, amount) in &tx.payouts {
                             let balance =
-                                chain.balances.get_mut(&(destination.clone(), tx.asset)).expect("paid before");
+                                chain.balances.get_mut(&(destination.to_string(), tx.asset)).expect("paid before");
                             *balance =
                                 balance.checked_sub(*amount).expect("a reorg takes back only what the block paid");
                         }
@@ -323,7 +323,7 @@ impl SandboxRail {
                 chain.included.insert(txid, Inclusion { index, reverted, fee_paid });
                 if !reverted && chain.keep_blocks.is_none() {
                     for (destination, amount) in &tx.payouts {
-                        let balance = chain.balances.entry((destination.clone(), tx.asset)).or_default();
+                        let balance = chain.balances.entry((destination.to_string(), tx.asset)).or_default();
                         *balance = balance.checked_add(*amount).expect("sandbox balances stay far below u128");
                     }
                 }
@@ -371,7 +371,7 @@ impl SandboxRail {
         &self,
         previous: &SignedTx,
         fee: Amount,
-        payouts: Vec<(String, Amount)>,
+        payouts: Vec<(model::Address, Amount)>,
     ) -> Result<SignedTx, RailError> {
         let old = self.decode(previous)?;
         // As an EVM node requires (and the EVM adapter does): a replacement pays at least an
@@ -406,8 +406,8 @@ fn available(chain: &Chain) -> Result<(), RailError> {
     if chain.outage { Err(RailError::Unavailable("sandbox outage".into())) } else { Ok(()) }
 }
 
-fn payouts_of(batch: &Batch) -> Vec<(String, Amount)> {
-    batch.payouts.iter().map(|p| (p.destination.to_string(), p.amount)).collect()
+fn payouts_of(batch: &Batch) -> Vec<(model::Address, Amount)> {
+    batch.payouts.iter().map(|p| (p.destination.clone(), p.amount)).collect()
 }
 
 #[async_trait]

@@ -40,8 +40,20 @@ fn serve_runs_on_postgres_and_resumes_from_it() {
     assert!(stdout.contains(r#"{"settled": 200}"#), "{stdout}");
     assert!(stdout.contains("journal Postgres(127.0.0.1:"), "{stdout}");
     assert!(!data.path().join("journal.redb").exists(), "no redb file: the journal is PostgreSQL");
-    let records = PgJournal::connect(&cluster.url).unwrap().verify().unwrap();
-    assert!(records > 200, "{records} records in PostgreSQL");
+    let journal = PgJournal::connect(&cluster.url).unwrap();
+    let records = journal.verify().unwrap();
+    // The batch and every payment's end are in PostgreSQL.
+    let events: Vec<model::Event> =
+        journal.read_range(1, 10_000).unwrap().iter().map(|r| model::Event::decode(&r.payload).unwrap()).collect();
+    let notices: usize = events
+        .iter()
+        .map(|e| match e {
+            model::Event::Notifications { notices, .. } => notices.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(events.iter().any(|e| matches!(e, model::Event::BatchAccepted { count: 200, .. })), "{records} records");
+    assert_eq!(notices, 200, "a notice per settled payment, in {records} records");
 
     let again = run();
     let stdout = String::from_utf8_lossy(&again.stdout);
