@@ -291,9 +291,9 @@ struct Driving {
 
 async fn drive(handle: &EngineHandle, networks: &[Network], driving: &Driving) -> anyhow::Result<()> {
     let Driving { demo_payments, exit_when_settled, supervised, ref journal, tick } = *driving;
-    if demo_payments > 0 && handle.read(|m| m.standby) {
-        println!("this node does not coordinate: the demo batch is for the node holding the coordinator lease");
-    } else if demo_payments > 0 {
+    // Any node admits a batch (on a node that does not coordinate yet, in its turn on the
+    // shared journal); the same demo batch sent again, by this node or another, is recognised.
+    if demo_payments > 0 {
         let key = format!("demo-{demo_payments}");
         match handle.submit(MerchantId(1), key, demo(demo_payments, networks)).await?? {
             Intake::Accepted { payments, .. } => println!("accepted {} demo payments", payments.len()),
