@@ -157,7 +157,10 @@ impl Book {
                 self.accept(*batch, *merchant, *count, payments)
             }
             Event::PaymentsAccepted { batch, payments, .. } => self.accept_more(*batch, payments),
-            Event::PaymentsQueued { payments, .. } => self.move_payments(payments, PaymentState::Queued),
+            Event::PaymentsQueued { payments, .. } => {
+                check_unique(payments)?;
+                self.move_payments(payments, PaymentState::Queued)
+            }
             Event::SettlementPlanned { settlement, .. } => self.plan(settlement),
             Event::SettlementReleased { settlement, .. } => {
                 self.move_settlement(*settlement, "released", PaymentState::Queued, |s| {
@@ -377,16 +380,9 @@ impl Book {
         record.open += u32::try_from(payments.len()).expect("within the batch's count");
     }
 
-    /// Checks every payment can take the arrow (once: a payment named twice is refused), then
-    /// moves them all.
+    /// Checks every payment can take the arrow, then moves them all. The ids are distinct (a
+    /// settlement's legs are checked when it is planned; `check_unique` for a list of ids).
     fn move_payments(&mut self, ids: &[PaymentId], to: PaymentState) -> Result<(), BookError> {
-        if ids.len() > 1 {
-            let mut sorted = ids.to_vec();
-            sorted.sort_unstable();
-            if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
-                return Err(BookError::DuplicatePayment(twice[0]));
-            }
-        }
         for id in ids {
             let from = self.payment(*id)?.state;
             from.transition(to).map_err(|source| BookError::Transition { payment: *id, source })?;
@@ -580,6 +576,18 @@ impl Book {
 }
 
 /// The words an event gives for what it does to a payment, if any.
+/// A list of payment ids names each payment once (moved twice, its count would go wrong).
+fn check_unique(ids: &[PaymentId]) -> Result<(), BookError> {
+    if ids.len() > 1 {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(BookError::DuplicatePayment(twice[0]));
+        }
+    }
+    Ok(())
+}
+
 fn reason_of(event: &Event) -> Option<String> {
     match event {
         Event::PaymentHeld { reason, .. } => Some(format!("held: {reason}")),

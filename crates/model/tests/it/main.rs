@@ -240,6 +240,15 @@ fn unknown_and_duplicate_ids_are_refused() {
         payments.iter_mut().for_each(|p| p.batch = BatchId(2));
     }
     refused(&mut book, twice, "payment 3 already exists");
+    // One event queues many, each once, all or none.
+    let mut book = run(&[accepted(&[1, 2])]);
+    let ids = |ids: &[u128]| ids.iter().map(|i| PaymentId(*i)).collect::<Vec<_>>();
+    refused(&mut book, Event::PaymentsQueued { payments: ids(&[1, 2, 1]), at: T }, "payment 1 already exists");
+    refused(&mut book, Event::PaymentsQueued { payments: ids(&[1, 9]), at: T }, "unknown payment 9");
+    book.apply(&Event::PaymentsQueued { payments: ids(&[2, 1]), at: T }).unwrap();
+    assert_eq!((state(&book, 1), state(&book, 2)), (PaymentState::Queued, PaymentState::Queued));
+    assert_eq!(book.count(PaymentState::Queued), 2);
+    assert_eq!(book.count(PaymentState::Accepted), 0);
 }
 
 #[test]
