@@ -380,8 +380,8 @@ impl Book {
         record.open += u32::try_from(payments.len()).expect("within the batch's count");
     }
 
-    /// Checks every payment can take the arrow, then moves them all. The ids are distinct (a
-    /// settlement's legs are checked when it is planned; `check_unique` for a list of ids).
+    /// Checks every payment can take the arrow, then moves them all. The ids are distinct
+    /// (legs are checked when planned; `check_unique` checks a list of ids).
     fn move_payments(&mut self, ids: &[PaymentId], to: PaymentState) -> Result<(), BookError> {
         for id in ids {
             let from = self.payment(*id)?.state;
@@ -575,19 +575,17 @@ impl Book {
     }
 }
 
-/// The words an event gives for what it does to a payment, if any.
-/// A list of payment ids names each payment once (moved twice, its count would go wrong).
+/// A list of payment ids names each payment once.
 fn check_unique(ids: &[PaymentId]) -> Result<(), BookError> {
-    if ids.len() > 1 {
-        let mut sorted = ids.to_vec();
-        sorted.sort_unstable();
-        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(BookError::DuplicatePayment(twice[0]));
-        }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    match sorted.windows(2).find(|w| w[0] == w[1]) {
+        Some(twice) => Err(BookError::DuplicatePayment(twice[0])),
+        None => Ok(()),
     }
-    Ok(())
 }
 
+/// The words an event gives for what it does to a payment, if any.
 fn reason_of(event: &Event) -> Option<String> {
     match event {
         Event::PaymentHeld { reason, .. } => Some(format!("held: {reason}")),

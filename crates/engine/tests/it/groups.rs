@@ -29,6 +29,14 @@ fn submissions(group: &[(MerchantId, String, Vec<Draft>)]) -> Vec<Submission<'_>
     group.iter().map(|(merchant, key, drafts)| Submission { merchant: *merchant, key, drafts }).collect()
 }
 
+/// A funded engine on a fresh journal in `dir`, and the journal's path.
+async fn funded(world: &World, dir: &tempfile::TempDir) -> (std::path::PathBuf, Engine) {
+    let path = dir.path().join("journal.redb");
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    (path, engine)
+}
+
 /// The answers in a comparable form.
 fn shape(answers: &[Result<Intake, IntakeError>]) -> Vec<String> {
     answers
@@ -91,11 +99,8 @@ async fn a_group_is_judged_as_one_by_one_and_settles_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_accepts_no_batch_of_the_group() {
-    let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.redb");
-    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
+    let (world, dir) = (World::new(), tempfile::tempdir().unwrap());
+    let (path, mut engine) = funded(&world, &dir).await;
     let tip = engine.journal().tip();
     let group = group();
     engine.journal().fail_after(0);
@@ -121,11 +126,8 @@ async fn a_failed_commit_accepts_no_batch_of_the_group() {
 /// there twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_part_of_the_group_was_journaled_loses_no_batch() {
-    let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.redb");
-    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
+    let (world, dir) = (World::new(), tempfile::tempdir().unwrap());
+    let (path, mut engine) = funded(&world, &dir).await;
     let group: Vec<(MerchantId, String, Vec<Draft>)> =
         (0..6u64).map(|b| (MerchantId(b % 3 + 1), format!("k{b}"), drafts(b * 100, 100))).collect();
     engine.journal().fail_after(1);

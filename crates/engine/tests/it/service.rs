@@ -180,7 +180,10 @@ async fn batches_sent_at_once_get_their_own_answers() {
     let conflict = handle.submit(MerchantId(1), "k0".into(), drafts(0, 99)).await.unwrap();
     assert!(matches!(conflict, Err(IntakeError::Conflict { batch }) if batch == ids(&answers[0]).0));
 
+    // Polled once a round, for at most a minute of wall time (3,000 blocks of service time).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !handle.read(|m| m.is_quiet()) {
+        assert!(std::time::Instant::now() < deadline, "settles: {:?}", handle.read(|m| m.counts.clone()));
         tokio::time::sleep(Duration::from_millis(BLOCK_MS / SPEED)).await;
     }
     assert_eq!(handle.read(|m| m.counts.get(&PaymentState::Settled).copied()), Some(1_200));
