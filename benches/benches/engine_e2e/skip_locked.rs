@@ -19,6 +19,9 @@ pub(crate) fn skip_locked(url: &str, total: u64) -> (Duration, Duration) {
         )
         .unwrap();
     let started = Instant::now();
+    // The worker sleeps until a batch is committed (as a worker woken by NOTIFY would), not
+    // for a fixed while.
+    let (inserted, wake) = std::sync::mpsc::channel::<()>();
     let producer = {
         let url = url.to_owned();
         std::thread::spawn(move || {
@@ -35,6 +38,8 @@ pub(crate) fn skip_locked(url: &str, total: u64) -> (Duration, Duration) {
                         &[&ids, &merchants, &amounts, &destinations],
                     )
                     .unwrap();
+                // The worker may have finished waiting already: nobody to tell then.
+                inserted.send(()).ok();
             }
             started.elapsed()
         })
@@ -52,7 +57,9 @@ pub(crate) fn skip_locked(url: &str, total: u64) -> (Duration, Duration) {
         tx.commit().unwrap();
         settled += claimed;
         if claimed == 0 {
-            std::thread::sleep(Duration::from_millis(1));
+            // Bounded: a batch committed between the claim and this wait was signalled already;
+            // a timeout, or the producer done, means claim again.
+            wake.recv_timeout(Duration::from_secs(1)).ok();
         }
     }
     (producer.join().unwrap(), started.elapsed())

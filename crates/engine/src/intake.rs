@@ -119,19 +119,11 @@ impl Engine {
         }
         let durable = self.until_durable().await;
         self.admitting = false;
-        let mut appended = match durable {
-            Ok(outcomes) => outcomes.into_iter(),
-            Err(error) => {
-                let reason = self.stopped.clone().unwrap_or_else(|| error.to_string());
-                return answers
-                    .into_iter()
-                    .map(|answer| match answer {
-                        Ok(Admitted::Answered(intake)) => Ok(intake),
-                        Ok(Admitted::Sent { .. }) => Err(EngineError::Stopped(reason.clone()).into()),
-                        Err(refused) => Err(refused),
-                    })
-                    .collect();
-            }
+        // When the wait failed, every batch sent is told the engine stopped (none is answered
+        // accepted); otherwise each has its append's answer, in order.
+        let (mut appended, failed) = match durable {
+            Ok(outcomes) => (outcomes.into_iter(), None),
+            Err(error) => (Vec::new().into_iter(), Some(self.stopped.clone().unwrap_or_else(|| error.to_string()))),
         };
         if leftovers {
             appended.next();
@@ -140,9 +132,10 @@ impl Engine {
         for answer in answers {
             out.push(match answer {
                 Ok(Admitted::Answered(intake)) => Ok(intake),
-                Ok(Admitted::Sent { batch, payments }) => match appended.next() {
-                    Some(Appended::Committed { .. }) => Ok(Intake::Accepted { batch, payments }),
-                    _ => Err(self.stop("idempotency claim taken by another writer".to_owned()).into()),
+                Ok(Admitted::Sent { batch, payments }) => match (&failed, appended.next()) {
+                    (Some(reason), _) => Err(EngineError::Stopped(reason.clone()).into()),
+                    (None, Some(Appended::Committed { .. })) => Ok(Intake::Accepted { batch, payments }),
+                    (None, _) => Err(self.stop("idempotency claim taken by another writer".to_owned()).into()),
                 },
                 Err(refused) => Err(refused),
             });
