@@ -189,10 +189,8 @@ async fn get_batch(State(api): State<Api>, caller: Caller, Path(id): Path<String
     let record =
         api.handle.batch(id)?.filter(|b| caller.sees(b.merchant)).ok_or_else(|| Problem::not_found("batch"))?;
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
-    for payment in &record.payments {
-        if let Some(p) = api.handle.payment(*payment)? {
-            *states.entry(state_name(p.state)).or_default() += 1;
-        }
+    for p in api.handle.payments(&record.payments)?.into_iter().flatten() {
+        *states.entry(state_name(p.state)).or_default() += 1;
     }
     let finished = record.open == 0 || states.iter().all(|(s, _)| s == "settled" || s == "failed");
     Ok(Json(BatchView { id: hex_id(id.0), merchant: record.merchant.0, count: record.count, states, finished }))
@@ -299,13 +297,15 @@ async fn list_payments(
             api.handle.batch(id)?.filter(|b| caller.sees(b.merchant)).ok_or_else(|| Problem::not_found("batch"))?;
         let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
         let mut index = start;
+        // Read a page's worth at a time (finished ones: one history read per batch).
         while index < record.payments.len() && page.len() < limit {
-            if let Some(p) = api.handle.payment(record.payments[index])?
-                && state_ok(&p)
-            {
-                page.push(view(&api, &p)?);
+            let end = (index + limit - page.len()).min(record.payments.len());
+            for p in api.handle.payments(&record.payments[index..end])?.into_iter().flatten() {
+                if state_ok(&p) {
+                    page.push(view(&api, &p)?);
+                }
             }
-            index += 1;
+            index = end;
         }
         next_cursor = (index < record.payments.len()).then(|| hex_id(index as u128));
     } else if let Some(reference) = &query.reference {
@@ -315,10 +315,9 @@ async fn list_payments(
                 Problem::bad_request("missing_merchant", "a staff key lists by reference with merchant=<id>")
             })?),
         };
-        for id in api.handle.payments_by_reference(merchant, reference)? {
-            if let Some(p) = api.handle.payment(id)?
-                && state_ok(&p)
-            {
+        let ids = api.handle.payments_by_reference(merchant, reference)?;
+        for p in api.handle.payments(&ids)?.into_iter().flatten() {
+            if state_ok(&p) {
                 page.push(view(&api, &p)?);
             }
         }

@@ -259,8 +259,11 @@ async fn pass(api: &Api, client: &reqwest::Client, config: &SenderConfig, rescan
         }
     }
     let now = Instant::now();
-    for (id, notice) in fresh {
-        let Some(record) = api.handle.payment(notice.payment).map_err(|e| e.to_string())? else { continue };
+    // The payments in one read (finished ones: one history read per batch, not per notice).
+    let ids: Vec<PaymentId> = fresh.iter().map(|(_, notice)| notice.payment).collect();
+    let records = api.handle.payments(&ids).map_err(|e| e.to_string())?;
+    for ((id, notice), record) in fresh.into_iter().zip(records) {
+        let Some(record) = record else { continue };
         if notice.state == PaymentState::Settled
             && let (Some(first), Some(last)) = (record.steps.first(), record.steps.last())
         {

@@ -47,6 +47,7 @@ impl Engine {
         self.staged.clear();
         self.effects.clear();
         self.history.clear();
+        self.finished.clear();
         self.in_flight = InFlight::default();
         self.stopped = Some(reason.clone());
         EngineError::Stopped(reason)
@@ -167,11 +168,13 @@ impl Engine {
         if self.standby.is_none() && self.coordinates() {
             self.staging.waiting(queued);
         }
-        let retired = self.state.book.take_retired();
+        let mut retired = self.state.book.take_retired();
         if !retired.is_empty() {
             self.history.extend(history::ops(&retired, self.config.reconcile_balances));
             self.history.extend(crate::guards::index_ops(&retired, &self.state.guards.policies));
             self.unwatch(&retired);
+            // Written with the commit, one group per batch (`history::payment_groups`).
+            self.finished.append(&mut retired.payments);
         }
         self.staged.push(event);
     }
@@ -213,7 +216,8 @@ impl Engine {
             return Ok(false);
         }
         let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
-        let history = std::mem::take(&mut self.history);
+        let mut history = std::mem::take(&mut self.history);
+        history.extend(history::payment_groups(std::mem::take(&mut self.finished)));
         if self.in_flight.tickets.is_empty() {
             self.in_flight.base = self.journal.tip();
         }

@@ -225,6 +225,8 @@ pub struct Engine {
     effects: Vec<Effect>,
     /// History writes for what the staged events finished, committed with them.
     history: Vec<HistoryOp>,
+    /// Payments the staged events finished: their history is written with the commit.
+    finished: Vec<PaymentRecord>,
     /// Appends handed to the journal's writer and not yet known durable (see `gate`). Empty
     /// whenever a public method returns.
     in_flight: gate::InFlight,
@@ -406,6 +408,7 @@ impl Engine {
             staged: Vec::new(),
             effects: Vec::new(),
             history: Vec::new(),
+            finished: Vec::new(),
             reconcile_due: VecDeque::new(),
             reconcile_cursor: None,
             bytes_since_snapshot: recovered.replayed_bytes,

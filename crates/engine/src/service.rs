@@ -18,7 +18,7 @@ use model::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::guards::GuardActionError;
-use crate::history::{self, BATCH, PAYMENT, SETTLEMENT};
+use crate::history::{self, BATCH, SETTLEMENT};
 pub use crate::readmodel::{PolicyView, PoolView, RailView, ReadModel, SettledTotals};
 use crate::{Draft, Engine, EngineError, Intake, IntakeError, OperatorError, Reconciliation};
 
@@ -438,10 +438,21 @@ impl EngineHandle {
 
     /// A payment, open (read model) or finished (history store); never waits for the engine.
     pub fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, EngineError> {
-        if let Some(record) = self.read(|m| m.payments.get(&id).cloned()) {
-            return Ok(Some(record));
+        Ok(self.payments(&[id])?.pop().flatten())
+    }
+
+    /// Payments by id, in the order of `ids`: the open ones from the read model, the finished
+    /// ones from the history store (one read per batch). A payment not in the published read
+    /// model had finished before it was published, so the history store has it.
+    pub fn payments(&self, ids: &[PaymentId]) -> Result<Vec<Option<PaymentRecord>>, EngineError> {
+        let mut out: Vec<Option<PaymentRecord>> =
+            self.read(|m| ids.iter().map(|id| m.payments.get(id).cloned()).collect());
+        let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
+        let wanted: Vec<PaymentId> = missing.iter().map(|&i| ids[i]).collect();
+        for (i, record) in missing.into_iter().zip(history::finished_many(&self.journal, &wanted)?) {
+            out[i] = record;
         }
-        self.journal.history(&history::key(PAYMENT, id.0))?.map(|bytes| history::decode(&bytes)).transpose()
+        Ok(out)
     }
 
     /// A batch, open or finished; never waits for the engine.

@@ -337,7 +337,9 @@ impl Event {
 /// Version 7: queued payments, notifications and deliveries are one record for many
 /// (`PaymentsQueued`, `Notifications`, `NotificationsDelivered`): three records per payment
 /// became a few per batch and settlement.
-pub const ENCODING_VERSION: u8 = 7;
+/// Version 8: the history store keeps finished payments in groups, one per batch and commit
+/// (the engine's `history` module), not one entry each.
+pub const ENCODING_VERSION: u8 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -140,3 +140,68 @@ async fn destination_totals_are_written_only_for_the_balance_check() {
         assert_eq!(report.destinations_checked, if balances { 500 } else { 0 });
     }
 }
+
+/// Finished payments are written in groups, one per batch and commit: a payment is found among
+/// its batch's groups however its batch's payments finished (some cancelled one by one, the
+/// rest settled over several rounds and rails), and listing pages through them in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_finished_in_different_commits_are_found_and_listed_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let intakes = submit_all(&mut engine, 1_500, T0).await;
+    let ids: Vec<PaymentId> = intakes
+        .iter()
+        .flat_map(|intake| match intake {
+            Intake::Accepted { payments, .. } => payments.clone(),
+            other => panic!("accepted, got {other:?}"),
+        })
+        .collect();
+    // Every seventh payment is cancelled while queued: a commit (and a group) of its own.
+    let cancelled: BTreeSet<PaymentId> = ids.iter().step_by(7).copied().collect();
+    for id in &cancelled {
+        let merchant = engine.payment(*id).unwrap().unwrap().payment.merchant;
+        engine.cancel(merchant, *id, "test", T0).await.unwrap();
+    }
+    let now = run_until_done(&mut engine, &world, T0, 1_000).await;
+    engine.tick(now.saturating_add_ms(BLOCK_MS)).await.unwrap();
+    assert!(engine.state().book.payments.is_empty(), "every payment finished");
+
+    let groups = engine.journal().history_scan(b"p", None, usize::MAX).unwrap().len();
+    assert!(groups > cancelled.len(), "the settled payments were written in groups too: {groups}");
+    assert!(groups < cancelled.len() + 100, "far fewer entries than payments: {groups} for {}", ids.len());
+
+    // Each payment by id, one by one and (through the service's handle) all at once.
+    let (handle, _inbox) = engine::service::unattached(8, engine.journal().clone());
+    for id in &ids {
+        let record = engine.payment(*id).unwrap().expect("found in its batch's groups");
+        let expected = if cancelled.contains(id) { PaymentState::Failed } else { PaymentState::Settled };
+        assert_eq!((record.payment.id, record.state), (*id, expected));
+        assert_eq!(handle.payment(*id).unwrap().map(|r| r.state), Some(expected));
+    }
+    let unknown = PaymentId(ids[0].0 | 0xffff);
+    assert!(engine.payment(unknown).unwrap().is_none(), "a row past the batch is no payment");
+
+    // Listing: pages of 7 give every payment once, in id order, across groups and batches.
+    let everything = |keep: &dyn Fn(&PaymentRecord) -> bool, limit: usize, scan: usize| {
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let (found, next) = handle.finished_payments(cursor, limit, scan, keep).unwrap();
+            assert!(found.len() <= limit);
+            seen.extend(found.iter().map(|r| r.payment.id));
+            pages += 1;
+            assert!(pages < 10_000, "listing makes progress");
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+    };
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(everything(&|_| true, 7, 20_000), sorted);
+    // Only the failed ones, with a scan budget smaller than a batch: still all, in order.
+    let failed = everything(&|r| r.state == PaymentState::Failed, 100, 50);
+    assert_eq!(failed, cancelled.iter().copied().collect::<Vec<_>>());
+}
