@@ -217,7 +217,8 @@ impl Engine {
         }
         let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
         let mut history = std::mem::take(&mut self.history);
-        history.extend(history::payment_groups(std::mem::take(&mut self.finished)));
+        history.extend(history::payment_groups(&self.finished));
+        self.finished.clear();
         if self.in_flight.tickets.is_empty() {
             self.in_flight.base = self.journal.tip();
         }

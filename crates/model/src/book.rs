@@ -129,7 +129,9 @@ pub enum BookError {
 /// (planned, signed, broadcast or confirmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
-    pub payments: BTreeMap<PaymentId, PaymentRecord>,
+    /// Boxed: a B-tree node then holds 11 pointers rather than 11 records of ~300 bytes, so
+    /// searching, inserting and removing (every finished payment) move little memory.
+    pub payments: BTreeMap<PaymentId, Box<PaymentRecord>>,
     pub settlements: BTreeMap<SettlementId, SettlementRecord>,
     pub batches: BTreeMap<BatchId, BatchRecord>,
     open: BTreeSet<SettlementId>,
@@ -302,7 +304,7 @@ impl Book {
     }
 
     pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
-        self.payments.get(&id).ok_or(BookError::UnknownPayment(id))
+        self.payments.get(&id).map(|record| &**record).ok_or(BookError::UnknownPayment(id))
     }
 
     pub fn settlement(&self, id: SettlementId) -> Result<&SettlementRecord, BookError> {
@@ -364,14 +366,14 @@ impl Book {
             // grown one by one, the first three would each reallocate.
             let mut steps = Vec::with_capacity(4);
             steps.push(Step { state: PaymentState::Accepted, at: self.applying.0 });
-            let record = PaymentRecord {
+            let record = Box::new(PaymentRecord {
                 payment: payment.clone(),
                 state: PaymentState::Accepted,
                 attempt: 1,
                 settlement: None,
                 steps,
                 reason: None,
-            };
+            });
             self.payments.insert(payment.id, record);
         }
         self.count_moves(None, PaymentState::Accepted, payments.len() as u64);
@@ -417,7 +419,7 @@ impl Book {
     fn retire_payment(&mut self, id: PaymentId) {
         let record = self.payments.remove(&id).expect("a payment being moved exists");
         let batch = record.payment.batch;
-        self.retired.payments.push(record);
+        self.retired.payments.push(*record);
         let open = {
             let entry = self.batches.get_mut(&batch).expect("a payment's batch is open while it is");
             entry.open -= 1;

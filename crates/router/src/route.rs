@@ -1,7 +1,7 @@
 //! Choosing a rail for a payment: eligibility, then a score, with every rail's verdict kept
 //! as the decision's reasons.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use model::{Amount, Asset, Capabilities, MerchantId, Payment, PaymentId, RailId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -119,14 +119,42 @@ pub struct RuleError {
     pub problem: String,
 }
 
+/// A value per pool (rail, asset) while deciding: a rail set has a handful of pools, so a
+/// list searched in order is cheaper than hashing the key several times per payment.
+#[derive(Debug)]
+struct PerPool<V>(Vec<((RailId, Asset), V)>);
+
+impl<V> Default for PerPool<V> {
+    fn default() -> Self {
+        PerPool(Vec::new())
+    }
+}
+
+impl<V: Copy> PerPool<V> {
+    fn get(&self, pool: (RailId, Asset)) -> Option<V> {
+        self.0.iter().find(|(key, _)| *key == pool).map(|(_, value)| *value)
+    }
+
+    fn entry(&mut self, pool: (RailId, Asset), first: impl FnOnce() -> V) -> &mut V {
+        let at = match self.0.iter().position(|(key, _)| *key == pool) {
+            Some(at) => at,
+            None => {
+                self.0.push((pool, first()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+}
+
 /// The scoring router. Rules are indexed by merchant and asset once, so a decision looks only
 /// at the rules that can apply to its payment.
 #[derive(Debug)]
 pub struct Router {
     weights: Weights,
     rules: Vec<Rule>,
-    by_merchant: HashMap<MerchantId, Vec<usize>, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>,
-    by_asset: HashMap<Asset, Vec<usize>, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>,
+    by_merchant: BTreeMap<MerchantId, Vec<usize>>,
+    by_asset: BTreeMap<Asset, Vec<usize>>,
 }
 
 impl Decision {
@@ -159,7 +187,7 @@ impl Decision {
 
 impl Router {
     pub fn new(weights: Weights, rules: Vec<Rule>) -> Result<Router, RuleError> {
-        let mut router = Router { weights, rules, by_merchant: HashMap::default(), by_asset: HashMap::default() };
+        let mut router = Router { weights, rules, by_merchant: BTreeMap::new(), by_asset: BTreeMap::new() };
         for (index, rule) in router.rules.iter().enumerate() {
             let rails = match rule {
                 Rule::MerchantOnly { merchant, rails } => {
@@ -220,25 +248,22 @@ impl Router {
         available: &dyn Fn(RailId, Asset) -> Amount,
         now: Timestamp,
     ) -> Vec<Decision> {
-        let mut used: HashMap<(RailId, Asset), Amount, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
-            HashMap::default();
-        let mut chosen: HashMap<(RailId, Asset), usize, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
-            HashMap::default();
+        let mut used: PerPool<Amount> = PerPool::default();
+        let mut chosen: PerPool<usize> = PerPool::default();
         // What each pool holds before these decisions, asked once per pool rather than once
         // per payment and rail (`available` reads the ledger, and derives an account id).
-        let mut before: HashMap<(RailId, Asset), Amount, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> =
-            HashMap::default();
+        let mut before: PerPool<Amount> = PerPool::default();
         for rail in rails {
             let caps = rail.capabilities;
             for asset in caps.assets.iter().chain(std::iter::once(&caps.fee_asset)) {
-                before.entry((caps.rail, *asset)).or_insert_with(|| available(caps.rail, *asset));
+                before.entry((caps.rail, *asset), || available(caps.rail, *asset));
             }
         }
         let mut decisions = Vec::with_capacity(payments.len());
         for (payment, deadline) in payments {
             let left = |rail: RailId, asset: Asset| {
-                let spent = used.get(&(rail, asset)).copied().unwrap_or(Amount::ZERO);
-                let held = before.get(&(rail, asset)).copied().unwrap_or_else(|| available(rail, asset));
+                let spent = used.get((rail, asset)).unwrap_or(Amount::ZERO);
+                let held = before.get((rail, asset)).unwrap_or_else(|| available(rail, asset));
                 held.checked_sub(spent).unwrap_or(Amount::ZERO)
             };
             let decision = self.decide(payment, *deadline, rails, &left, now);
@@ -246,7 +271,7 @@ impl Router {
                 let caps = rail.capabilities;
                 // A settlement carries up to `batch_size_max` payments of one asset and
                 // reserves one fee: the fee is counted once per settlement these make.
-                let count = chosen.entry((caps.rail, payment.asset)).or_insert(0usize);
+                let count = chosen.entry((caps.rail, payment.asset), || 0);
                 *count += 1;
                 let fee = if (*count - 1).is_multiple_of(caps.batch_size_max.max(1)) {
                     rail.fee_reserve
@@ -254,7 +279,7 @@ impl Router {
                     Amount::ZERO
                 };
                 for (asset, amount) in [(payment.asset, payment.amount), (caps.fee_asset, fee)] {
-                    let entry = used.entry((caps.rail, asset)).or_insert(Amount::ZERO);
+                    let entry = used.entry((caps.rail, asset), || Amount::ZERO);
                     *entry = entry.checked_add(amount).unwrap_or(Amount::MAX);
                 }
             }
