@@ -253,7 +253,7 @@ impl Engine {
     /// A payment, open (from memory) or finished (from the history store).
     pub fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, EngineError> {
         if let Some(record) = self.state.book.payments.get(&id) {
-            return Ok(Some(PaymentRecord::clone(record)));
+            return Ok(Some(record.clone()));
         }
         Ok(finished_many(&self.journal, &[id])?.pop().flatten())
     }

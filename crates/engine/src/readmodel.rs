@@ -131,7 +131,7 @@ impl Engine {
         for id in touched {
             match self.state.book.payments.get(&id) {
                 Some(record) => {
-                    model.payments.insert(id, PaymentRecord::clone(record));
+                    model.payments.insert(id, record.clone());
                     if let Some(route) = self.routes.get(&id) {
                         model.routes.insert(id, route.clone());
                     }

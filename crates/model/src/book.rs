@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
 use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
+use crate::open::Payments;
 use crate::payment::{IllegalTransition, Payment, PaymentState};
 use crate::settlement::{DeathProof, Settlement, SignedTx, Spend};
 
@@ -129,9 +130,8 @@ pub enum BookError {
 /// (planned, signed, broadcast or confirmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
-    /// Boxed: a B-tree node then holds 11 pointers rather than 11 records of ~300 bytes, so
-    /// searching, inserting and removing (every finished payment) move little memory.
-    pub payments: BTreeMap<PaymentId, Box<PaymentRecord>>,
+    /// Hashed by id, iterated and encoded in id order (see `open`).
+    pub payments: Payments,
     pub settlements: BTreeMap<SettlementId, SettlementRecord>,
     pub batches: BTreeMap<BatchId, BatchRecord>,
     open: BTreeSet<SettlementId>,
@@ -304,7 +304,7 @@ impl Book {
     }
 
     pub fn payment(&self, id: PaymentId) -> Result<&PaymentRecord, BookError> {
-        self.payments.get(&id).map(|record| &**record).ok_or(BookError::UnknownPayment(id))
+        self.payments.get(&id).ok_or(BookError::UnknownPayment(id))
     }
 
     pub fn settlement(&self, id: SettlementId) -> Result<&SettlementRecord, BookError> {
