@@ -186,14 +186,16 @@ mod tests {
                 reason: None,
             })
         };
+        // Ids of 200 batches, a few rows each: inserted forwards, backwards, and into a B-tree.
+        let ids: Vec<PaymentId> = (0..200u128).map(|n| PaymentId((n << 32) | (n % 7))).collect();
         let (mut forward, mut backward) = (Payments::default(), Payments::default());
         let mut ordered = std::collections::BTreeMap::new();
-        for id in 0..200u128 {
-            forward.insert(PaymentId(id << 32 | id % 7), record(id << 32 | id % 7));
-            ordered.insert(PaymentId(id << 32 | id % 7), record(id << 32 | id % 7));
+        for id in &ids {
+            forward.insert(*id, record(id.0));
+            ordered.insert(*id, record(id.0));
         }
-        for id in (0..200u128).rev() {
-            backward.insert(PaymentId(id << 32 | id % 7), record(id << 32 | id % 7));
+        for id in ids.iter().rev() {
+            backward.insert(*id, record(id.0));
         }
         let bytes = |p: &Payments| postcard::to_stdvec(p).expect("encodes");
         assert_eq!(bytes(&forward), bytes(&backward));
