@@ -97,7 +97,10 @@ pub(crate) fn payment_groups(finished: &[PaymentRecord]) -> Vec<HistoryOp> {
             let mut key = group_prefix(first);
             key.extend_from_slice(&row(first));
             key.extend_from_slice(&row(last));
-            put(key, &group)
+            // One pass: a finished payment's record is a few hundred bytes, and a group grown
+            // past this guess doubles once or twice (sizing it first was a second full pass).
+            let value = postcard::to_extend(&group, Vec::with_capacity(group.len() * 384)).expect("records serialize");
+            HistoryOp::Put { key, value }
         })
         .collect()
 }

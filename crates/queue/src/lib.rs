@@ -31,9 +31,11 @@ use serde::{Deserialize, Serialize};
 pub use config::{CLASSES_MAX, ClassConfig, ConfigError, Limit, QueueConfig, WEIGHT_MAX};
 use limits::{InjectedClock, Limiters};
 
-/// A fixed-key hasher: hash maps here are never iterated for decisions, and a fixed key keeps
-/// even their memory layout the same from run to run.
-type Hasher = BuildHasherDefault<std::hash::DefaultHasher>;
+/// A fixed hasher: hash maps here are never iterated for decisions, and a fixed one keeps even
+/// their memory layout the same from run to run. Ids, merchants and rails are railyard's own
+/// keys, not an adversary's, so it is the book's cheap mixing hasher (SipHash was most of a
+/// lookup here).
+type Hasher = BuildHasherDefault<model::open::IdHasher>;
 
 /// Each class's pass advances by `STRIDE_BASE / weight` per service.
 const STRIDE_BASE: u128 = 1 << 40;
