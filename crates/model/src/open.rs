@@ -41,7 +41,7 @@ impl Payments {
     }
 
     /// The open payments in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (&PaymentId, &PaymentRecord)> {
+    pub fn iter(&self) -> std::vec::IntoIter<(&PaymentId, &PaymentRecord)> {
         let mut entries: Vec<(&PaymentId, &PaymentRecord)> = self.0.iter().map(|(id, r)| (id, &**r)).collect();
         entries.sort_unstable_by_key(|(id, _)| **id);
         entries.into_iter()
@@ -79,9 +79,7 @@ impl<'a> IntoIterator for &'a Payments {
     type IntoIter = std::vec::IntoIter<(&'a PaymentId, &'a PaymentRecord)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        let mut entries: Vec<(&PaymentId, &PaymentRecord)> = self.0.iter().map(|(id, r)| (id, &**r)).collect();
-        entries.sort_unstable_by_key(|(id, _)| **id);
-        entries.into_iter()
+        self.iter()
     }
 }
 
