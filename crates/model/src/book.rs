@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
 use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
-use crate::open::Payments;
 use crate::payment::{IllegalTransition, Payment, PaymentState};
 use crate::settlement::{DeathProof, Settlement, SignedTx, Spend};
+use crate::{event::Event, open::Payments};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -362,8 +361,7 @@ impl Book {
 
     fn insert_payments(&mut self, batch: BatchId, payments: &[Payment]) {
         for payment in payments {
-            // Room for the steps a payment takes at once (accepted, queued, planned, signed):
-            // grown one by one, the first three would each reallocate.
+            // Room for its first steps (accepted, queued, planned, signed) without regrowing.
             let mut steps = Vec::with_capacity(4);
             steps.push(Step { state: PaymentState::Accepted, at: self.applying.0 });
             let record = Box::new(PaymentRecord {
