@@ -32,8 +32,7 @@ pub struct Step {
     pub at: Timestamp,
 }
 
-/// Most steps a payment record keeps (a payment reissued many times keeps its first and its
-/// latest ones).
+/// Most steps a payment record keeps (one reissued many times keeps its first and latest).
 pub const STEPS_MAX: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -251,8 +250,7 @@ impl Book {
         }
     }
 
-    /// A hash of the whole book, equal for equal books: replaying the same events in the same
-    /// order gives the same hash (everything is kept in ordered maps).
+    /// A hash of the whole book, equal for equal books (every map encodes in key order).
     pub fn state_hash(&self) -> [u8; 32] {
         let bytes = postcard::to_stdvec(self).expect("the book serializes");
         *blake3::hash(&bytes).as_bytes()
@@ -283,8 +281,7 @@ impl Book {
         &self.counts
     }
 
-    /// Whether every payment is settled, failed or held: nothing is left for the engine to do
-    /// without an operator.
+    /// Whether every payment is settled, failed or held: nothing left to do without an operator.
     pub fn is_quiet(&self) -> bool {
         self.counts
             .iter()
@@ -341,22 +338,24 @@ impl Book {
         Ok(())
     }
 
-    /// New payments must belong to the batch and its merchant, be new, and keep the batch within
-    /// its count.
+    /// New payments must belong to the batch and its merchant, be new, and fit the batch's count.
     fn check_new_payments(&self, batch: BatchId, record: &BatchRecord, payments: &[Payment]) -> Result<(), BookError> {
         if record.payments.len() + payments.len() > record.count as usize {
             return Err(BookError::BatchShape { batch, reason: "more payments than the batch's count" });
         }
-        let mut seen = BTreeSet::new();
         for payment in payments {
             if payment.batch != batch || payment.merchant != record.merchant {
                 return Err(BookError::BatchShape { batch, reason: "a payment names another batch or merchant" });
             }
-            if self.payments.contains_key(&payment.id) || !seen.insert(payment.id) {
+            if self.payments.contains_key(&payment.id) {
                 return Err(BookError::DuplicatePayment(payment.id));
             }
         }
-        Ok(())
+        // Intake numbers a batch's payments in row order: then no id can repeat.
+        if payments.windows(2).all(|w| w[0].id < w[1].id) {
+            return Ok(());
+        }
+        check_unique(&payments.iter().map(|p| p.id).collect::<Vec<_>>())
     }
 
     fn insert_payments(&mut self, batch: BatchId, payments: &[Payment]) {
@@ -380,8 +379,7 @@ impl Book {
         record.open += u32::try_from(payments.len()).expect("within the batch's count");
     }
 
-    /// Checks every payment can take the arrow, then moves them all. The ids are distinct
-    /// (legs are checked when planned; `check_unique` checks a list of ids).
+    /// Checks every payment can take the arrow, then moves them all (distinct ids: `check_unique`).
     fn move_payments(&mut self, ids: &[PaymentId], to: PaymentState) -> Result<(), BookError> {
         for id in ids {
             let from = self.payment(*id)?.state;
@@ -434,18 +432,21 @@ impl Book {
             return Err(BookError::DuplicateSettlement(settlement.id));
         }
         let ids: Vec<PaymentId> = settlement.legs.iter().map(|leg| leg.payment).collect();
-        let mut seen = BTreeSet::new();
         for leg in &settlement.legs {
             let payment = &self.payment(leg.payment)?.payment;
             let matches = payment.amount == leg.amount
                 && payment.destination == leg.destination
                 && payment.asset == settlement.asset
-                && payment.networks.contains(&settlement.network)
-                && seen.insert(leg.payment);
+                && payment.networks.contains(&settlement.network);
             if !matches {
                 return Err(BookError::LegMismatch { settlement: settlement.id, payment: leg.payment });
             }
         }
+        // A payment paid twice by one settlement: its second leg does not match it.
+        check_unique(&ids).map_err(|error| match error {
+            BookError::DuplicatePayment(twice) => BookError::LegMismatch { settlement: settlement.id, payment: twice },
+            other => other,
+        })?;
         self.move_payments(&ids, PaymentState::Planned)?;
         for id in &ids {
             self.payments.get_mut(id).expect("checked above").settlement = Some(settlement.id);
@@ -462,8 +463,7 @@ impl Book {
         Ok(())
     }
 
-    /// Moves a settlement by `next` (None = not allowed from its state) and its payments to
-    /// `payments_to`, all or nothing.
+    /// Moves a settlement by `next` (None: not from its state) and its payments, all or nothing.
     fn move_settlement(
         &mut self,
         id: SettlementId,

@@ -234,12 +234,17 @@ fn unknown_and_duplicate_ids_are_refused() {
     refused(&mut book, accepted(&[2]), "batch 1 already exists");
     refused(&mut book, queued(9), "unknown payment 9");
     refused(&mut book, Event::SettlementReorged { settlement: SettlementId(5), at: T }, "unknown settlement 5");
-    let mut twice = accepted(&[3, 3]);
-    if let Event::BatchAccepted { batch, payments, .. } = &mut twice {
-        *batch = BatchId(2);
-        payments.iter_mut().for_each(|p| p.batch = BatchId(2));
-    }
-    refused(&mut book, twice, "payment 3 already exists");
+    let in_batch = |ids: &[u128], n: u128| {
+        let mut event = accepted(ids);
+        if let Event::BatchAccepted { batch, payments, .. } = &mut event {
+            *batch = BatchId(n);
+            payments.iter_mut().for_each(|p| p.batch = BatchId(n));
+        }
+        event
+    };
+    refused(&mut book, in_batch(&[3, 3], 2), "payment 3 already exists");
+    // Ids out of row order but distinct are a batch like any other.
+    book.apply(&in_batch(&[7, 6], 3)).expect("distinct ids in any order are accepted");
     // One event queues many, each once, all or none.
     let mut book = run(&[accepted(&[1, 2])]);
     let ids = |ids: &[u128]| ids.iter().map(|i| PaymentId(*i)).collect::<Vec<_>>();
