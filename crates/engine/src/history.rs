@@ -170,8 +170,14 @@ pub(crate) fn by_reference(
 
 /// The finished payments of the batch `id` belongs to, in id order (for listings).
 fn batch_finished(journal: &journal::Journal, id: PaymentId) -> Result<Vec<PaymentRecord>, EngineError> {
+    let groups = journal.history_scan(&group_prefix(id), None, usize::MAX)?;
+    decode_groups(groups.into_iter().map(|(_, value)| value))
+}
+
+/// The records of some groups, merged in id order.
+fn decode_groups(values: impl Iterator<Item = Vec<u8>>) -> Result<Vec<PaymentRecord>, EngineError> {
     let mut records = Vec::new();
-    for (_, value) in journal.history_scan(&group_prefix(id), None, usize::MAX)? {
+    for value in values {
         records.extend(decode::<Vec<PaymentRecord>>(&value)?);
     }
     records.sort_unstable_by_key(|record| record.payment.id);
@@ -196,11 +202,7 @@ pub(crate) fn finished_many(
             run.iter().any(|&i| rows.len() == 8 && rows[..4] <= row(ids[i])[..] && row(ids[i])[..] <= rows[4..])
         };
         let wanted: Vec<Vec<u8>> = keys.into_iter().filter(spans).collect();
-        let mut records = Vec::new();
-        for value in journal.history_many(&wanted)?.into_iter().flatten() {
-            records.extend(decode::<Vec<PaymentRecord>>(&value)?);
-        }
-        records.sort_unstable_by_key(|record| record.payment.id);
+        let records = decode_groups(journal.history_many(&wanted)?.into_iter().flatten())?;
         for &i in run {
             out[i] = records.binary_search_by_key(&ids[i], |r| r.payment.id).ok().map(|at| records[at].clone());
         }
