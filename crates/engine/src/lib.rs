@@ -26,6 +26,7 @@ mod history;
 mod intake;
 mod operator;
 mod partition;
+mod parts;
 pub mod policy;
 mod quotes;
 mod readmodel;

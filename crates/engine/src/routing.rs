@@ -127,12 +127,22 @@ impl Engine {
         // Urgent payments may use pools below their minimum, the rest may not: two groups,
         // each decided against the pools as the decisions before it left them. (What the two
         // together over-commit, the reservation refuses and the next round decides again.)
-        let (urgent, rest): (Vec<_>, Vec<_>) = deadlines.into_iter().partition(|(p, _)| state.is_urgent(p.class));
-        let mut decided = self.router.decide_all(&urgent, &states, &|r, a| state.pools.spendable(r, a, true), now);
+        // Lists of a round's size are sized once, not grown by doubling (see `Queue::dequeue`).
+        let (mut urgent, mut rest) = (Vec::new(), Vec::with_capacity(deadlines.len()));
+        for entry in deadlines {
+            if state.is_urgent(entry.0.class) { urgent.push(entry) } else { rest.push(entry) }
+        }
+        let mut decided = Vec::with_capacity(urgent.len() + rest.len());
+        decided.extend(self.router.decide_all(&urgent, &states, &|r, a| state.pools.spendable(r, a, true), now));
         decided.extend(self.router.decide_all(&rest, &states, &|r, a| state.pools.spendable(r, a, false), now));
         let deadlines: Vec<(&Payment, Timestamp)> = urgent.into_iter().chain(rest).collect();
         let decisions = decided;
-        let mut by_rail: BTreeMap<RailId, Vec<Enqueue>> = BTreeMap::new();
+        let mut counts: BTreeMap<RailId, usize> = BTreeMap::new();
+        for rail in decisions.iter().filter_map(|d| d.chosen) {
+            *counts.entry(rail).or_default() += 1;
+        }
+        let mut by_rail: BTreeMap<RailId, Vec<Enqueue>> =
+            counts.into_iter().map(|(rail, count)| (rail, Vec::with_capacity(count))).collect();
         let mut held = Vec::new();
         if self.track_changes {
             // Why each went where it went (not journaled: routing is decided again after a

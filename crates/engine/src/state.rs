@@ -330,14 +330,16 @@ impl EngineState {
 
     /// A hash of the whole state: replaying the same journal gives the same hash.
     pub fn state_hash(&self) -> [u8; 32] {
-        let bytes = postcard::to_stdvec(self).expect("state serializes");
-        *blake3::hash(&bytes).as_bytes()
+        // Hashed as it is encoded: no buffer of the whole state.
+        let hasher = postcard::to_io(self, blake3::Hasher::new()).expect("state serializes");
+        *hasher.finalize().as_bytes()
     }
 }
 
-/// A snapshot's bytes: the encoding version, then the state (postcard).
-pub fn encode_snapshot(state: &EngineState) -> Vec<u8> {
-    postcard::to_extend(state, vec![model::event::ENCODING_VERSION]).expect("state serializes")
+/// A snapshot's bytes, in parts (see `crate::parts`): the encoding version, then the state
+/// (postcard).
+pub fn encode_snapshot(state: &EngineState) -> Vec<Vec<u8>> {
+    crate::parts::to_parts(&[model::event::ENCODING_VERSION], state)
 }
 
 /// Replays the journal into an `EngineState` built from the configuration.
@@ -360,24 +362,24 @@ impl Replica for Replayed {
         Ok(())
     }
 
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> Vec<Vec<u8>> {
         encode_snapshot(&self.0)
     }
 
-    fn decode(bytes: &[u8], config: &StateConfig) -> Result<Self, String> {
+    fn decode(parts: &[Vec<u8>], config: &StateConfig) -> Result<Self, String> {
         // Snapshots carry the event encoding's version: one written by another railyard
         // version is named as such, not misread.
         let version = model::event::ENCODING_VERSION;
-        let body = match bytes.split_first() {
-            Some((&found, body)) if found == version => body,
-            Some((&found, _)) => {
+        match parts.first().and_then(|part| part.first()) {
+            Some(&found) if found == version => {}
+            Some(&found) => {
                 return Err(format!(
                     "snapshot encoding version {found} is not supported (expected {version}): this journal was written by another railyard version"
                 ));
             }
             None => return Err("the snapshot is empty".to_owned()),
-        };
-        let mut state: EngineState = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        }
+        let mut state: EngineState = crate::parts::from_parts(parts, 1).map_err(|e| e.to_string())?;
         // Today's pool configuration, not the one the snapshot was written with: the same
         // state a full replay under today's configuration gives.
         let fee_pools: Vec<(RailId, Asset)> = config.fee_assets.iter().map(|(r, a)| (*r, *a)).collect();

@@ -388,12 +388,12 @@ impl PgJournal {
 
     /// Stores derived state taken after record `seq`, bound to the chain's hash there; keeps
     /// the newest few.
-    pub fn write_snapshot(&self, seq: u64, state: &[u8]) -> Result<(), PgError> {
-        self.write_snapshot_keeping(seq, state, SNAPSHOTS_KEPT)
+    pub fn write_snapshot(&self, seq: u64, parts: &[Vec<u8>]) -> Result<(), PgError> {
+        self.write_snapshot_keeping(seq, parts, SNAPSHOTS_KEPT)
     }
 
     /// `write_snapshot`, keeping the newest `kept`.
-    pub fn write_snapshot_keeping(&self, seq: u64, state: &[u8], kept: i64) -> Result<(), PgError> {
+    pub fn write_snapshot_keeping(&self, seq: u64, parts: &[Vec<u8>], kept: i64) -> Result<(), PgError> {
         self.with_client(|c| {
             let tip = seq_of(c.query_one("SELECT seq FROM railyard_tip", &[])?.get(0));
             if seq == 0 || seq > tip {
@@ -403,7 +403,7 @@ impl PgJournal {
             let mut tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO railyard_snapshots (seq, body) VALUES ($1, $2) ON CONFLICT (seq) DO UPDATE SET body = EXCLUDED.body",
-                &[&sql_seq(seq)?, &record::encode_snapshot(&hash, state)],
+                &[&sql_seq(seq)?, &record::encode_snapshot_blob(&hash, parts)],
             )?;
             tx.execute(
                 "DELETE FROM railyard_snapshots WHERE seq NOT IN (SELECT seq FROM railyard_snapshots ORDER BY seq DESC LIMIT $1)",
@@ -419,9 +419,9 @@ impl PgJournal {
         self.with_client(|c| {
             for row in c.query("SELECT seq, body FROM railyard_snapshots ORDER BY seq DESC", &[])? {
                 let seq = seq_of(row.get(0));
-                let Ok((hash, state)) = record::decode_snapshot(seq, row.get(1)) else { continue };
+                let Ok((hash, parts)) = record::decode_snapshot_blob(seq, row.get(1)) else { continue };
                 if hash_at(c, seq).is_ok_and(|chain| chain == hash) {
-                    return Ok(Some(Snapshot { seq, state }));
+                    return Ok(Some(Snapshot { seq, parts }));
                 }
             }
             Ok(None)

@@ -218,9 +218,9 @@ impl Store for PgStore {
         self.writer().keep_turn().map_err(storage)
     }
 
-    fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {
+    fn write_snapshot(&self, seq: u64, parts: &[Vec<u8>], kept: usize) -> Result<(), JournalError> {
         let kept = i64::try_from(kept).unwrap_or(i64::MAX);
-        self.writer().write_snapshot_keeping(seq, state, kept).map_err(storage)
+        self.writer().write_snapshot_keeping(seq, parts, kept).map_err(storage)
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {

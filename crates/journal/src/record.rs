@@ -250,27 +250,77 @@ impl RangeReader {
     }
 }
 
-/// Stored snapshot: blake3(state) ‖ hash of the record it follows ‖ state.
-pub fn encode_snapshot(record_hash: &[u8; HASH_LEN], state: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(2 * HASH_LEN + state.len());
-    value.extend_from_slice(blake3::hash(state).as_bytes());
+/// The checksum of a snapshot's state: blake3 over its parts in order (the same as over
+/// their concatenation, which is never built).
+pub fn snapshot_checksum(parts: &[Vec<u8>]) -> [u8; HASH_LEN] {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// A stored snapshot's header: checksum of the state ‖ hash of the record it follows ‖ the
+/// number of parts (u32 LE). The parts are stored beside it.
+pub fn encode_snapshot_header(record_hash: &[u8; HASH_LEN], parts: &[Vec<u8>]) -> Vec<u8> {
+    let count = u32::try_from(parts.len()).expect("a snapshot has fewer than 2^32 parts");
+    let mut value = Vec::with_capacity(SNAPSHOT_HEADER);
+    value.extend_from_slice(&snapshot_checksum(parts));
     value.extend_from_slice(record_hash);
-    value.extend_from_slice(state);
+    value.extend_from_slice(&count.to_le_bytes());
     value
 }
 
-/// Returns the state and the record hash it claims to follow, after checking its checksum.
-pub fn decode_snapshot(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], Vec<u8>), JournalError> {
-    let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
-    if value.len() < 2 * HASH_LEN {
-        return Err(corrupt("snapshot is shorter than its header"));
+/// A snapshot as one value, for a store that keeps it in one place: its header, then each
+/// part's length (u32 LE) and bytes.
+pub fn encode_snapshot_blob(record_hash: &[u8; HASH_LEN], parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut value = encode_snapshot_header(record_hash, parts);
+    value.reserve(parts.iter().map(|p| 4 + p.len()).sum());
+    for part in parts {
+        let len = u32::try_from(part.len()).expect("a part is far below 4 GiB");
+        value.extend_from_slice(&len.to_le_bytes());
+        value.extend_from_slice(part);
     }
-    let (checksum, rest) = value.split_at(HASH_LEN);
-    let (record_hash, state) = rest.split_at(HASH_LEN);
-    if blake3::hash(state).as_bytes() != checksum {
+    value
+}
+
+/// The record hash a snapshot blob claims to follow and its parts, after checking its checksum.
+pub fn decode_snapshot_blob(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], Vec<Vec<u8>>), JournalError> {
+    let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
+    let header = value.get(..SNAPSHOT_HEADER).ok_or_else(|| corrupt("snapshot is shorter than its header"))?;
+    let (checksum, record_hash, count) = decode_snapshot_header(seq, header)?;
+    let mut rest = &value[SNAPSHOT_HEADER..];
+    let mut parts = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (len, after) = rest.split_at_checked(4).ok_or_else(|| corrupt("a part is cut short"))?;
+        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+        let (part, after) = after.split_at_checked(len).ok_or_else(|| corrupt("a part is cut short"))?;
+        parts.push(part.to_vec());
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(corrupt("bytes after its last part"));
+    }
+    if snapshot_checksum(&parts) != checksum {
         return Err(corrupt("checksum mismatch"));
     }
-    Ok((record_hash.try_into().expect("split at HASH_LEN"), state.to_vec()))
+    Ok((record_hash, parts))
+}
+
+/// A stored snapshot header's length.
+pub const SNAPSHOT_HEADER: usize = 2 * HASH_LEN + 4;
+
+/// A snapshot header's checksum, the record hash it claims to follow and its part count.
+pub fn decode_snapshot_header(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], [u8; HASH_LEN], u32), JournalError> {
+    if value.len() != SNAPSHOT_HEADER {
+        let reason = "its header is not a snapshot header of this railyard version (a journal written by \
+                      another version, or damage)";
+        return Err(JournalError::CorruptSnapshot { seq, reason: reason.to_owned() });
+    }
+    let checksum = value[..HASH_LEN].try_into().expect("length checked");
+    let record_hash = value[HASH_LEN..2 * HASH_LEN].try_into().expect("length checked");
+    let count = u32::from_le_bytes(value[2 * HASH_LEN..].try_into().expect("length checked"));
+    Ok((checksum, record_hash, count))
 }
 
 #[cfg(test)]
@@ -330,5 +380,25 @@ mod tests {
         let mut longer = value.clone();
         longer.insert(40, 0);
         assert!(decode_all(7, &GENESIS, &longer).is_err(), "inserted bytes are detected");
+    }
+
+    #[test]
+    fn a_snapshot_blob_keeps_its_parts_and_refuses_damage_and_other_layouts() {
+        let parts = vec![b"first".to_vec(), Vec::new(), b"third part".to_vec()];
+        let blob = encode_snapshot_blob(&[7; HASH_LEN], &parts);
+        assert_eq!(decode_snapshot_blob(3, &blob).unwrap(), ([7; HASH_LEN], parts.clone()));
+        let mut flipped = blob.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(decode_snapshot_blob(3, &flipped).is_err(), "a changed byte");
+        assert!(decode_snapshot_blob(3, &blob[..blob.len() - 1]).is_err(), "a part cut short");
+        let mut longer = blob.clone();
+        longer.push(0);
+        assert!(decode_snapshot_blob(3, &longer).is_err(), "bytes after the last part");
+        // The layout before parts: checksum, record hash, then the state itself.
+        let mut old = blake3::hash(b"state").as_bytes().to_vec();
+        old.extend_from_slice(&[7; HASH_LEN]);
+        old.extend_from_slice(b"state");
+        let error = decode_snapshot_header(3, &old).unwrap_err().to_string();
+        assert!(error.contains("another version"), "{error}");
     }
 }

@@ -13,7 +13,10 @@ use crate::store::{Store, Tip, Write};
 use crate::{Appended, Claim, HistoryEntry, HistoryOp, IdempotencyEntry, JournalError, Record, Snapshot};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// A snapshot's header (see `record::encode_snapshot_header`), by the record it follows.
 const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// A snapshot's parts, by (the record it follows, part number).
+const SNAPSHOT_PARTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("snapshot_parts");
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
@@ -48,6 +51,7 @@ impl RedbStore {
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(SNAPSHOTS)?;
+        txn.open_table(SNAPSHOT_PARTS)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(HISTORY)?;
         txn.commit()?;
@@ -115,15 +119,24 @@ impl Store for RedbStore {
         Ok((outcomes, (next - 1, hash)))
     }
 
-    fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError> {
+    fn write_snapshot(&self, seq: u64, parts: &[Vec<u8>], kept: usize) -> Result<(), JournalError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let record_hash = hash_at(&txn.open_table(RECORDS)?, seq)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            snapshots.insert(seq, record::encode_snapshot(&record_hash, state).as_slice())?;
+            let mut stored = txn.open_table(SNAPSHOT_PARTS)?;
+            // Written again at the same record (after a failed write, say): no stale parts.
+            stored.retain_in((seq, 0)..=(seq, u32::MAX), |_, _| false)?;
+            for (number, part) in (0u32..).zip(parts) {
+                stored.insert((seq, number), part.as_slice())?;
+            }
+            snapshots.insert(seq, record::encode_snapshot_header(&record_hash, parts).as_slice())?;
             while snapshots.len()? > kept as u64 {
-                snapshots.pop_first()?;
+                if let Some((old, _)) = snapshots.pop_first()? {
+                    let old = old.value();
+                    stored.retain_in((old, 0)..=(old, u32::MAX), |_, _| false)?;
+                }
             }
         }
         txn.commit()?;
@@ -131,22 +144,33 @@ impl Store for RedbStore {
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError> {
-        let stored = {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(SNAPSHOTS)?;
-            let last = table.last()?;
-            last.map(|(seq, value)| (seq.value(), value.value().to_vec()))
-        };
-        let Some((seq, value)) = stored else { return Ok(None) };
-        let (record_hash, state) = record::decode_snapshot(seq, &value)?;
         let txn = self.db.begin_read()?;
+        let headers = txn.open_table(SNAPSHOTS)?;
+        let Some((seq, header)) = headers.last()? else { return Ok(None) };
+        let seq = seq.value();
+        let (checksum, record_hash, count) = record::decode_snapshot_header(seq, header.value())?;
+        let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
+        let mut parts = Vec::with_capacity(count as usize);
+        for entry in txn.open_table(SNAPSHOT_PARTS)?.range((seq, 0)..=(seq, u32::MAX))? {
+            let (key, value) = entry?;
+            if key.value().1 as usize != parts.len() {
+                return Err(corrupt("a part is missing"));
+            }
+            parts.push(value.value().to_vec());
+        }
+        if parts.len() != count as usize {
+            return Err(corrupt("a part is missing"));
+        }
+        if record::snapshot_checksum(&parts) != checksum {
+            return Err(corrupt("checksum mismatch"));
+        }
         if hash_at(&txn.open_table(RECORDS)?, seq)? != record_hash {
             return Err(JournalError::CorruptSnapshot {
                 seq,
                 reason: "it does not follow the journal's record".into(),
             });
         }
-        Ok(Some(Snapshot { seq, state }))
+        Ok(Some(Snapshot { seq, parts }))
     }
 
     fn read_range(&self, from: u64, count_max: usize) -> Result<Vec<Record>, JournalError> {

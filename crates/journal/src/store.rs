@@ -63,7 +63,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a snapshot of derived state after record `seq` (at most the tip), keeping the
     /// newest `kept`.
-    fn write_snapshot(&self, seq: u64, state: &[u8], kept: usize) -> Result<(), JournalError>;
+    fn write_snapshot(&self, seq: u64, parts: &[Vec<u8>], kept: usize) -> Result<(), JournalError>;
 
     /// The newest snapshot, verified against its checksum and the record it follows.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, JournalError>;

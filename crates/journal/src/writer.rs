@@ -18,7 +18,7 @@ pub(crate) enum Request {
     },
     Snapshot {
         seq: u64,
-        state: Vec<u8>,
+        parts: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
     /// Take the turn (see `Store::begin_turn`); the answer is the stored tip, from which the
@@ -82,13 +82,13 @@ impl Writer {
                 },
             };
             let first = match first {
-                Request::Snapshot { seq, state, reply } => {
+                Request::Snapshot { seq, parts, reply } => {
                     // A snapshot past the tip is the caller's mistake, not a storage failure:
                     // it must not poison the journal.
                     let result = if seq == 0 || seq > self.seq {
                         Err(JournalError::SnapshotBeyondTip { seq, tip: self.seq })
                     } else {
-                        self.guarded(|w| w.snapshot(seq, &state))
+                        self.guarded(|w| w.snapshot(seq, &parts))
                     };
                     let _ = reply.send(result);
                     continue;
@@ -247,7 +247,7 @@ impl Writer {
         Ok(())
     }
 
-    fn snapshot(&mut self, seq: u64, state: &[u8]) -> Result<(), JournalError> {
-        self.store.write_snapshot(seq, state, self.snapshots_kept)
+    fn snapshot(&mut self, seq: u64, parts: &[Vec<u8>]) -> Result<(), JournalError> {
+        self.store.write_snapshot(seq, parts, self.snapshots_kept)
     }
 }

@@ -312,13 +312,16 @@ impl Queue {
         mut eligible: impl FnMut(&QueuedPayment) -> bool,
     ) -> Dequeued {
         self.clock.set(now);
-        let mut served: Vec<QueuedPayment> = Vec::new();
         let mut charged = None;
         let mut next_eligible: Option<Timestamp> = None;
         let mut earliest = |t: Timestamp| next_eligible = Some(next_eligible.map_or(t, |e: Timestamp| e.min(t)));
         let Some(lane) = self.lanes.get(&rail) else {
-            return Dequeued { payments: served, next_eligible: None, op: None };
+            return Dequeued { payments: Vec::new(), next_eligible: None, op: None };
         };
+        // Sized once: a list grown by doubling frees a block of each size on the way, and
+        // blocks this large freed every round fragment the allocator's heap.
+        let waiting: usize = lane.classes.iter().map(|c| c.order.len()).sum();
+        let mut served: Vec<QueuedPayment> = Vec::with_capacity(n.min(waiting));
         // Each class is read once, front to back: a payment passed over in this call (taken,
         // refused by `eligible`, or of a rate-limited merchant) is not looked at again.
         let mut cursors: Vec<Option<(Timestamp, u64, PaymentId)>> = vec![None; lane.classes.len()];

@@ -23,11 +23,11 @@ impl Replica for BookReplica {
         self.0.take_retired();
         Ok(())
     }
-    fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.0).expect("the book serializes")
+    fn encode(&self) -> Vec<Vec<u8>> {
+        vec![postcard::to_stdvec(&self.0).expect("the book serializes")]
     }
-    fn decode(bytes: &[u8], _: &()) -> Result<Self, String> {
-        postcard::from_bytes(bytes).map(BookReplica).map_err(|e| e.to_string())
+    fn decode(parts: &[Vec<u8>], _: &()) -> Result<Self, String> {
+        postcard::from_bytes(&parts.concat()).map(BookReplica).map_err(|e| e.to_string())
     }
 }
 

@@ -145,14 +145,15 @@ fn history_counters_and_snapshots_follow_the_chain() {
     assert_eq!(j.history(b"total").unwrap(), Some(102u128.to_le_bytes().to_vec()));
     assert_eq!(j.history(b"absent").unwrap(), None);
     assert!(matches!(
-        j.write_snapshot(9, b"x"),
+        j.write_snapshot(9, &[b"x".to_vec()]),
         Err(PgError::Journal(journal::JournalError::SnapshotBeyondTip { .. }))
     ));
-    assert!(matches!(j.write_snapshot(2, b"x"), Err(PgError::Invalid(_))), "inside a frame");
-    j.write_snapshot(1, b"state after one").unwrap();
-    j.write_snapshot(3, b"state after three").unwrap();
+    assert!(matches!(j.write_snapshot(2, &[b"x".to_vec()]), Err(PgError::Invalid(_))), "inside a frame");
+    j.write_snapshot(1, &[b"state after one".to_vec()]).unwrap();
+    j.write_snapshot(3, &[b"state after ".to_vec(), b"three".to_vec()]).unwrap();
     let snapshot = j.latest_snapshot().unwrap().unwrap();
-    assert_eq!((snapshot.seq, snapshot.state.as_slice()), (3, b"state after three".as_slice()));
+    assert_eq!((snapshot.seq, snapshot.parts.concat().as_slice()), (3, b"state after three".as_slice()));
+    assert_eq!(snapshot.parts.len(), 2, "its parts are kept apart");
     assert!(matches!(j.append(&records(&[])), Err(PgError::Invalid(_))), "an empty append changes nothing");
     assert_eq!(j.verify().unwrap(), 4);
 }

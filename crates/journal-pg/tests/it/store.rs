@@ -24,11 +24,11 @@ impl Replica for Sum {
         self.0 += payload.len() as u64;
         Ok(())
     }
-    fn encode(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
+    fn encode(&self) -> Vec<Vec<u8>> {
+        vec![self.0.to_le_bytes()[..4].to_vec(), self.0.to_le_bytes()[4..].to_vec()]
     }
-    fn decode(bytes: &[u8], _: &()) -> Result<Sum, String> {
-        Ok(Sum(u64::from_le_bytes(bytes.try_into().map_err(|_| "8 bytes")?)))
+    fn decode(parts: &[Vec<u8>], _: &()) -> Result<Sum, String> {
+        Ok(Sum(u64::from_le_bytes(parts.concat().try_into().map_err(|_| "8 bytes")?)))
     }
 }
 

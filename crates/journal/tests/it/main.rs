@@ -131,7 +131,7 @@ fn bad_appends_are_refused_and_change_nothing() {
         assert!(error.contains(reason), "{error}");
     }
     assert_eq!(journal.tip(), 1);
-    assert!(matches!(journal.write_snapshot(5, vec![]), Err(JournalError::SnapshotBeyondTip { seq: 5, tip: 1 })));
+    assert!(matches!(journal.write_snapshot(5, vec![vec![]]), Err(JournalError::SnapshotBeyondTip { seq: 5, tip: 1 })));
     assert_eq!(journal.append(payload(2)).unwrap(), 2, "a refused request does not poison the journal");
     assert_eq!(journal.verify().unwrap(), 2);
 }
@@ -190,12 +190,12 @@ impl Replica for Digest {
         self.count = seq;
         Ok(())
     }
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = self.count.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&self.hash);
-        bytes
+    fn encode(&self) -> Vec<Vec<u8>> {
+        // Two parts: the journal keeps a snapshot's parts apart and gives them back in order.
+        vec![self.count.to_le_bytes().to_vec(), self.hash.to_vec()]
     }
-    fn decode(bytes: &[u8], _: &()) -> Result<Digest, String> {
+    fn decode(parts: &[Vec<u8>], _: &()) -> Result<Digest, String> {
+        let bytes = parts.concat();
         let count = u64::from_le_bytes(bytes.get(..8).ok_or("short")?.try_into().map_err(|_| "short")?);
         let hash = bytes.get(8..40).ok_or("short")?.try_into().map_err(|_| "short")?;
         Ok(Digest { count, hash })
@@ -230,7 +230,7 @@ fn recovery_from_snapshot_equals_full_replay() {
 }
 
 /// Replays records 1..=upto into an empty Digest and returns its encoding.
-fn full_replay(journal: &Journal, upto: u64) -> Vec<u8> {
+fn full_replay(journal: &Journal, upto: u64) -> Vec<Vec<u8>> {
     let mut state = Digest::empty(&());
     for record in journal.read_range(1, usize::try_from(upto).unwrap()).unwrap() {
         state.apply(record.seq, &record.payload).unwrap();
@@ -245,10 +245,10 @@ fn a_corrupt_snapshot_is_a_loud_error() {
     {
         let journal = open(&path);
         journal.append_batch((1..=10).map(payload).collect()).unwrap();
-        journal.write_snapshot(10, b"SNAPSHOT-STATE-BYTES".to_vec()).unwrap();
+        journal.write_snapshot(10, vec![b"SNAPSHOT-".to_vec(), b"STATE-BYTES".to_vec()]).unwrap();
     }
     let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.windows(20).position(|w| w == b"SNAPSHOT-STATE-BYTES").unwrap();
+    let at = bytes.windows(11).position(|w| w == b"STATE-BYTES").unwrap();
     bytes[at] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     let journal = open(&path);
