@@ -176,6 +176,7 @@ impl Engine {
             // Written with the commit, one group per batch (`history::payment_groups`).
             self.finished.append(&mut retired.payments);
         }
+        self.state.book.reuse_retired(retired);
         self.staged.push(event);
     }
 

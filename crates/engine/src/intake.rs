@@ -153,7 +153,9 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Admitted, IntakeError> {
         self.running()?;
-        let body_hash = *blake3::hash(&postcard::to_stdvec(drafts).expect("drafts serialize")).as_bytes();
+        // Hashed as it is encoded: no copy of the batch's bytes.
+        let hasher = postcard::to_io(drafts, blake3::Hasher::new()).expect("drafts serialize");
+        let body_hash = *hasher.finalize().as_bytes();
         let batch = BatchId(derived(&[b"batch", &merchant.0.to_le_bytes(), key.as_bytes()]));
         if let Some((original, hash)) = self.claimed(merchant, key)? {
             return if hash == body_hash {
@@ -225,15 +227,18 @@ impl Engine {
         let queued =
             ids.chunks(self.per_record(ID_BYTES_MAX)).map(|c| Event::PaymentsQueued { payments: c.to_vec(), at: now });
         let bytes_max = chunk_bytes_max(self.config.journal.record_bytes_max);
-        let mut chunks: Vec<Vec<Payment>> = vec![Vec::new()];
+        let mut left = payments.len();
+        let mut chunks: Vec<Vec<Payment>> = vec![Vec::with_capacity(left)];
         let mut bytes = 0;
         for payment in payments {
             let size = postcard::experimental::serialized_size(&payment).expect("payments serialize");
             let current = chunks.last_mut().expect("at least one chunk");
             if !current.is_empty() && bytes + size > bytes_max {
-                chunks.push(Vec::new());
+                current.shrink_to_fit();
+                chunks.push(Vec::with_capacity(left));
                 bytes = 0;
             }
+            left -= 1;
             bytes += size;
             chunks.last_mut().expect("at least one chunk").push(payment);
         }

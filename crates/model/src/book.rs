@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BatchId, MerchantId, PaymentId, SettlementId, Timestamp};
 use crate::payment::{IllegalTransition, Payment, PaymentState};
 use crate::settlement::{DeathProof, Settlement, SignedTx, Spend};
-use crate::{event::Event, open::Payments};
+use crate::{event::Event, open::Payments, retired::Retired};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -74,22 +74,6 @@ pub struct BatchRecord {
     pub payments: Vec<PaymentId>,
     /// Payments of the batch not yet settled or failed; at 0 the batch leaves the book.
     pub open: u32,
-}
-
-/// What left the book with the last events: finished payments (settled or failed),
-/// settlements (final, dead or released) and batches whose payments all finished. The caller
-/// moves them to its history store in the same commit as those events, then takes them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Retired {
-    pub payments: Vec<PaymentRecord>,
-    pub settlements: Vec<SettlementRecord>,
-    pub batches: Vec<(BatchId, BatchRecord)>,
-}
-
-impl Retired {
-    pub fn is_empty(&self) -> bool {
-        self.payments.is_empty() && self.settlements.is_empty() && self.batches.is_empty()
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -269,6 +253,15 @@ impl Book {
     /// Takes what left the book since the last call.
     pub fn take_retired(&mut self) -> Retired {
         std::mem::take(&mut self.retired)
+    }
+
+    /// Takes back what `take_retired` gave, emptied: its lists keep their capacity for the
+    /// next events instead of growing anew for each settlement that finishes.
+    pub fn reuse_retired(&mut self, mut spent: Retired) {
+        if self.retired.is_empty() {
+            spent.clear();
+            self.retired = spent;
+        }
     }
 
     /// How many payments are in `state` (finished ones included).
