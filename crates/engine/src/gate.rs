@@ -216,7 +216,8 @@ impl Engine {
         if self.staged.is_empty() {
             return Ok(false);
         }
-        let payloads: Vec<Vec<u8>> = self.staged.iter().map(Event::encode).collect();
+        let scratch = &mut self.encode_scratch;
+        let payloads: Vec<Vec<u8>> = self.staged.iter().map(|event| event.encode_via(scratch)).collect();
         let mut history = std::mem::take(&mut self.history);
         history.extend(history::payment_groups(&self.finished));
         self.finished.clear();

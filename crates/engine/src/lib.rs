@@ -228,6 +228,9 @@ pub struct Engine {
     history: Vec<HistoryOp>,
     /// Payments the staged events finished: their history is written with the commit.
     finished: Vec<PaymentRecord>,
+    /// Where records are encoded before they are copied out at their exact size
+    /// (`Event::encode_via`).
+    encode_scratch: Vec<u8>,
     /// Appends handed to the journal's writer and not yet known durable (see `gate`). Empty
     /// whenever a public method returns.
     in_flight: gate::InFlight,
@@ -410,6 +413,7 @@ impl Engine {
             effects: Vec::new(),
             history: Vec::new(),
             finished: Vec::new(),
+            encode_scratch: Vec::new(),
             reconcile_due: VecDeque::new(),
             reconcile_cursor: None,
             bytes_since_snapshot: recovered.replayed_bytes,
