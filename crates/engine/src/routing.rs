@@ -132,11 +132,10 @@ impl Engine {
         for entry in deadlines {
             if state.is_urgent(entry.0.class) { urgent.push(entry) } else { rest.push(entry) }
         }
-        let mut decided = Vec::with_capacity(urgent.len() + rest.len());
-        decided.extend(self.router.decide_all(&urgent, &states, &|r, a| state.pools.spendable(r, a, true), now));
-        decided.extend(self.router.decide_all(&rest, &states, &|r, a| state.pools.spendable(r, a, false), now));
+        let mut decisions = Vec::with_capacity(urgent.len() + rest.len());
+        decisions.extend(self.router.decide_all(&urgent, &states, &|r, a| state.pools.spendable(r, a, true), now));
+        decisions.extend(self.router.decide_all(&rest, &states, &|r, a| state.pools.spendable(r, a, false), now));
         let deadlines: Vec<(&Payment, Timestamp)> = urgent.into_iter().chain(rest).collect();
-        let decisions = decided;
         let mut counts: BTreeMap<RailId, usize> = BTreeMap::new();
         for rail in decisions.iter().filter_map(|d| d.chosen) {
             *counts.entry(rail).or_default() += 1;

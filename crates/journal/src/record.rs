@@ -301,10 +301,25 @@ pub fn decode_snapshot_blob(seq: u64, value: &[u8]) -> Result<([u8; HASH_LEN], V
     if !rest.is_empty() {
         return Err(corrupt("bytes after its last part"));
     }
-    if snapshot_checksum(&parts) != checksum {
+    check_snapshot_parts(seq, &checksum, count, &parts)?;
+    Ok((record_hash, parts))
+}
+
+/// Checks a snapshot's parts, as read, against its header's part count and checksum.
+pub fn check_snapshot_parts(
+    seq: u64,
+    checksum: &[u8; HASH_LEN],
+    count: u32,
+    parts: &[Vec<u8>],
+) -> Result<(), JournalError> {
+    let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
+    if parts.len() != count as usize {
+        return Err(corrupt("a part is missing"));
+    }
+    if snapshot_checksum(parts) != *checksum {
         return Err(corrupt("checksum mismatch"));
     }
-    Ok((record_hash, parts))
+    Ok(())
 }
 
 /// A stored snapshot header's length.

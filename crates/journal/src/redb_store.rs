@@ -149,21 +149,16 @@ impl Store for RedbStore {
         let Some((seq, header)) = headers.last()? else { return Ok(None) };
         let seq = seq.value();
         let (checksum, record_hash, count) = record::decode_snapshot_header(seq, header.value())?;
-        let corrupt = |reason: &str| JournalError::CorruptSnapshot { seq, reason: reason.to_owned() };
         let mut parts = Vec::with_capacity(count as usize);
         for entry in txn.open_table(SNAPSHOT_PARTS)?.range((seq, 0)..=(seq, u32::MAX))? {
             let (key, value) = entry?;
             if key.value().1 as usize != parts.len() {
-                return Err(corrupt("a part is missing"));
+                let reason = "a part is missing".to_owned();
+                return Err(JournalError::CorruptSnapshot { seq, reason });
             }
             parts.push(value.value().to_vec());
         }
-        if parts.len() != count as usize {
-            return Err(corrupt("a part is missing"));
-        }
-        if record::snapshot_checksum(&parts) != checksum {
-            return Err(corrupt("checksum mismatch"));
-        }
+        record::check_snapshot_parts(seq, &checksum, count, &parts)?;
         if hash_at(&txn.open_table(RECORDS)?, seq)? != record_hash {
             return Err(JournalError::CorruptSnapshot {
                 seq,
