@@ -24,7 +24,8 @@
 //! LOCKED worker as the baseline — `RAILYARD_BENCH_SKIP_LOCKED=1` runs that baseline beside a
 //! redb run too; with `RAILYARD_BENCH_NODES=3`, three engines in this process share the work
 //! as `railyard serve` nodes do: one coordinates, each drives one rail, batches go to each in
-//! turn, and every call is made in the node's turn on the journal).
+//! turn, and every call is made in the node's turn on the journal). The benchmark runs on
+//! jemalloc with the purge timing of .cargo/config.toml, as `railyard` does.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
@@ -37,6 +38,11 @@ use queue::QueueConfig;
 use rails::Rail;
 use rails::sandbox::{SandboxConfig, SandboxRail};
 use router::{AnomalyPolicy, BreakerConfig, PoolConfig, Weights};
+
+/// The allocator `railyard serve` runs on (see crates/railyard/src/main.rs), so the resident
+/// memory printed is the service's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[path = "engine_e2e/skip_locked.rs"]
 mod skip_locked;
