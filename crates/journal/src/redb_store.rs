@@ -220,24 +220,69 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    /// The prefixes are looked up in key order by one cursor that walks forward a few keys to
+    /// the next prefix and seeks only when that is further: a batch's references (one merchant,
+    /// often numbered) sit close together, so most lookups cost a step in a leaf, not a descent
+    /// from the root.
     fn history_keys_many(&self, prefixes: &[Vec<u8>], count_max: usize) -> Result<Vec<Vec<Vec<u8>>>, JournalError> {
+        /// Keys walked past before a seek is cheaper.
+        const WALK_MAX: usize = 8;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HISTORY)?;
-        prefixes
-            .iter()
-            .map(|prefix| {
-                let mut keys = Vec::new();
-                for entry in table.range::<&[u8]>(prefix.as_slice()..)? {
-                    let key = entry?.0.value().to_vec();
-                    if !key.starts_with(prefix) || keys.len() >= count_max {
-                        break;
-                    }
-                    keys.push(key);
+        let seek = |prefix: &[u8]| -> Result<Cursor, JournalError> {
+            let mut range = table.range::<&[u8]>(prefix..)?;
+            let at = next_key(&mut range)?;
+            Ok(Cursor { range, at })
+        };
+        let mut order: Vec<usize> = (0..prefixes.len()).collect();
+        order.sort_unstable_by(|a, b| prefixes[*a].cmp(&prefixes[*b]));
+        let mut found = vec![Vec::new(); prefixes.len()];
+        let mut cursor: Option<Cursor> = None;
+        let mut previous: Option<usize> = None;
+        for i in order {
+            let prefix = prefixes[i].as_slice();
+            if let Some(p) = previous
+                && prefixes[p] == prefix
+            {
+                found[i] = found[p].clone();
+                continue;
+            }
+            let mut walk = match cursor.take() {
+                // Unless the previous prefix starts this one: its keys, taken, may start with it too.
+                Some(walk) if previous.is_some_and(|p| !prefix.starts_with(&prefixes[p])) => walk,
+                _ => seek(prefix)?,
+            };
+            let mut steps = 0;
+            while walk.at.as_deref().is_some_and(|key| key < prefix) {
+                if steps == WALK_MAX {
+                    walk = seek(prefix)?;
+                    break;
                 }
-                Ok(keys)
-            })
-            .collect()
+                walk.at = next_key(&mut walk.range)?;
+                steps += 1;
+            }
+            while let Some(key) = walk.at.take_if(|key| key.starts_with(prefix) && found[i].len() < count_max) {
+                found[i].push(key);
+                walk.at = next_key(&mut walk.range)?;
+            }
+            cursor = Some(walk);
+            previous = Some(i);
+        }
+        Ok(found)
     }
+}
+
+/// A forward walk over the history table and the key it stands on (`None`: past the end).
+struct Cursor {
+    range: redb::Range<'static, &'static [u8], &'static [u8]>,
+    at: Option<Vec<u8>>,
+}
+
+fn next_key(range: &mut redb::Range<'static, &'static [u8], &'static [u8]>) -> Result<Option<Vec<u8>>, JournalError> {
+    Ok(match range.next() {
+        Some(entry) => Some(entry?.0.value().to_vec()),
+        None => None,
+    })
 }
 
 fn apply_history(txn: &WriteTransaction, ops: &[&HistoryOp]) -> Result<(), JournalError> {

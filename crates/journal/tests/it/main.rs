@@ -313,3 +313,38 @@ fn history_writes_commit_with_their_records_or_not_at_all() {
     assert_eq!(rest, vec![(b"p/2".to_vec(), b"two".to_vec())]);
     assert!(journal.history_scan(b"p/", Some(b"p/2"), 10).unwrap().is_empty());
 }
+
+#[test]
+fn keys_by_many_prefixes_match_one_scan_per_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open(&dir.path().join("journal.redb"));
+    // Numbers 0..600 in steps of 3, some with several keys; gaps longer than the cursor's walk.
+    let mut history = Vec::new();
+    for n in (0..600).step_by(3) {
+        for suffix in 0..(n % 4) {
+            history.push(HistoryOp::Put { key: format!("r/{n:04}/{suffix}").into_bytes(), value: Vec::new() });
+        }
+    }
+    history.push(HistoryOp::Put { key: b"q/last".to_vec(), value: Vec::new() });
+    journal.submit_append(Append { payloads: vec![payload(1)], claim: None, history }).unwrap().wait().unwrap();
+
+    let mut prefixes: Vec<Vec<u8>> = Vec::new();
+    for n in [5, 3, 3, 0, 597, 599, 100, 102, 9, 12, 450, 7, 6, 6000] {
+        prefixes.push(format!("r/{n:04}/").into_bytes());
+    }
+    // Prefixes that start one another (each must see the keys the shorter one took), and ends.
+    for p in ["r/00", "r/0009/", "r/0009/2", "r/", "q/", "a", "z", ""] {
+        prefixes.push(p.as_bytes().to_vec());
+    }
+    for count_max in [1, 2, 5, usize::MAX] {
+        let expected: Vec<Vec<Vec<u8>>> = prefixes
+            .iter()
+            .map(|p| journal.history_scan(p, None, count_max).unwrap().into_iter().map(|(k, _)| k).collect())
+            .collect();
+        assert_eq!(journal.history_keys_many(&prefixes, count_max).unwrap(), expected, "count_max {count_max}");
+    }
+    assert_eq!(
+        journal.history_prefixes_used(&prefixes).unwrap(),
+        prefixes.iter().map(|p| !journal.history_scan(p, None, 1).unwrap().is_empty()).collect::<Vec<_>>()
+    );
+}
