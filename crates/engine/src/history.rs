@@ -85,9 +85,9 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError
 }
 
 /// The history writes of the payments a commit finished: one group per batch.
-pub(crate) fn payment_groups(finished: &[PaymentRecord]) -> Vec<HistoryOp> {
+pub(crate) fn payment_groups(finished: &[Box<PaymentRecord>]) -> Vec<HistoryOp> {
     // Sorted by reference: a record is a few hundred bytes to move.
-    let mut sorted: Vec<&PaymentRecord> = finished.iter().collect();
+    let mut sorted: Vec<&PaymentRecord> = finished.iter().map(|record| &**record).collect();
     sorted.sort_unstable_by_key(|record| record.payment.id);
     sorted
         .chunk_by(|a, b| a.payment.id.0 >> 32 == b.payment.id.0 >> 32)

@@ -227,7 +227,8 @@ pub struct Engine {
     /// History writes for what the staged events finished, committed with them.
     history: Vec<HistoryOp>,
     /// Payments the staged events finished: their history is written with the commit.
-    finished: Vec<PaymentRecord>,
+    #[allow(clippy::vec_box, reason = "the book's boxes, moved on without copying the records")]
+    finished: Vec<Box<PaymentRecord>>,
     /// Where records are encoded before they are copied out at their exact size
     /// (`Event::encode_via`).
     encode_scratch: Vec<u8>,

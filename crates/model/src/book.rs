@@ -408,7 +408,7 @@ impl Book {
     fn retire_payment(&mut self, id: PaymentId) {
         let record = self.payments.remove(&id).expect("a payment being moved exists");
         let batch = record.payment.batch;
-        self.retired.payments.push(*record);
+        self.retired.payments.push(record);
         let open = {
             let entry = self.batches.get_mut(&batch).expect("a payment's batch is open while it is");
             entry.open -= 1;

@@ -56,9 +56,9 @@ impl Timestamp {
 const NAME_LEN_MAX: usize = 24;
 
 /// A short configured name (`base`, `payroll`): lowercase ASCII letters, digits, `-` and `_`,
-/// 1 to 24 characters. `Copy` so that hot paths carry names without allocating.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// 1 to 24 characters. `Copy` so that hot paths carry names without allocating; it is encoded
+/// and decoded as a string without one either.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name {
     bytes: [u8; NAME_LEN_MAX],
     len: u8,
@@ -108,6 +108,28 @@ impl TryFrom<String> for Name {
     }
 }
 
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
+                Name::new(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 impl From<Name> for String {
     fn from(name: Name) -> String {
         name.as_str().to_owned()
@@ -130,5 +152,16 @@ mod tests {
         for bad in ["", "Payroll", "a b", "x".repeat(25).as_str(), "é"] {
             assert!(Name::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_encode_as_strings_and_decode_only_when_valid() {
+        let name = Name::new("base-usdc_2").unwrap();
+        let bytes = postcard::to_stdvec(&name).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec("base-usdc_2").unwrap());
+        assert_eq!(postcard::from_bytes::<Name>(&bytes).unwrap(), name);
+        let bad = postcard::to_stdvec("Base").unwrap();
+        let error = postcard::from_bytes::<Name>(&bad).unwrap_err();
+        assert!(matches!(error, postcard::Error::SerdeDeCustom), "{error:?}");
     }
 }

@@ -7,7 +7,9 @@ use crate::{BatchId, BatchRecord, PaymentRecord, SettlementRecord};
 /// moves them to its history store in the same commit as those events, then takes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Retired {
-    pub payments: Vec<PaymentRecord>,
+    /// Boxed as the book holds them: a record is a few hundred bytes, and it moves twice on its
+    /// way to the history store.
+    pub payments: Vec<Box<PaymentRecord>>,
     pub settlements: Vec<SettlementRecord>,
     pub batches: Vec<(BatchId, BatchRecord)>,
 }

@@ -381,7 +381,7 @@ fn counts_and_open_settlements_follow_the_events() {
         book.apply(event).unwrap();
         // The counts always equal a full count of the payments' states.
         let mut full = BTreeMap::new();
-        for record in book.payments.values().chain(&book.retired().payments) {
+        for record in book.payments.values().chain(book.retired().payments.iter().map(|record| &**record)) {
             *full.entry(record.state).or_insert(0u64) += 1;
         }
         assert_eq!(*book.counts(), full, "after {event:?}");
