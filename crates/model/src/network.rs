@@ -125,9 +125,18 @@ impl From<Network> for String {
 /// lists its networks).
 impl Serialize for Network {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.name() {
-            Some(name) => serializer.serialize_str(name),
-            None => serializer.collect_str(self),
+        match (self.name(), self) {
+            (Some(name), _) => serializer.serialize_str(name),
+            // "evm:" and at most 20 digits, formatted on the stack: `collect_str` formatted it
+            // twice (postcard counts the length first) and chains without a name are common.
+            (None, Network::Evm(ChainId(id))) => {
+                let mut buffer = [0u8; 24];
+                let mut rest = &mut buffer[..];
+                std::io::Write::write_fmt(&mut rest, format_args!("evm:{id}")).expect("24 bytes hold evm:u64::MAX");
+                let len = 24 - rest.len();
+                serializer.serialize_str(std::str::from_utf8(&buffer[..len]).expect("ASCII"))
+            }
+            (None, Network::Bitcoin(_)) => serializer.collect_str(self),
         }
     }
 }
@@ -144,10 +153,12 @@ mod tests {
             ("ethereum", Network::ETHEREUM),
             ("base", Network::BASE),
             ("evm:31337", Network::Evm(ChainId(31337))),
+            ("evm:18446744073709551615", Network::Evm(ChainId(u64::MAX))),
         ];
         for (text, network) in cases {
             assert_eq!(text.parse::<Network>().unwrap(), network);
             assert_eq!(network.to_string(), text);
+            assert_eq!(postcard::to_stdvec(&network).unwrap(), postcard::to_stdvec(text).unwrap());
         }
         assert_eq!("evm:1".parse::<Network>().unwrap(), Network::ETHEREUM);
         for bad in ["", "eth", "evm:", "evm:01", "evm:-1", "evm:x", "Bitcoin", "evm:99999999999999999999"] {
