@@ -30,8 +30,9 @@ pub(crate) fn gather(first: Command, commands: &mut mpsc::Receiver<Command>) -> 
 }
 
 impl Engine {
-    /// Admits a group of merchants' batches (`Command::Submit` only) and answers each.
-    pub(crate) async fn admit_group(&mut self, group: Vec<Command>, now: Timestamp) {
+    /// Admits a group of merchants' batches (`Command::Submit` only) and answers each; with
+    /// `round`, in a round run at `now` (`tick_admitting`).
+    pub(crate) async fn admit_group(&mut self, group: Vec<Command>, now: Timestamp, round: bool) {
         let mut owned = Vec::with_capacity(group.len());
         for command in group {
             if let Command::Submit { merchant, key, drafts, reply } = command {
@@ -40,7 +41,15 @@ impl Engine {
         }
         let batches: Vec<Submission<'_>> =
             owned.iter().map(|(merchant, key, drafts, _)| Submission { merchant: *merchant, key, drafts }).collect();
-        let answers = self.submit_many(&batches, now).await;
+        let answers = if round {
+            let (answers, round) = self.tick_admitting(&batches, now).await;
+            if let Err(error) = round {
+                tracing::error!(%error, "round failed");
+            }
+            answers
+        } else {
+            self.submit_many(&batches, now).await
+        };
         drop(batches);
         for ((_, _, _, reply), answer) in owned.into_iter().zip(answers) {
             // A receiver that went away no longer wants the answer: dropping it is right.

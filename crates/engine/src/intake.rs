@@ -30,7 +30,7 @@ pub struct Submission<'a> {
 }
 
 /// A batch judged: answered at once (a duplicate), or handed to the journal.
-enum Admitted {
+pub(crate) enum Admitted {
     Answered(Intake),
     Sent { batch: BatchId, payments: Vec<PaymentId> },
 }
@@ -108,16 +108,39 @@ impl Engine {
         batches: &[Submission<'_>],
         now: Timestamp,
     ) -> Vec<Result<Intake, IntakeError>> {
+        let (leftovers, admitted) = self.admit_all(batches, now);
+        let durable = self.until_durable().await;
+        self.answer_all(leftovers, admitted, durable)
+    }
+
+    /// The first half of `submit_many`: each batch judged after the ones before it, and the
+    /// accepted ones handed to the writer, each as its own append, without waiting. Returns
+    /// whether leftovers of an earlier round went first (their append's answer comes first).
+    pub(crate) fn admit_all(
+        &mut self,
+        batches: &[Submission<'_>],
+        now: Timestamp,
+    ) -> (bool, Vec<Result<Admitted, IntakeError>>) {
         self.admitting = self.standby.is_some() && self.in_turn;
-        let mut answers: Vec<Result<Admitted, IntakeError>> = Vec::with_capacity(batches.len());
         // Whatever an earlier round left staged goes first, on its own: a batch and its claim
         // must be one append. A refusal here is the engine's state (stopped, or a standby out
         // of its turn), which each batch's own check reports to its merchant.
         let leftovers = self.send_staged(None).unwrap_or(false);
+        let mut admitted = Vec::with_capacity(batches.len());
         for batch in batches {
-            answers.push(self.admit(batch.merchant, batch.key, batch.drafts, now));
+            admitted.push(self.admit(batch.merchant, batch.key, batch.drafts, now));
         }
-        let durable = self.until_durable().await;
+        (leftovers, admitted)
+    }
+
+    /// The second half of `submit_many`: each batch's answer once the appends in flight were
+    /// waited for (`durable`: their answers in order, the leftovers' first).
+    pub(crate) fn answer_all(
+        &mut self,
+        leftovers: bool,
+        admitted: Vec<Result<Admitted, IntakeError>>,
+        durable: Result<Vec<Appended>, EngineError>,
+    ) -> Vec<Result<Intake, IntakeError>> {
         self.admitting = false;
         // When the wait failed, every batch sent is told the engine stopped (none is answered
         // accepted); otherwise each has its append's answer, in order.
@@ -128,8 +151,8 @@ impl Engine {
         if leftovers {
             appended.next();
         }
-        let mut out = Vec::with_capacity(answers.len());
-        for answer in answers {
+        let mut out = Vec::with_capacity(admitted.len());
+        for answer in admitted {
             out.push(match answer {
                 Ok(Admitted::Answered(intake)) => Ok(intake),
                 Ok(Admitted::Sent { batch, payments }) => match (&failed, appended.next()) {

@@ -511,12 +511,23 @@ pub async fn run_attached(
                     // On a shared journal a command is decided in this node's turn (a standby
                     // takes only merchants' batches; it refuses the rest without one).
                     let submits = matches!(work[0], Command::Submit { .. });
+                    // A round that is due runs with the batches waiting (`tick_admitting`): it
+                    // decides while the writer makes them durable, and since commands are
+                    // polled first, a steady stream of batches cannot hold rounds back.
+                    let round = submits
+                        && !engine.is_standby()
+                        && engine.stopped().is_none()
+                        && tokio::time::Instant::now() >= next_round;
                     let turn = engine.is_shared() && (!engine.is_standby() || submits);
                     if turn {
                         crate::turn::take(&mut engine).await;
                     }
+                    let now = (config.now)();
                     if submits {
-                        engine.admit_group(work, (config.now)()).await;
+                        if round {
+                            (config.before_tick)(now);
+                        }
+                        engine.admit_group(work, now, round).await;
                     } else {
                         for command in work {
                             engine.handle(command, (config.now)()).await;
@@ -525,7 +536,10 @@ pub async fn run_attached(
                     if turn {
                         crate::turn::give(&mut engine).await;
                     }
-                    engine.publish(&inbox.read, (config.now)(), false);
+                    engine.publish(&inbox.read, (config.now)(), round);
+                    if round {
+                        next_round = round_after(&engine, config.tick, now);
+                    }
                 }
             }
             () = tokio::time::sleep_until(next_round) => {
@@ -545,12 +559,15 @@ pub async fn run_attached(
                     }
                 }
                 engine.publish(&inbox.read, now, true);
-                let wait = engine
-                    .next_wake()
-                    .map_or(config.tick, |at| Duration::from_millis(at.saturating_since(now)).min(config.tick));
-                next_round = tokio::time::Instant::now() + wait.max(Duration::from_millis(1));
+                next_round = round_after(&engine, config.tick, now);
             }
         }
     }
     engine
+}
+
+/// When the round after one at `now` is due: when the engine next needs one, at most `tick` on.
+fn round_after(engine: &Engine, tick: Duration, now: Timestamp) -> tokio::time::Instant {
+    let wait = engine.next_wake().map_or(tick, |at| Duration::from_millis(at.saturating_since(now)).min(tick));
+    tokio::time::Instant::now() + wait.max(Duration::from_millis(1))
 }

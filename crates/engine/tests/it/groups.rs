@@ -157,3 +157,84 @@ async fn a_failure_after_part_of_the_group_was_journaled_loses_no_batch() {
     run_until_done(&mut engine, &world, T0, 1_000).await;
     super::check_paid_exactly_once(&engine, &world, 600);
 }
+
+/// The journal's records from the start, as bytes.
+fn records(engine: &Engine) -> Vec<Vec<u8>> {
+    engine.journal().read_range(1, usize::MAX).unwrap().into_iter().map(|r| r.payload).collect()
+}
+
+/// `tick_admitting` (what the command loop runs when a round is due and batches are waiting)
+/// journals exactly what `submit_many` and then `tick` journal, answers the same, and settles
+/// every payment once: the only difference is that the round decides while the writer makes
+/// the batches durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_with_batches_admitted_in_it_is_submit_many_then_tick() {
+    let (world, world_apart) = (World::new(), World::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut engine) = funded(&world, &dir).await;
+    let mut apart =
+        super::open_engine(&dir.path().join("apart.redb"), config(), world_apart.rails(), T0).await.unwrap();
+    fund(&mut apart, T0).await;
+    // The mixed group first (duplicates, a conflict, a taken reference, an empty batch), then
+    // fresh batches while earlier ones are being routed, settled and watched.
+    let mut groups = vec![group()];
+    for tick in 0..6u64 {
+        let start = |b: u64| 1_500 + (tick * 3 + b) * 300;
+        groups.push((0..3u64).map(|b| (MerchantId(b + 1), format!("t{tick}-{b}"), drafts(start(b), 300))).collect());
+    }
+    let mut now = T0;
+    for group in &groups {
+        now = now.saturating_add_ms(super::BLOCK_MS);
+        world.advance(now);
+        world_apart.advance(now);
+        let (answers, round) = engine.tick_admitting(&submissions(group), now).await;
+        round.unwrap();
+        let answers_apart = apart.submit_many(&submissions(group), now).await;
+        apart.tick(now).await.unwrap();
+        assert_eq!(shape(&answers), shape(&answers_apart), "the same answers");
+        assert_eq!(engine.state().state_hash(), apart.state().state_hash(), "the same state after each round");
+        engine.check_staging().unwrap();
+    }
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    run_until_done(&mut apart, &world_apart, now, 1_000).await;
+    assert_eq!(records(&engine), records(&apart), "the same records, byte for byte");
+    super::check_paid_exactly_once(&engine, &world, 1_500 + 6 * 3 * 300);
+}
+
+/// The journal fails on the commit that carries the batches: no batch is answered accepted,
+/// the round's transactions (built while the batches were being written) are never broadcast,
+/// and the engine stops. Reopened, nothing of it was journaled; sent again, the batches are
+/// accepted and settled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_in_a_round_with_batches_broadcasts_nothing() {
+    let (world, dir) = (World::new(), tempfile::tempdir().unwrap());
+    let (path, mut engine) = funded(&world, &dir).await;
+    let group: Vec<(MerchantId, String, Vec<Draft>)> =
+        (0..3u64).map(|b| (MerchantId(b + 1), format!("k{b}"), drafts(b * 200, 200))).collect();
+    // Queued before the failure, so the failing round has work to route and broadcast.
+    let queued = engine.submit_many(&submissions(&group[..1]), T0).await;
+    assert!(matches!(queued[0], Ok(Intake::Accepted { .. })));
+    let tip = engine.journal().tip();
+    engine.journal().fail_after(0);
+    let now = T0.saturating_add_ms(super::BLOCK_MS);
+    world.advance(now);
+    let (answers, round) = engine.tick_admitting(&submissions(&group[1..]), now).await;
+    assert!(matches!(round, Err(EngineError::Stopped(_))), "{round:?}");
+    for answer in &answers {
+        assert!(matches!(answer, Err(IntakeError::Engine(EngineError::Stopped(_)))), "{:?}", shape(&answers));
+    }
+    assert!(world.sandboxes.iter().all(|s| s.bodies_kept() == 0), "nothing reached a chain");
+    let (later, round) = engine.tick_admitting(&submissions(&group[1..]), now).await;
+    assert!(matches!(round, Err(EngineError::Stopped(_))));
+    assert!(later.iter().all(|a| matches!(a, Err(IntakeError::Engine(EngineError::Stopped(_))))));
+    drop(engine);
+
+    let mut engine = super::open_engine(&path, config(), world.rails(), T0).await.unwrap();
+    assert_eq!(engine.journal().tip(), tip, "nothing of the failed round was journaled");
+    let (again, round) = engine.tick_admitting(&submissions(&group), now).await;
+    round.unwrap();
+    assert!(matches!(again[0], Ok(Intake::Duplicate { .. })), "{:?}", shape(&again));
+    assert!(again[1..].iter().all(|a| matches!(a, Ok(Intake::Accepted { .. }))), "{:?}", shape(&again));
+    run_until_done(&mut engine, &world, now, 1_000).await;
+    super::check_paid_exactly_once(&engine, &world, 600);
+}

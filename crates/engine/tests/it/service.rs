@@ -189,3 +189,48 @@ async fn batches_sent_at_once_get_their_own_answers() {
     assert_eq!(handle.read(|m| m.counts.get(&PaymentState::Settled).copied()), Some(1_200));
     task.abort();
 }
+
+/// Merchants keep the channel busy (commands are taken before a due round): rounds still run
+/// while they do, with the batches waiting admitted in them (`tick_admitting`), so payments
+/// settle during the stream, not only after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_batches_does_not_hold_rounds_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 64);
+    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
+    let streaming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // More senders than the loop has threads, each sending its next batch as soon as the last
+    // is answered: there is nearly always a batch waiting.
+    let senders: Vec<_> = (0..8u64)
+        .map(|s| {
+            let (handle, streaming) = (handle.clone(), std::sync::Arc::clone(&streaming));
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while streaming.load(Ordering::SeqCst) && sent < 2_000 {
+                    let start = s * 100_000 + sent * 10;
+                    handle.submit(MerchantId(s + 1), format!("s{s}-{sent}"), drafts(start, 10)).await.unwrap().unwrap();
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let settled = || handle.read(|m| m.counts.get(&PaymentState::Settled).copied().unwrap_or(0));
+    while settled() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let settled_while_streaming = settled();
+    let still_streaming = senders.iter().all(|s| !s.is_finished());
+    streaming.store(false, Ordering::SeqCst);
+    let mut sent = 0;
+    for sender in senders {
+        sent += sender.await.unwrap();
+    }
+    assert!(still_streaming, "the senders ran out ({sent} batches) before a payment settled");
+    assert!(settled_while_streaming > 0, "no payment settled while batches kept coming ({sent} batches sent)");
+    task.abort();
+}
