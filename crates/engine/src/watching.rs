@@ -101,20 +101,21 @@ impl Engine {
         observation: Observation,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let mut record = self.state.book.settlements[&id].clone();
+        // Read from the book where needed, not cloned: a record carries every leg (up to a
+        // batch's size), and a settlement is judged every round it is watched.
+        let state = |engine: &Engine| engine.state.book.settlements[&id].state;
         // The book says confirmed, the chain says in no block: a reorg took it out while no
         // one was looking (the engine was down, so the block it was seen in is not known).
         // The book learns it first, so that what follows (a bump) applies to an unconfirmed
         // settlement; the engine stopped on a refused bump before (issue 10, scenario 1).
-        if matches!(record.state, SettlementState::Confirmed { .. })
+        if matches!(state(self), SettlementState::Confirmed { .. })
             && matches!(observation, Observation::Pending | Observation::Dropped)
         {
             tracing::warn!(settlement = %id, ?observation, "confirmed settlement no longer in a block; watching again");
             self.stage(vec![Event::SettlementReorged { settlement: id, at: now }])?;
-            record = self.state.book.settlements[&id].clone();
         }
         if let Observation::Confirmed { txid, block, depth, .. } = observation {
-            let known = matches!(record.state, SettlementState::Confirmed { depth: d } if u64::from(d) == depth);
+            let known = matches!(state(self), SettlementState::Confirmed { depth: d } if u64::from(d) == depth);
             if !known {
                 let depth = u32::try_from(depth).unwrap_or(u32::MAX);
                 self.stage(vec![Event::SettlementConfirmed { settlement: id, txid, depth, at: now }])?;
@@ -122,6 +123,7 @@ impl Engine {
             self.watching.get_mut(&id).expect("inserted by watch_all").seen_in_block = Some(block);
         }
         let info = self.watching[&id].clone();
+        let record = &self.state.book.settlements[&id];
         let cancels = record.cancels.clone();
         let watch = SettlementWatch {
             observation,
@@ -151,6 +153,10 @@ impl Engine {
         fee_observed: Amount,
         now: Timestamp,
     ) -> Result<(), EngineError> {
+        // Most rounds a watched settlement only waits: no copy of its record for that.
+        if action == Action::Wait {
+            return Ok(());
+        }
         let record = self.state.book.settlements[&id].clone();
         // The fee the chain charged the mined version (from its receipt; with its mined
         // child's), booked instead of the fee it offered; never more than it and its dearest

@@ -101,16 +101,22 @@ fn parse_bitcoin(text: &str, network: BitcoinNetwork) -> Result<Address, Address
 
 fn parse_evm(text: &str) -> Result<Address, AddressError> {
     let hex = text.strip_prefix("0x").ok_or(AddressError::EvmFormat)?;
-    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // One pass over the digits (intake parses every row's destination).
+    let (mut digits, mut has_lower, mut has_upper) = (hex.len() == 40, false, false);
+    for b in hex.bytes() {
+        digits &= b.is_ascii_hexdigit();
+        has_lower |= b.is_ascii_lowercase();
+        has_upper |= b.is_ascii_uppercase();
+    }
+    if !digits {
         return Err(AddressError::EvmFormat);
     }
-    let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
-    let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
     let parsed = if has_lower && has_upper {
         alloy_primitives::Address::parse_checksummed(text, None)
             .map_err(|_| AddressError::EvmChecksum { text: text.to_owned() })?
     } else {
-        alloy_primitives::Address::from_str(text).map_err(|_| AddressError::EvmFormat)?
+        let bytes: [u8; 20] = alloy_primitives::hex::decode_to_array(hex).map_err(|_| AddressError::EvmFormat)?;
+        alloy_primitives::Address::from(bytes)
     };
     if parsed.is_zero() {
         return Err(AddressError::EvmZero);
