@@ -148,17 +148,21 @@ async fn queries_do_not_wait_for_a_round() {
     task.abort();
 }
 
+/// A funded engine on a fresh journal in `dir`, run as a service until its task is aborted.
+async fn serving(dir: &tempfile::TempDir, world: &World) -> (service::EngineHandle, tokio::task::JoinHandle<Engine>) {
+    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
+    fund(&mut engine, T0).await;
+    let (handle, inbox) = service::channel(&mut engine, 64);
+    (handle, tokio::spawn(service::run(engine, inbox, service_config(world).0, std::future::pending())))
+}
+
 /// Merchants' batches sent at once are admitted as they wait, in groups: each gets the answer
 /// it would get alone (the same key and body twice is one batch; another body under a used key
 /// is a conflict), no payment id is given twice, and every payment settles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sent_at_once_get_their_own_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let world = World::new();
-    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
-    let (handle, inbox) = service::channel(&mut engine, 64);
-    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
+    let (dir, world) = (tempfile::tempdir().unwrap(), World::new());
+    let (handle, task) = serving(&dir, &world).await;
     // Batch 0 twice (same key, same body) among twelve.
     let sends = (0..13u64).map(|i| {
         let handle = handle.clone();
@@ -195,12 +199,8 @@ async fn batches_sent_at_once_get_their_own_answers() {
 /// settle during the stream, not only after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_stream_of_batches_does_not_hold_rounds_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let world = World::new();
-    let mut engine = super::open_engine(&dir.path().join("journal.redb"), config(), world.rails(), T0).await.unwrap();
-    fund(&mut engine, T0).await;
-    let (handle, inbox) = service::channel(&mut engine, 64);
-    let task = tokio::spawn(service::run(engine, inbox, service_config(&world).0, std::future::pending()));
+    let (dir, world) = (tempfile::tempdir().unwrap(), World::new());
+    let (handle, task) = serving(&dir, &world).await;
     let streaming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     // More senders than the loop has threads, each sending its next batch as soon as the last
     // is answered: there is nearly always a batch waiting.
