@@ -239,9 +239,7 @@ impl Run {
         let group = if together { self.group(batches) } else { Vec::new() };
         let started = Instant::now();
         if together {
-            let submissions: Vec<Submission<'_>> =
-                group.iter().map(|(merchant, key, drafts)| Submission { merchant: *merchant, key, drafts }).collect();
-            let (answers, round) = self.engine.tick_admitting(&submissions, self.now).await;
+            let (answers, round) = self.engine.tick_admitting(&submissions(&group), self.now).await;
             for answer in answers {
                 answer.unwrap();
             }
@@ -305,9 +303,7 @@ impl Run {
     async fn submit_group(&mut self, batches: u64) {
         let group = self.group(batches);
         let started = Instant::now();
-        let submissions: Vec<Submission<'_>> =
-            group.iter().map(|(merchant, key, drafts)| Submission { merchant: *merchant, key, drafts }).collect();
-        for answer in self.engine.submit_many(&submissions, self.now).await {
+        for answer in self.engine.submit_many(&submissions(&group), self.now).await {
             answer.unwrap();
         }
         self.spent[0] += started.elapsed();
@@ -317,6 +313,11 @@ impl Run {
     fn settled(&self) -> u64 {
         self.engine.state().book.count(PaymentState::Settled)
     }
+}
+
+/// A group of merchants' batches as the engine takes them.
+fn submissions(group: &[(MerchantId, String, Vec<Draft>)]) -> Vec<Submission<'_>> {
+    group.iter().map(|(merchant, key, drafts)| Submission { merchant: *merchant, key, drafts }).collect()
 }
 
 fn rails_of(sandboxes: &[Arc<SandboxRail>]) -> Vec<Arc<dyn Rail>> {

@@ -48,13 +48,14 @@ impl Engine {
             outcomes.pop();
         }
         let answers = self.answer_all(leftovers, admitted, durable);
-        let round = match sent.and_then(|_| self.running()) {
-            Ok(()) => match self.run_effects(now).await {
-                Ok(()) => self.after_round(now),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
+        // The round's broadcasts only once everything is durable (a failed wait stopped the engine).
+        let round = async {
+            sent?;
+            self.running()?;
+            self.run_effects(now).await?;
+            self.after_round(now)
+        }
+        .await;
         let drained = self.until_durable().await;
         (answers, round.and(drained.map(|_| ())))
     }
