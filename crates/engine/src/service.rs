@@ -539,31 +539,38 @@ pub async fn run_attached(
                     engine.publish(&inbox.read, (config.now)(), round);
                     if round {
                         next_round = round_after(&engine, config.tick, now);
+                    } else if tokio::time::Instant::now() >= next_round {
+                        // Other commands are not admitted in a round: a due one runs between
+                        // them, or a steady stream of them would hold rounds back for ever.
+                        next_round = due_round(&mut engine, inbox, config).await;
                     }
                 }
             }
-            () = tokio::time::sleep_until(next_round) => {
-                let now = (config.now)();
-                if engine.stopped().is_none() {
-                    (config.before_tick)(now);
-                    // A standby's round only reads the journal: no turn.
-                    let turn = engine.is_shared() && !engine.is_standby();
-                    if turn {
-                        crate::turn::take(&mut engine).await;
-                    }
-                    if let Err(error) = engine.tick(now).await {
-                        tracing::error!(%error, "round failed");
-                    }
-                    if turn {
-                        crate::turn::give(&mut engine).await;
-                    }
-                }
-                engine.publish(&inbox.read, now, true);
-                next_round = round_after(&engine, config.tick, now);
-            }
+            () = tokio::time::sleep_until(next_round) => next_round = due_round(&mut engine, inbox, config).await,
         }
     }
     engine
+}
+
+/// Runs the round that is due (none on a stopped engine), publishes, and says when the next is.
+async fn due_round(engine: &mut Engine, inbox: &Inbox, config: &mut ServiceConfig) -> tokio::time::Instant {
+    let now = (config.now)();
+    if engine.stopped().is_none() {
+        (config.before_tick)(now);
+        // A standby's round only reads the journal: no turn.
+        let turn = engine.is_shared() && !engine.is_standby();
+        if turn {
+            crate::turn::take(engine).await;
+        }
+        if let Err(error) = engine.tick(now).await {
+            tracing::error!(%error, "round failed");
+        }
+        if turn {
+            crate::turn::give(engine).await;
+        }
+    }
+    engine.publish(&inbox.read, now, true);
+    round_after(engine, config.tick, now)
 }
 
 /// When the round after one at `now` is due: when the engine next needs one, at most `tick` on.

@@ -201,17 +201,46 @@ async fn batches_sent_at_once_get_their_own_answers() {
 async fn a_steady_stream_of_batches_does_not_hold_rounds_back() {
     let (dir, world) = (tempfile::tempdir().unwrap(), World::new());
     let (handle, task) = serving(&dir, &world).await;
+    streaming_settles(&handle, |handle, s, sent| async move {
+        let start = s * 100_000 + sent * 10;
+        handle.submit(MerchantId(s + 1), format!("s{s}-{sent}"), drafts(start, 10)).await.unwrap().unwrap();
+    })
+    .await;
+    task.abort();
+}
+
+/// Treasury staff keep the channel busy with commands that are not batches (each funds a pool,
+/// a journal commit): a due round still runs between them, so the batch accepted before the
+/// stream settles during it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_of_other_commands_does_not_hold_rounds_back() {
+    let (dir, world) = (tempfile::tempdir().unwrap(), World::new());
+    let (handle, task) = serving(&dir, &world).await;
+    handle.submit(MerchantId(1), "before".into(), drafts(0, 10)).await.unwrap().unwrap();
+    streaming_settles(&handle, |handle, s, sent| async move {
+        let transfer = u128::from(s) << 64 | u128::from(sent) | 1 << 100;
+        handle.fund_pool(name("base"), Asset::USDC, Amount::new(1), transfer).await.unwrap().unwrap();
+    })
+    .await;
+    task.abort();
+}
+
+/// Eight senders, more than the loop has threads, each sending its next command (`send`, given
+/// the sender and its count so far) as soon as the last is answered, so one is nearly always
+/// waiting: some payment must settle while they still send.
+async fn streaming_settles<F, Fut>(handle: &service::EngineHandle, send: F)
+where
+    F: Fn(service::EngineHandle, u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let streaming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    // More senders than the loop has threads, each sending its next batch as soon as the last
-    // is answered: there is nearly always a batch waiting.
     let senders: Vec<_> = (0..8u64)
         .map(|s| {
-            let (handle, streaming) = (handle.clone(), std::sync::Arc::clone(&streaming));
+            let (handle, streaming, send) = (handle.clone(), std::sync::Arc::clone(&streaming), send.clone());
             tokio::spawn(async move {
                 let mut sent = 0u64;
                 while streaming.load(Ordering::SeqCst) && sent < 2_000 {
-                    let start = s * 100_000 + sent * 10;
-                    handle.submit(MerchantId(s + 1), format!("s{s}-{sent}"), drafts(start, 10)).await.unwrap().unwrap();
+                    send(handle.clone(), s, sent).await;
                     sent += 1;
                 }
                 sent
@@ -230,7 +259,6 @@ async fn a_steady_stream_of_batches_does_not_hold_rounds_back() {
     for sender in senders {
         sent += sender.await.unwrap();
     }
-    assert!(still_streaming, "the senders ran out ({sent} batches) before a payment settled");
-    assert!(settled_while_streaming > 0, "no payment settled while batches kept coming ({sent} batches sent)");
-    task.abort();
+    assert!(still_streaming, "the senders ran out ({sent} commands) before a payment settled");
+    assert!(settled_while_streaming > 0, "no payment settled while commands kept coming ({sent} sent)");
 }
