@@ -26,6 +26,10 @@ use engine::{EngineConfig, StateConfig};
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub data_dir: PathBuf,
+    /// MiB of the redb journal file that redb caches in memory (the operating system's page
+    /// cache sits behind it; more mostly speeds history reads). Not used on PostgreSQL.
+    #[serde(default = "journal_cache_mib_default")]
+    pub journal_cache_mib: u64,
     pub tick_ms: u64,
     pub batch_payments_max: usize,
     /// How often to reconcile with the chains (0: only on demand).
@@ -82,6 +86,13 @@ pub enum JournalFile {
         pool_size: usize,
     },
 }
+
+fn journal_cache_mib_default() -> u64 {
+    u64::try_from(journal::Config::default().cache_bytes >> 20).unwrap_or(4)
+}
+
+/// The largest redb cache `journal_cache_mib` may ask for.
+const JOURNAL_CACHE_MIB_MAX: u64 = 64 << 10;
 
 fn pool_size_default() -> usize {
     4
@@ -374,6 +385,15 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         }
         pools.push(config);
     }
+    if !(1..=JOURNAL_CACHE_MIB_MAX).contains(&file.journal_cache_mib) {
+        let problem = format!("1 to {JOURNAL_CACHE_MIB_MAX} MiB of the redb file cached in memory");
+        return Err(error("journal_cache_mib", problem));
+    }
+    let journal_config = journal::Config {
+        cache_bytes: usize::try_from(file.journal_cache_mib << 20)
+            .map_err(|_| error("journal_cache_mib", "more than this machine can address"))?,
+        ..journal::Config::default()
+    };
     let engine = EngineConfig {
         state: StateConfig { pools, fee_assets, urgent },
         queue,
@@ -381,7 +401,7 @@ pub fn load(file: &File) -> Result<Loaded, ConfigError> {
         rules: Vec::new(),
         breaker: file.breaker.unwrap_or_default(),
         anomaly: file.anomaly.unwrap_or_default(),
-        journal: journal::Config::default(),
+        journal: journal_config,
         batch_payments_max: file.batch_payments_max,
         reconcile_interval_ms: file.reconcile_interval_ms,
         batching: router::BatchPolicy {

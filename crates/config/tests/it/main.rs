@@ -50,6 +50,22 @@ fn the_cluster_example_parses_and_its_journal_settings_are_checked() {
     assert!(none.contains("journal.pool_size"), "{none}");
 }
 
+/// The redb journal's cache is set in MiB (default 4, as the journal's own default); one of
+/// none, or past 64 GiB, is named.
+#[test]
+fn the_redb_cache_is_set_and_checked() {
+    let default = check(DEFAULT, &[]).unwrap();
+    assert_eq!(default.engine.journal.cache_bytes, journal::Config::default().cache_bytes);
+    let larger = check(DEFAULT, &[("RAILYARD__JOURNAL_CACHE_MIB", "64")]).unwrap();
+    assert_eq!(larger.engine.journal.cache_bytes, 64 << 20);
+    let unset = check(DEVNET, &[]).unwrap();
+    assert_eq!(unset.engine.journal.cache_bytes, journal::Config::default().cache_bytes, "not set: the default");
+    for bad in ["0", "65537"] {
+        let error = check(DEFAULT, &[("RAILYARD__JOURNAL_CACHE_MIB", bad)]).unwrap_err();
+        assert!(error.contains("journal_cache_mib") && error.contains("1 to 65536 MiB"), "{bad}: {error}");
+    }
+}
+
 #[test]
 fn a_bad_bitcoin_rail_is_named() {
     let cases: &[(&[(&str, &str)], &str)] = &[
