@@ -101,13 +101,6 @@ impl fmt::Debug for Name {
     }
 }
 
-impl TryFrom<String> for Name {
-    type Error = NameError;
-    fn try_from(text: String) -> Result<Name, NameError> {
-        Name::new(&text)
-    }
-}
-
 impl Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
@@ -127,12 +120,6 @@ impl<'de> Deserialize<'de> for Name {
             }
         }
         deserializer.deserialize_str(Visitor)
-    }
-}
-
-impl From<Name> for String {
-    fn from(name: Name) -> String {
-        name.as_str().to_owned()
     }
 }
 
